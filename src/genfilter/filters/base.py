@@ -1,0 +1,379 @@
+r"""Ensembles, step reports, the filter protocol and the assimilation loop (DESIGN.md).
+
+A filter is ``init(particles) -> Ensemble`` plus ``step(ensemble, obs) -> (Ensemble,
+StepInfo)``; :func:`assimilate` is the loop over observations (SPEC §1), recording per-step
+statistics and, when the truth is known, the metrics of SPEC §6.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Ensemble",
+    "StepInfo",
+    "Filter",
+    "FilterRun",
+    "assimilate",
+    "uniform_log_weights",
+    "effective_sample_size",
+    "check_particles",
+]
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..observations import Observation
+
+
+def uniform_log_weights(n: int, dtype: torch.dtype = torch.float64, device=None) -> Tensor:
+    """Normalised uniform log-weights ``(n,)`` (each ``-log n``)."""
+    return torch.full((n,), -math.log(n), dtype=dtype, device=device)
+
+
+def effective_sample_size(log_weights: Tensor) -> float:
+    r"""ESS :math:`= 1 / \sum_i w_i^2` of (possibly unnormalised) log-weights (SPEC §3.3)."""
+    lw = log_weights.double()
+    lw = lw - torch.logsumexp(lw, 0)
+    return float(torch.exp(-torch.logsumexp(2 * lw, 0)))
+
+
+def check_particles(particles: Tensor, name: str = "particles", min_members: int = 2) -> Tensor:
+    """Validates an ensemble tensor ``(N, *S)``: floating, finite, ``N >= min_members``."""
+    if not torch.is_tensor(particles):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(particles).__name__}")
+    if not torch.is_floating_point(particles):
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {particles.dtype}")
+    if particles.ndim < 2:
+        raise ValueError(f"{name} must have shape (N, *state_shape), got {tuple(particles.shape)}")
+    if particles.shape[0] < min_members:
+        raise ValueError(
+            f"{name} must hold at least {min_members} members, got N = {particles.shape[0]}"
+        )
+    finite = torch.isfinite(particles).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten()
+        raise ValueError(
+            f"{name} contains non-finite values in {bad.numel()} member(s), first indices "
+            f"{bad[:5].tolist()}"
+        )
+    return particles
+
+
+@dataclass
+class Ensemble:
+    r"""A weighted ensemble :math:`\{x_i, w_i\}` (DESIGN.md).
+
+    Attributes:
+        particles: The members, shape ``(N, *S)``.
+        log_weights: Normalised log-weights ``(N,)`` (``logsumexp == 0``); uniform after a
+            FA-APF step.
+        extra: Filter-specific state carried between steps (e.g. EnFF's previous analysis).
+    """
+
+    particles: Tensor
+    log_weights: Tensor
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.log_weights.shape != self.particles.shape[:1]:
+            raise ValueError(
+                f"log_weights must have shape ({self.particles.shape[0]},), got "
+                f"{tuple(self.log_weights.shape)}"
+            )
+
+    @property
+    def size(self) -> int:
+        return int(self.particles.shape[0])
+
+    @property
+    def weights(self) -> Tensor:
+        return torch.softmax(self.log_weights.double(), 0)
+
+    @property
+    def ess(self) -> float:
+        return effective_sample_size(self.log_weights)
+
+    def mean(self) -> Tensor:
+        """Weighted mean ``(*S)``."""
+        w = self.weights.to(self.particles.dtype)
+        return torch.einsum("n,n...->...", w, self.particles)
+
+    def is_uniform(self) -> bool:
+        return bool(
+            torch.allclose(self.log_weights, torch.full_like(self.log_weights, -math.log(self.size)))
+        )
+
+
+@dataclass
+class StepInfo:
+    """What one filter step reports (plain floats and small tensors).
+
+    Attributes:
+        ess: Effective sample size of the weights used at this step (``N`` for unweighted
+            ensembles).
+        inflation: The likelihood inflation β (SPEC §3.3); ``1.0`` means none.
+        log_evidence: Estimate of :math:`\\log p(y^k \\mid y^{1:k-1})`, or ``None``.
+        seconds: Wall time of the step.
+        extra: Filter-specific diagnostics (spread before/after analysis, ...).
+    """
+
+    ess: float
+    inflation: float = 1.0
+    log_evidence: float | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Filter(Protocol):
+    """A filtering algorithm: ``init`` + ``step`` (DESIGN.md)."""
+
+    def init(self, particles: Tensor) -> Ensemble: ...
+
+    def step(self, ensemble: Ensemble, obs: Observation | None) -> tuple[Ensemble, StepInfo]: ...
+
+
+@dataclass
+class FilterRun:
+    """The record of an assimilation run.
+
+    Attributes:
+        means, spreads: Per-step weighted ensemble mean and standard deviation, ``(K, *S)``.
+        particles: Per-step members ``(K, N, *S)`` when ``save_particles`` was true.
+        infos: One :class:`StepInfo` per step.
+        metrics: Per-step metrics (``{name: (K,) or (K, V) tensor}``) when truth was given.
+        truth: The truth ``(K, *S)`` when given.
+        final: The ensemble after the last step (resume point).
+    """
+
+    means: Tensor
+    spreads: Tensor
+    infos: list[StepInfo]
+    particles: Tensor | None = None
+    log_weights: Tensor | None = None
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+    truth: Tensor | None = None
+    final: Ensemble | None = None
+
+    @property
+    def steps(self) -> int:
+        return len(self.infos)
+
+    @property
+    def log_evidence(self) -> float:
+        """Sum of the per-step log-evidence increments (NaN if a filter gives none)."""
+        vals = [i.log_evidence for i in self.infos if i.log_evidence is not None]
+        return float(sum(vals)) if vals else float("nan")
+
+    def trace(self, name: str) -> Tensor:
+        """Per-step trace ``(K,)`` of a StepInfo field (``ess``, ``inflation``, ``seconds``,
+        ``log_evidence``) or of a key of ``extra``."""
+        out = []
+        for info in self.infos:
+            v = getattr(info, name) if hasattr(info, name) else info.extra.get(name)
+            out.append(float("nan") if v is None else float(v))
+        return torch.tensor(out, dtype=torch.float64)
+
+    def summary(self, burn_in: int = 0) -> dict[str, float]:
+        """Metrics averaged over steps ``burn_in..K-1`` (SPEC §6); SSR is the mean of the
+        per-step ratios, as the paper does."""
+        from ..metrics import summarize
+
+        if not self.metrics:
+            raise ValueError("this run has no metrics: pass truth= to assimilate()")
+        return summarize(self.metrics, burn_in=burn_in)
+
+    def to_xarray(self, state_dims: Sequence[str] | None = None):
+        """Converts the run to an ``xarray.Dataset`` with dims ``(step, member, *state)``."""
+        import xarray as xr
+
+        S = tuple(self.means.shape[1:])
+        dims = list(state_dims) if state_dims is not None else [f"dim_{i}" for i in range(len(S))]
+        if len(dims) != len(S):
+            raise ValueError(f"state_dims has {len(dims)} names for a state of shape {S}")
+        data = {
+            "mean": (("step", *dims), self.means.double().numpy()),
+            "spread": (("step", *dims), self.spreads.double().numpy()),
+            "ess": (("step",), self.trace("ess").numpy()),
+            "inflation": (("step",), self.trace("inflation").numpy()),
+            "log_evidence": (("step",), self.trace("log_evidence").numpy()),
+            "seconds": (("step",), self.trace("seconds").numpy()),
+        }
+        if self.particles is not None:
+            data["particles"] = (("step", "member", *dims), self.particles.double().numpy())
+        if self.log_weights is not None:
+            data["log_weights"] = (("step", "member"), self.log_weights.double().numpy())
+        if self.truth is not None:
+            data["truth"] = (("step", *dims), self.truth.double().numpy())
+        for name, value in self.metrics.items():
+            if value.ndim == 1:
+                data[f"metric_{name}"] = (("step",), value.double().numpy())
+            else:
+                data[f"metric_{name}"] = (("step", "variable"), value.double().numpy())
+        return xr.Dataset(data)
+
+
+def _weighted_moments(ens: Ensemble) -> tuple[Tensor, Tensor]:
+    w = ens.weights.to(ens.particles.dtype)
+    mean = torch.einsum("n,n...->...", w, ens.particles)
+    dev = ens.particles - mean
+    n = ens.size
+    # unbiased for uniform weights (SPEC §6 uses 1/(N-1)); reliability weights otherwise
+    denom = 1.0 - float((w.double() ** 2).sum())
+    var = torch.einsum("n,n...->...", w, dev**2) / max(denom, 1e-300)
+    if ens.is_uniform():
+        var = (dev**2).sum(0) / (n - 1)
+    return mean, var.sqrt()
+
+
+def assimilate(
+    filter: Filter,
+    particles0: Tensor,
+    observations: Sequence[Observation | None],
+    truth: Tensor | None = None,
+    *,
+    progress: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    save_particles: bool = True,
+    variable_axis: int | None = None,
+    desc: str | None = None,
+) -> FilterRun:
+    r"""Runs ``filter`` over ``observations`` (one filter step each; ``None`` = forecast
+    only) from the initial members ``particles0`` ``(N, *S)``.
+
+    Arguments:
+        truth: The true states ``(K, *S)``; when given, per-step metrics are recorded
+            (SPEC §6): skill, spread, SSR and CRPS, per variable along ``variable_axis`` if
+            set, else over all components.
+        checkpoint: A file; the run is saved there after every step and, if the file
+            exists, resumed from it (the filter's generator state is restored, so the
+            result is identical to an uninterrupted run).
+        save_particles: Keep every step's members (``(K, N, *S)``) in the run; otherwise
+            only means and spreads.
+    """
+    from ..metrics import step_metrics
+
+    check_particles(particles0, "particles0")
+    K = len(observations)
+    if truth is not None:
+        if truth.shape[0] != K or tuple(truth.shape[1:]) != tuple(particles0.shape[1:]):
+            raise ValueError(
+                f"truth must have shape ({K}, {', '.join(map(str, particles0.shape[1:]))}) "
+                f"to match {K} observations, got {tuple(truth.shape)}"
+            )
+
+    start = 0
+    means: list[Tensor] = []
+    spreads: list[Tensor] = []
+    parts: list[Tensor] = []
+    lws: list[Tensor] = []
+    infos: list[StepInfo] = []
+    metric_rows: list[dict[str, Tensor]] = []
+    ens: Ensemble | None = None
+
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        start = int(state["step"])
+        ens = Ensemble(state["particles"], state["log_weights"])
+        means, spreads = list(state["means"]), list(state["spreads"])
+        parts, lws = list(state["saved_particles"]), list(state["saved_log_weights"])
+        infos = [StepInfo(**i) for i in state["infos"]]
+        metric_rows = list(state["metric_rows"])
+        gen = getattr(filter, "generator", None)
+        if gen is not None and "generator" in state:
+            gen.set_state(state["generator"])
+    if ens is None:
+        ens = filter.init(particles0)
+
+    bar = tqdm(
+        range(start, K),
+        desc=desc or type(filter).__name__,
+        disable=not progress,
+        unit="step",
+        initial=start,
+        total=K,
+    )
+    for k in bar:
+        t0 = time.perf_counter()
+        ens, info = filter.step(ens, observations[k])
+        info.seconds = time.perf_counter() - t0
+        if not torch.isfinite(ens.particles).all():
+            raise FloatingPointError(
+                f"{type(filter).__name__} produced non-finite particles at step {k}"
+            )
+        mean, spread = _weighted_moments(ens)
+        means.append(mean)
+        spreads.append(spread)
+        if save_particles:
+            parts.append(ens.particles.clone())
+            lws.append(ens.log_weights.clone())
+        infos.append(info)
+        if truth is not None:
+            metric_rows.append(
+                step_metrics(ens.particles, truth[k], ens.log_weights, variable_axis=variable_axis)
+            )
+            if progress:
+                bar.set_postfix(skill=f"{float(metric_rows[-1]['skill'].mean()):.3f}",
+                                ess=f"{info.ess:.0f}")
+        if ckpt is not None:
+            _save_checkpoint(ckpt, k + 1, ens, means, spreads, parts, lws, infos, metric_rows,
+                             getattr(filter, "generator", None))
+    bar.close()
+
+    metrics: dict[str, Tensor] = {}
+    if metric_rows:
+        for name in metric_rows[0]:
+            metrics[name] = torch.stack([row[name] for row in metric_rows])
+    return FilterRun(
+        means=torch.stack(means) if means else particles0[:0, ...].mean(0, keepdim=True)[:0],
+        spreads=torch.stack(spreads) if spreads else particles0[:0],
+        infos=infos,
+        particles=torch.stack(parts) if parts else None,
+        log_weights=torch.stack(lws) if lws else None,
+        metrics=metrics,
+        truth=truth,
+        final=ens,
+    )
+
+
+def _info_dict(info: StepInfo) -> dict[str, Any]:
+    extra = {}
+    for key, value in info.extra.items():
+        if isinstance(value, (int, float, bool, str)) or torch.is_tensor(value):
+            extra[key] = value
+    return {
+        "ess": float(info.ess),
+        "inflation": float(info.inflation),
+        "log_evidence": None if info.log_evidence is None else float(info.log_evidence),
+        "seconds": float(info.seconds),
+        "extra": extra,
+    }
+
+
+def _save_checkpoint(path: Path, step, ens, means, spreads, parts, lws, infos, metric_rows,
+                     generator) -> None:
+    state = {
+        "step": step,
+        "particles": ens.particles,
+        "log_weights": ens.log_weights,
+        "means": means,
+        "spreads": spreads,
+        "saved_particles": parts,
+        "saved_log_weights": lws,
+        "infos": [_info_dict(i) for i in infos],
+        "metric_rows": metric_rows,
+    }
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a killed run never leaves a half-written checkpoint
