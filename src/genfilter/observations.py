@@ -307,7 +307,9 @@ def isotropic_noise(std: float) -> IsotropicCovariance:
 
 def diagonal_noise(variances: Tensor | Sequence[float]) -> DiagonalCovariance:
     r"""Diagonal noise :math:`\Sigma_y = \mathrm{diag}(v)`; ``variances`` are variances."""
-    v = torch.as_tensor(variances, dtype=torch.get_default_dtype()).flatten()
+    v = torch.as_tensor(variances).flatten()
+    if not torch.is_floating_point(v):
+        v = v.to(torch.get_default_dtype())
     if not torch.isfinite(v).all() or (v <= 0).any():
         raise ValueError(f"noise variances must be positive and finite, got {v.tolist()}")
     return DiagonalCovariance(v)
@@ -340,7 +342,9 @@ def full_noise(matrix: Tensor, rtol: float = 1e-6) -> FullCovariance:
 def noise_matrix(noise: Covariance, M: int) -> Tensor:
     """Dense ``(M, M)`` matrix of an azula covariance (for small ``M`` only)."""
     if isinstance(noise, IsotropicCovariance):
-        lmbda = torch.as_tensor(noise.lmbda, dtype=torch.get_default_dtype())
+        lmbda = torch.as_tensor(noise.lmbda)
+        if not torch.is_floating_point(lmbda) or lmbda.dtype == torch.float32:
+            lmbda = lmbda.to(torch.float64)  # a Python float is exact in float64
         return lmbda * torch.eye(M, dtype=lmbda.dtype)
     if isinstance(noise, DiagonalCovariance):
         return torch.diag(noise.D.flatten())
