@@ -1,3 +1,29 @@
-"""genfilter: Bayesian filtering with generative emulators (FA-APF and baselines)."""
+"""genfilter: Bayesian filtering with generative emulators (FA-APF and baselines).
+
+The public API re-exports the pieces a user combines: an emulator, an observation and a
+filter, run by :func:`assimilate` and scored by :mod:`genfilter.metrics`.
+"""
+
+from . import metrics
+from .emulators import DiffusionEmulator, Emulator, LinearGaussianEmulator, SimulatorEmulator
+from .filters import (
+    ETKF, FAAPF, LETKF, BootstrapPF, EnFF, EnKF, Ensemble, EnSF, Filter, FilterRun,
+    FlowDASEnsemble, Forecast, KalmanFilter, StepInfo, assimilate,
+)
+from .observations import (
+    Coarsen, Compose, Identity, Lambda, Mask, Observation, ObservationOperator, Select, Stack,
+    Subsample, diagonal_noise, full_noise, isotropic_noise, synthetic_observations,
+)
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "metrics",
+    "Emulator", "DiffusionEmulator", "LinearGaussianEmulator", "SimulatorEmulator",
+    "Ensemble", "StepInfo", "Filter", "FilterRun", "assimilate",
+    "FAAPF", "BootstrapPF", "EnKF", "ETKF", "LETKF", "EnSF", "EnFF", "FlowDASEnsemble",
+    "Forecast", "KalmanFilter",
+    "Observation", "ObservationOperator", "Identity", "Select", "Mask", "Subsample", "Coarsen",
+    "Stack", "Compose", "Lambda", "isotropic_noise", "diagonal_noise", "full_noise",
+    "synthetic_observations",
+]

@@ -105,6 +105,7 @@ def test_posterior_discretisation_error_shrinks_with_steps():
         _, P = em.exact_posterior(x0[:1], obs)
         ratio = torch.diagonal(torch.cov(xp.T)) / torch.diagonal(P)
         errors.append(float((ratio - 1).abs().mean()))
+    print("DDIM posterior variance error at 8, 32, 128 steps:", [round(e, 3) for e in errors])
     assert errors[0] > errors[1] > errors[2]
     assert errors[0] > 0.3  # the bias is real at few steps ...
     assert errors[2] < 0.1  # ... and mostly gone at 128

@@ -31,18 +31,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..observations import Observation
+from .tempering import ess as effective_sample_size
 
 
 def uniform_log_weights(n: int, dtype: torch.dtype = torch.float64, device=None) -> Tensor:
     """Normalised uniform log-weights ``(n,)`` (each ``-log n``)."""
     return torch.full((n,), -math.log(n), dtype=dtype, device=device)
-
-
-def effective_sample_size(log_weights: Tensor) -> float:
-    r"""ESS :math:`= 1 / \sum_i w_i^2` of (possibly unnormalised) log-weights (SPEC §3.3)."""
-    lw = log_weights.double()
-    lw = lw - torch.logsumexp(lw, 0)
-    return float(torch.exp(-torch.logsumexp(2 * lw, 0)))
 
 
 def check_particles(particles: Tensor, name: str = "particles", min_members: int = 2) -> Tensor:
