@@ -1,0 +1,157 @@
+r"""Validation of an emulator against the true model (the systems issue, item 6).
+
+Two kinds of checks, both comparing the emulator with a known stochastic system:
+
+* **one step**: from the same states :math:`x^k`, draw ``samples`` transitions from the
+  emulator and from the true model; report the mean error (in units of the true
+  transition's standard deviation), the variance ratio, and the energy distance between the
+  two sample sets — next to the energy distance between two *independent* true-model sample
+  sets of the same size, which is what a perfect emulator would score (its noise floor);
+* **free rollout**: run both from attractor states for a long time and compare the
+  climatology (mean, standard deviation per component) and the autocorrelation at a few lags.
+
+The energy distance of sample sets :math:`X, Y` is
+:math:`2\,\mathbb{E}\|X - Y\| - \mathbb{E}\|X - X'\| - \mathbb{E}\|Y - Y'\|` (U-statistics
+for the within-set terms), computed in units normalised by the true transition's standard
+deviation so that components weigh equally.
+"""
+
+from __future__ import annotations
+
+__all__ = ["energy_distance", "one_step_validation", "rollout_validation", "validation_table"]
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .._utils import make_generator
+
+
+def energy_distance(x: Tensor, y: Tensor) -> float:
+    """Energy distance between samples ``x (n, D)`` and ``y (m, D)`` (unbiased within-set terms)."""
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must be (n, D) and (m, D), got {tuple(x.shape)}, {tuple(y.shape)}")
+    x, y = x.double(), y.double()
+    n, m = x.shape[0], y.shape[0]
+    if n < 2 or m < 2:
+        raise ValueError("energy_distance needs at least 2 samples in each set")
+    xy = torch.cdist(x, y).mean()
+    xx = torch.cdist(x, x).sum() / (n * (n - 1))
+    yy = torch.cdist(y, y).sum() / (m * (m - 1))
+    return float(2 * xy - xx - yy)
+
+
+@dataclass
+class OneStepResult:
+    mean_error: float  # mean over states and components of |mean_em − mean_true| / sd_true
+    variance_ratio: float  # mean over states and components of var_em / var_true
+    energy_distance: float  # mean over states: emulator vs true model
+    energy_distance_floor: float  # mean over states: true model vs independent true model
+    states: int
+    samples: int
+
+
+def one_step_validation(emulator, system, states: Tensor, samples: int = 256,
+                        generator: torch.Generator | int | None = 0) -> OneStepResult:
+    """Compares one emulator transition with the true model's from each of ``states (M, *S)``."""
+    g = make_generator(generator)
+    errs, ratios, eds, floors = [], [], [], []
+    for x in states:
+        xb = x.expand(samples, *x.shape).clone()
+        true_a = system.step(xb, 1, g).flatten(1)
+        true_b = system.step(xb, 1, g).flatten(1)
+        em = emulator.sample(xb.to(torch.get_default_dtype()) if not torch.is_floating_point(xb) else xb,
+                             generator=g).flatten(1).to(true_a.dtype)
+        sd = true_a.std(0).clamp_min(1e-12)
+        errs.append(((em.mean(0) - true_a.mean(0)).abs() / sd).mean())
+        ratios.append((em.var(0) / sd**2).mean())
+        eds.append(energy_distance(em / sd, true_a / sd))
+        floors.append(energy_distance(true_b / sd, true_a / sd))
+    return OneStepResult(
+        mean_error=float(torch.stack(errs).mean()),
+        variance_ratio=float(torch.stack(ratios).mean()),
+        energy_distance=float(torch.tensor(eds).mean()),
+        energy_distance_floor=float(torch.tensor(floors).mean()),
+        states=int(states.shape[0]),
+        samples=samples,
+    )
+
+
+@dataclass
+class RolloutResult:
+    mean_true: Tensor
+    mean_emulator: Tensor
+    std_true: Tensor
+    std_emulator: Tensor
+    lags: list[int]
+    acf_true: Tensor  # (lags, D)
+    acf_emulator: Tensor
+    finite: bool
+
+
+def _acf(traj: Tensor, lags: list[int]) -> Tensor:
+    """Autocorrelation per component of trajectories ``(T, N, D)``, averaged over N."""
+    z = traj - traj.mean((0, 1))
+    var = (z**2).mean((0, 1))
+    out = []
+    for lag in lags:
+        out.append((z[lag:] * z[: z.shape[0] - lag]).mean((0, 1)) / var)
+    return torch.stack(out)
+
+
+def rollout_validation(emulator, system, states: Tensor, length: int = 500,
+                       lags: tuple[int, ...] = (1, 2, 5, 10),
+                       generator: torch.Generator | int | None = 0,
+                       progress: bool = False) -> RolloutResult:
+    """Free rollouts of ``length`` snapshots from ``states (N, *S)`` with the emulator and
+    the true model; climatology and autocorrelation per component."""
+    from tqdm.auto import tqdm
+
+    g = make_generator(generator)
+    x_t, x_e = states.clone(), states.clone()
+    traj_t, traj_e = [], []
+    finite = True
+    for _ in tqdm(range(length), disable=not progress, desc="rollout", unit="step"):
+        x_t = system.step(x_t, 1, g)
+        x_e = emulator.sample(x_e, generator=g)
+        if not torch.isfinite(x_e).all():
+            finite = False
+            break
+        traj_t.append(x_t.flatten(1))
+        traj_e.append(x_e.flatten(1).to(x_t.dtype))
+    T = torch.stack(traj_t)
+    E = torch.stack(traj_e) if traj_e else T[:0]
+    lags = [lag for lag in lags if lag < max(E.shape[0], 1)]
+    return RolloutResult(
+        mean_true=T.mean((0, 1)), mean_emulator=E.mean((0, 1)),
+        std_true=T.std((0, 1)), std_emulator=E.std((0, 1)),
+        lags=lags, acf_true=_acf(T, lags), acf_emulator=_acf(E, lags), finite=finite,
+    )
+
+
+def validation_table(one: OneStepResult, roll: RolloutResult | None = None) -> str:
+    """A short markdown table of both validations."""
+    lines = [
+        "| one-step check | value |",
+        "|---|---|",
+        f"| states × samples | {one.states} × {one.samples} |",
+        f"| mean error / true sd | {one.mean_error:.3f} |",
+        f"| variance ratio emulator / true | {one.variance_ratio:.3f} |",
+        f"| energy distance emulator vs true | {one.energy_distance:.4f} |",
+        f"| energy distance true vs true (floor) | {one.energy_distance_floor:.4f} |",
+    ]
+    if roll is not None:
+        lines += ["", "| rollout (per component) | true | emulator |", "|---|---|---|"]
+        def fmt(t: Tensor) -> str:
+            if t.numel() > 8:  # fields: summarise over grid points
+                return f"{float(t.mean()):.3f} (mean over {t.numel()} components)"
+            return ", ".join(f"{v:.2f}" for v in t.tolist())
+
+        lines.append(f"| mean | {fmt(roll.mean_true)} | {fmt(roll.mean_emulator)} |")
+        lines.append(f"| std | {fmt(roll.std_true)} | {fmt(roll.std_emulator)} |")
+        for i, lag in enumerate(roll.lags):
+            lines.append(f"| autocorrelation lag {lag} | {fmt(roll.acf_true[i])} | "
+                         f"{fmt(roll.acf_emulator[i])} |")
+        lines.append(f"| rollout stayed finite | yes | {'yes' if roll.finite else 'NO'} |")
+    return "\n".join(lines)
