@@ -23,7 +23,6 @@ from __future__ import annotations
 
 __all__ = ["DiffusionEmulator", "GuidanceWindow", "SAMPLERS"]
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 

@@ -24,7 +24,6 @@ from ..filters.bpf import BootstrapPF
 from ..filters.enkf import EnKF
 from ..filters.fa_apf import FAAPF
 from ..filters.kalman import KalmanFilter, KalmanResult
-from ..metrics import crps, skill, spread
 from ..observations import Observation, Select, isotropic_noise, synthetic_observations
 
 

@@ -16,6 +16,9 @@ __all__ = [
     "uniform_log_weights",
     "effective_sample_size",
     "check_particles",
+    "ensemble_spread",
+    "inflate",
+    "EnsembleFilter",
 ]
 
 import math
@@ -59,6 +62,19 @@ def check_particles(particles: Tensor, name: str = "particles", min_members: int
             f"{bad[:5].tolist()}"
         )
     return particles
+
+
+def ensemble_spread(x: Tensor) -> float:
+    """Square root of the mean (over components) unbiased member variance, ``(N, *S) -> float``."""
+    return float(x.flatten(1).var(0, unbiased=True).mean().sqrt())
+
+
+def inflate(x: Tensor, factor: float) -> Tensor:
+    """Multiplicative inflation about the ensemble mean, x_i ← x̄ + λ (x_i − x̄) (SPEC_BASELINES §B0)."""
+    if factor == 1.0:
+        return x
+    mean = x.mean(0, keepdim=True)
+    return mean + factor * (x - mean)
 
 
 @dataclass
@@ -133,6 +149,14 @@ class Filter(Protocol):
     def init(self, particles: Tensor) -> Ensemble: ...
 
     def step(self, ensemble: Ensemble, obs: Observation | None) -> tuple[Ensemble, StepInfo]: ...
+
+
+class EnsembleFilter:
+    """Shared ``init`` of the filters: validated members, uniform log-weights."""
+
+    def init(self, particles: Tensor) -> Ensemble:
+        check_particles(particles)
+        return Ensemble(particles.clone(), uniform_log_weights(particles.shape[0]))
 
 
 @dataclass

@@ -12,17 +12,23 @@ __all__ = ["BootstrapPF"]
 import time
 
 import torch
-from torch import Tensor
 
 from .._utils import make_generator
 from ..emulators.base import Emulator
 from ..observations import Observation
-from .base import Ensemble, StepInfo, check_particles, effective_sample_size, uniform_log_weights
+from .base import (
+    Ensemble,
+    EnsembleFilter,
+    StepInfo,
+    check_particles,
+    effective_sample_size,
+    uniform_log_weights,
+)
 from .resampling import SCHEMES, resample
 from .tempering import find_inflation
 
 
-class BootstrapPF:
+class BootstrapPF(EnsembleFilter):
     r"""Bootstrap particle filter (SPEC_BASELINES §B1).
 
     Arguments:
@@ -61,9 +67,6 @@ class BootstrapPF:
         self.ess_interval = ess_interval
         self.generator = make_generator(generator)
 
-    def init(self, particles: Tensor) -> Ensemble:
-        check_particles(particles)
-        return Ensemble(particles.clone(), uniform_log_weights(particles.shape[0]))
 
     def step(self, ensemble: Ensemble, obs: Observation | None) -> tuple[Ensemble, StepInfo]:
         t0 = time.perf_counter()

@@ -54,17 +54,22 @@ from torch import Tensor
 from .._utils import make_generator
 from ..emulators.base import Emulator
 from ..observations import Observation
-from .base import Ensemble, StepInfo, check_particles, uniform_log_weights
+from .base import (
+    Ensemble,
+    StepInfo,
+    check_particles,
+    ensemble_spread,
+    inflate,
+    uniform_log_weights,
+)
 from .ensf import (
     Normalizer,
     _check_chunk,
     _check_inflation,
     _check_positive_int,
-    _inflate,
     _log_likelihood_and_grad,
     _mixture_averages,
     _randn,
-    _spread,
 )
 
 PATHS = ("f2p", "ot")
@@ -248,7 +253,7 @@ class EnFF:
                 "the state (mean/std) (§B5 pitfalls)"
             )
         xa = self.normalizer.denormalize(x.reshape(forecast.shape))
-        return _inflate(xa, self.inflation), {"pair_switches": switches}
+        return inflate(xa, self.inflation), {"pair_switches": switches}
 
     # ---------------------------------------------------------------- protocol
     def init(self, particles: Tensor) -> Ensemble:
@@ -263,13 +268,13 @@ class EnFF:
         N = ensemble.size
         previous = ensemble.particles
         xf = self.emulator.sample(previous, generator=self.generator)
-        extra: dict = {"spread_forecast": _spread(xf), "pair_switches": 0}
+        extra: dict = {"spread_forecast": ensemble_spread(xf), "pair_switches": 0}
         reduced = obs.observed() if obs is not None else None
         if reduced is None or reduced.y.shape[0] == 0:
             xa = xf
         else:
             xa, diag = self.update(xf, reduced, previous)
             extra.update(diag)
-        extra["spread_analysis"] = _spread(xa)
+        extra["spread_analysis"] = ensemble_spread(xa)
         info = StepInfo(ess=float(N), inflation=1.0, seconds=time.perf_counter() - t0, extra=extra)
         return Ensemble(xa, uniform_log_weights(N), extra={"previous": xa}), info

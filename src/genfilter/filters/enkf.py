@@ -25,19 +25,17 @@ from torch import Tensor
 from .._utils import make_generator
 from ..emulators.base import Emulator
 from ..observations import Observation, noise_matrix
-from .base import Ensemble, StepInfo, check_particles, uniform_log_weights
+from .base import (
+    Ensemble,
+    EnsembleFilter,
+    StepInfo,
+    check_particles,
+    ensemble_spread,
+    inflate,
+    uniform_log_weights,
+)
 
 
-def _spread(x: Tensor) -> float:
-    return float(x.flatten(1).var(0, unbiased=True).mean().sqrt())
-
-
-def inflate(x: Tensor, factor: float) -> Tensor:
-    """Multiplicative inflation about the ensemble mean (SPEC_BASELINES §B0)."""
-    if factor == 1.0:
-        return x
-    mean = x.mean(0, keepdim=True)
-    return mean + factor * (x - mean)
 
 
 def ensemble_kalman_update(
@@ -79,7 +77,7 @@ def ensemble_kalman_update(
     return Xa.to(forecast.dtype).reshape(forecast.shape)
 
 
-class EnKF:
+class EnKF(EnsembleFilter):
     r"""Stochastic EnKF with perturbed observations (SPEC_BASELINES §B2).
 
     Arguments:
@@ -103,21 +101,18 @@ class EnKF:
         self.inflation = float(inflation)
         self.generator = make_generator(generator)
 
-    def init(self, particles: Tensor) -> Ensemble:
-        check_particles(particles)
-        return Ensemble(particles.clone(), uniform_log_weights(particles.shape[0]))
 
     def step(self, ensemble: Ensemble, obs: Observation | None) -> tuple[Ensemble, StepInfo]:
         t0 = time.perf_counter()
         check_particles(ensemble.particles, "ensemble.particles")
         N = ensemble.size
         xf = self.emulator.sample(ensemble.particles, generator=self.generator)
-        extra = {"spread_forecast": _spread(xf)}
+        extra = {"spread_forecast": ensemble_spread(xf)}
         reduced = obs.observed() if obs is not None else None
         if reduced is None or reduced.y.shape[0] == 0:
             xa = xf
         else:
             xa = inflate(ensemble_kalman_update(xf, reduced, self.generator), self.inflation)
-        extra["spread_analysis"] = _spread(xa)
+        extra["spread_analysis"] = ensemble_spread(xa)
         info = StepInfo(ess=float(N), inflation=1.0, seconds=time.perf_counter() - t0, extra=extra)
         return Ensemble(xa, uniform_log_weights(N)), info

@@ -58,7 +58,14 @@ from torch import Tensor
 from .._utils import make_generator
 from ..emulators.base import Emulator
 from ..observations import Observation
-from .base import Ensemble, StepInfo, check_particles, uniform_log_weights
+from .base import (
+    Ensemble,
+    StepInfo,
+    check_particles,
+    ensemble_spread,
+    inflate,
+    uniform_log_weights,
+)
 
 # elements of one (rows, N) block of mixture weights
 _MIXTURE_ELEMENTS = 2**22
@@ -74,17 +81,6 @@ def linear_damping(t: float) -> float:
 # (also used by the ensemble flow filter, :mod:`genfilter.filters.enff`)
 
 
-def _spread(x: Tensor) -> float:
-    """Ensemble spread: square root of the mean (over components) unbiased variance."""
-    return float(x.flatten(1).var(0, unbiased=True).mean().sqrt())
-
-
-def _inflate(x: Tensor, factor: float) -> Tensor:
-    """Multiplicative inflation about the ensemble mean (SPEC_BASELINES §B0)."""
-    if factor == 1.0:
-        return x
-    mean = x.mean(0, keepdim=True)
-    return mean + factor * (x - mean)
 
 
 def _randn(shape: Sequence[int], like: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -414,7 +410,7 @@ class EnSF:
                 "increase steps or lower score_clip (§B4 pitfalls)"
             )
         xa = self.normalizer.denormalize(z.reshape(forecast.shape))
-        xa = _inflate(xa, self.inflation)
+        xa = inflate(xa, self.inflation)
         total = self.steps * z.numel()
         return xa, {"clipped": clipped, "clipped_fraction": clipped / total}
 
@@ -429,13 +425,13 @@ class EnSF:
         check_particles(ensemble.particles, "ensemble.particles")
         N = ensemble.size
         xf = self.emulator.sample(ensemble.particles, generator=self.generator)
-        extra: dict = {"spread_forecast": _spread(xf), "clipped": 0, "clipped_fraction": 0.0}
+        extra: dict = {"spread_forecast": ensemble_spread(xf), "clipped": 0, "clipped_fraction": 0.0}
         reduced = obs.observed() if obs is not None else None
         if reduced is None or reduced.y.shape[0] == 0:
             xa = xf
         else:
             xa, diag = self.update(xf, reduced)
             extra.update(diag)
-        extra["spread_analysis"] = _spread(xa)
+        extra["spread_analysis"] = ensemble_spread(xa)
         info = StepInfo(ess=float(N), inflation=1.0, seconds=time.perf_counter() - t0, extra=extra)
         return Ensemble(xa, uniform_log_weights(N)), info

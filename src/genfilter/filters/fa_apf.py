@@ -30,7 +30,13 @@ from torch import Tensor
 from .._utils import make_generator
 from ..emulators.base import Emulator
 from ..observations import Observation, noise_matrix
-from .base import Ensemble, StepInfo, check_particles, uniform_log_weights
+from .base import (
+    Ensemble,
+    EnsembleFilter,
+    StepInfo,
+    check_particles,
+    uniform_log_weights,
+)
 from .resampling import SCHEMES, resample
 from .tempering import find_inflation
 
@@ -51,7 +57,7 @@ def _gaussian_log_density(residual: Tensor, cov: Tensor) -> Tensor:
     return -0.5 * ((z**2).sum(-1) + logdet + M * math.log(2 * math.pi))
 
 
-class FAAPF:
+class FAAPF(EnsembleFilter):
     r"""Fully adapted auxiliary particle filter (SPEC §3).
 
     Arguments:
@@ -105,9 +111,6 @@ class FAAPF:
         self.generator = make_generator(generator)
         self.max_obs_gaussian = int(max_obs_gaussian)
 
-    def init(self, particles: Tensor) -> Ensemble:
-        check_particles(particles)
-        return Ensemble(particles.clone(), uniform_log_weights(particles.shape[0]))
 
     # ------------------------------------------------------------------ weights
     def log_likelihoods(self, particles: Tensor, obs: Observation) -> Tensor:

@@ -28,16 +28,21 @@ __all__ = ["FlowDASEnsemble"]
 import time
 
 import torch
-from torch import Tensor
 
 from .._utils import make_generator
 from ..emulators.base import Emulator
 from ..observations import Observation
-from .base import Ensemble, StepInfo, check_particles, uniform_log_weights
-from .ensf import _spread
+from .base import (
+    Ensemble,
+    EnsembleFilter,
+    StepInfo,
+    check_particles,
+    ensemble_spread,
+    uniform_log_weights,
+)
 
 
-class FlowDASEnsemble:
+class FlowDASEnsemble(EnsembleFilter):
     r"""Unweighted ensemble of optimal-proposal chains (SPEC §5 "FlowDAS-style ensemble").
 
     Arguments:
@@ -57,9 +62,6 @@ class FlowDASEnsemble:
         self.emulator = emulator
         self.generator = make_generator(generator)
 
-    def init(self, particles: Tensor) -> Ensemble:
-        check_particles(particles)
-        return Ensemble(particles.clone(), uniform_log_weights(particles.shape[0]))
 
     def step(self, ensemble: Ensemble, obs: Observation | None) -> tuple[Ensemble, StepInfo]:
         t0 = time.perf_counter()
@@ -72,6 +74,6 @@ class FlowDASEnsemble:
             x = self.emulator.sample_posterior(
                 ensemble.particles, reduced, generator=self.generator
             )
-        extra = {"spread_forecast": float("nan"), "spread_analysis": _spread(x)}
+        extra = {"spread_forecast": float("nan"), "spread_analysis": ensemble_spread(x)}
         info = StepInfo(ess=float(N), inflation=1.0, seconds=time.perf_counter() - t0, extra=extra)
         return Ensemble(x, uniform_log_weights(N)), info

@@ -8,15 +8,18 @@ __all__ = ["Forecast"]
 import time
 
 import torch
-from torch import Tensor
 
 from .._utils import make_generator
 from ..emulators.base import Emulator
 from ..observations import Observation
-from .base import Ensemble, StepInfo, check_particles, uniform_log_weights
+from .base import (
+    Ensemble,
+    EnsembleFilter,
+    StepInfo,
+)
 
 
-class Forecast:
+class Forecast(EnsembleFilter):
     """Free-running ensemble (no assimilation).
 
     Arguments:
@@ -30,9 +33,6 @@ class Forecast:
         self.emulator = emulator
         self.generator = make_generator(generator)
 
-    def init(self, particles: Tensor) -> Ensemble:
-        check_particles(particles)
-        return Ensemble(particles.clone(), uniform_log_weights(particles.shape[0]))
 
     def step(self, ensemble: Ensemble, obs: Observation | None) -> tuple[Ensemble, StepInfo]:
         t0 = time.perf_counter()

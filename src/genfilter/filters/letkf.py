@@ -60,14 +60,19 @@ from torch import Tensor
 from .._utils import chunks, make_generator
 from ..emulators.base import Emulator
 from ..observations import Observation
-from .base import Ensemble, StepInfo, check_particles, uniform_log_weights
+from .base import (
+    Ensemble,
+    EnsembleFilter,
+    StepInfo,
+    check_particles,
+    ensemble_spread,
+    uniform_log_weights,
+)
 
 # Elements per float64 work tensor in the batched LETKF (64 MiB) when chunk_size is None.
 _LETKF_BUDGET = 2**23
 
 
-def _spread(x: Tensor) -> float:
-    return float(x.flatten(1).var(0, unbiased=True).mean().sqrt())
 
 
 # ---------------------------------------------------------------------------------------
@@ -410,7 +415,7 @@ def _check_rotate(rotate) -> bool:
     return rotate
 
 
-class _TransformFilter:
+class _TransformFilter(EnsembleFilter):
     """Shared forecast / analysis / rotation loop of :class:`ETKF` and :class:`LETKF`."""
 
     emulator: Emulator
@@ -418,9 +423,6 @@ class _TransformFilter:
     rotate: bool
     generator: torch.Generator
 
-    def init(self, particles: Tensor) -> Ensemble:
-        check_particles(particles)
-        return Ensemble(particles.clone(), uniform_log_weights(particles.shape[0]))
 
     def _analysis(self, forecast: Tensor, obs: Observation) -> tuple[Tensor, dict]:
         raise NotImplementedError
@@ -441,7 +443,7 @@ class _TransformFilter:
         check_particles(ensemble.particles, "ensemble.particles")
         N = ensemble.size
         xf = self.emulator.sample(ensemble.particles, generator=self.generator)
-        extra = {"spread_forecast": _spread(xf)}
+        extra = {"spread_forecast": ensemble_spread(xf)}
         reduced = obs.observed() if obs is not None else None
         if reduced is None or reduced.y.shape[0] == 0:
             xa = xf
@@ -450,7 +452,7 @@ class _TransformFilter:
             extra.update(more)
             if self.rotate:
                 xa = self._rotate(xa)
-        extra["spread_analysis"] = _spread(xa)
+        extra["spread_analysis"] = ensemble_spread(xa)
         info = StepInfo(ess=float(N), inflation=1.0, seconds=time.perf_counter() - t0, extra=extra)
         return Ensemble(xa, uniform_log_weights(N)), info
 
