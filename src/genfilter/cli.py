@@ -54,5 +54,31 @@ def demo(
     typer.echo(f"\nOutputs: {out}/table.md, table.json, run_*.nc, {fig.name}")
 
 
+@app.command()
+def data(
+    system: str = typer.Argument(..., help="lorenz63, lorenz96 or ns2d."),
+    out: Path = typer.Option(None, help="Output folder (default data/<system>)."),
+    trajectories: int = typer.Option(None, min=3, help="Number of trajectories (default per system)."),
+    length: int = typer.Option(None, min=2, help="Snapshots kept per trajectory (default per system)."),
+    burn_in: float = typer.Option(None, min=0.0, help="Burn-in in model time units."),
+    seed: int = typer.Option(0, min=0, help="Random seed."),
+    resolution: int = typer.Option(None, help="ns2d grid size (default 64)."),
+    overwrite: bool = typer.Option(False, help="Discard a different dataset already in --out."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Generate (or resume generating) a dataset of trajectories with train/valid/test splits."""
+    from .systems.datasets import SYSTEMS, DatasetSpec, describe, generate_dataset
+
+    if system not in SYSTEMS:
+        raise typer.BadParameter(f"unknown system {system!r}; choose from {sorted(SYSTEMS)}")
+    kwargs = {"resolution": resolution} if resolution is not None and system == "ns2d" else {}
+    spec = DatasetSpec(system, system_kwargs=kwargs, trajectories=trajectories, length=length,
+                       burn_in=burn_in, seed=seed)
+    out = out or Path("data") / system
+    path = generate_dataset(spec, out, progress=progress, overwrite=overwrite)
+    typer.echo(describe(path))
+    typer.echo(f"Dataset written to {path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
