@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -140,10 +141,71 @@ def train(
     result = train_emulator(x_prev, x_next, valid=valid, denoiser_config=cfg,
                             residual=d["residual"], stats=d["stats"], config=tc, out=out,
                             resume=resume, progress=progress)
+    _annotate_checkpoint(out, system=system, system_kwargs=train_ds.attrs.get("system_kwargs", "{}"),
+                         dataset=str(data_dir), command=" ".join(sys.argv))
     hist = result.history
     if hist.get("valid_loss"):
         typer.echo(f"validation loss: first {hist['valid_loss'][0]:.4f}, last {hist['valid_loss'][-1]:.4f}")
     typer.echo(f"Checkpoint written to {out}")
+
+
+def _annotate_checkpoint(path: Path, **meta) -> None:
+    """Records which system/dataset a checkpoint was trained on (in its ``meta``)."""
+    import os
+
+    import torch
+
+    ckpt = torch.load(path, weights_only=True)
+    ckpt.setdefault("meta", {}).update(meta)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+
+
+def _system_of_checkpoint(path: Path, system: str | None):
+    import torch
+
+    from .systems.datasets import make_system
+
+    meta = torch.load(path, weights_only=True).get("meta", {})
+    name = system or meta.get("system")
+    if name is None:
+        raise typer.BadParameter("the checkpoint does not record its system: pass --system")
+    kwargs = json.loads(meta.get("system_kwargs", "{}")) if name == meta.get("system") else {}
+    return name, make_system(name, **kwargs)
+
+
+@app.command()
+def validate(
+    checkpoint: Path = typer.Argument(..., exists=True, dir_okay=False, help="Emulator checkpoint."),
+    system: str = typer.Option(None, help="System (default: the one recorded in the checkpoint)."),
+    states: int = typer.Option(16, min=1, help="Attractor states for the one-step check."),
+    samples: int = typer.Option(256, min=2, help="Transitions per state."),
+    rollout: int = typer.Option(500, min=0, help="Free-rollout length in snapshots (0: skip)."),
+    rollout_members: int = typer.Option(16, min=1, help="Trajectories in the free rollout."),
+    steps: int = typer.Option(64, min=1, help="Sampler steps."),
+    sampler: str = typer.Option("xeab", help="Sampler name."),
+    seed: int = typer.Option(0, min=0, help="Random seed."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Compare an emulator with the true model: one-step energy distance (vs the noise floor
+    of two independent true-model sample sets) and free-rollout climatology."""
+    import torch
+
+    from .emulators.training import load_emulator
+    from .emulators.validation import one_step_validation, rollout_validation, validation_table
+
+    name, sys_ = _system_of_checkpoint(checkpoint, system)
+    em = load_emulator(checkpoint, steps=steps, sampler=sampler)
+    g = torch.Generator().manual_seed(seed)
+    x0 = sys_.attractor_states(max(states, rollout_members), generator=g)
+    one = one_step_validation(em, sys_, x0[:states], samples=samples, generator=g)
+    roll = None
+    if rollout > 0:
+        roll = rollout_validation(em, sys_, x0[:rollout_members], length=rollout, generator=g,
+                                  progress=progress)
+    typer.echo(f"Emulator {checkpoint} vs the true {name} model ({sampler}, {steps} steps):\n")
+    typer.echo(validation_table(one, roll))
 
 
 if __name__ == "__main__":  # pragma: no cover
