@@ -16,6 +16,22 @@ app = typer.Typer(
 )
 
 
+def _clean_errors(fn):
+    """Bad input (ValueError, TypeError, FileNotFoundError) ends the command with its message
+    and exit code 2 instead of a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, TypeError, FileNotFoundError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
 @app.callback()
 def main(
     threads: int = typer.Option(
@@ -31,6 +47,7 @@ def main(
 
 
 @app.command()
+@_clean_errors
 def demo(
     out: Path = typer.Option(Path("outputs/demo"), help="Folder for the table, runs and figure."),
     particles: int = typer.Option(256, min=2, help="Ensemble size N."),
@@ -64,6 +81,7 @@ def demo(
 
 
 @app.command()
+@_clean_errors
 def data(
     system: str = typer.Argument(..., help="lorenz63, lorenz96 or ns2d."),
     out: Path = typer.Option(None, help="Output folder (default data/<system>)."),
@@ -98,6 +116,7 @@ TRAIN_DEFAULTS = {
 
 
 @app.command()
+@_clean_errors
 def train(
     system: str = typer.Argument(..., help="lorenz63, lorenz96 or ns2d."),
     data_dir: Path = typer.Option(None, "--data", help="Dataset folder (default data/<system>)."),
@@ -176,6 +195,7 @@ def _system_of_checkpoint(path: Path, system: str | None):
 
 
 @app.command()
+@_clean_errors
 def validate(
     checkpoint: Path = typer.Argument(..., exists=True, dir_okay=False, help="Emulator checkpoint."),
     system: str = typer.Option(None, help="System (default: the one recorded in the checkpoint)."),
