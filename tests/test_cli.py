@@ -41,7 +41,8 @@ def test_train_without_data_is_a_clear_error(tmp_path):
 
 
 def test_linear_gaussian_demo(tmp_path):
-    out = invoke("demo", "--out", tmp_path, "--particles", 16, "--steps", 6, "--dim", 4,
+    out = invoke("demo", "--system", "linear-gaussian", "--out", tmp_path, "--particles", 16,
+                 "--steps", 6, "--dim", 4,
                  "--no-progress")
     assert "Kalman (exact)" in out and "FA-APF (gaussian weights)" in out
     assert (tmp_path / "trajectories.png").exists()
