@@ -80,8 +80,7 @@ def run_demo(emulator, particles: int = 32, cycles: int = 100, burn_in: int = 10
     table, runs = {}, {}
     for name, f in filters.items():
         t0 = time.perf_counter()
-        run = assimilate(f, x0, twin.observations, truth=twin.truth, progress=progress, desc=name,
-                         variable_axis=0)
+        run = assimilate(f, x0, twin.observations, truth=twin.truth, progress=progress, desc=name)
         s = run.summary(burn_in=burn_in)
         table[name] = {k: s[k] for k in ("skill", "spread", "ssr", "crps")}
         table[name]["seconds"] = time.perf_counter() - t0
@@ -133,8 +132,7 @@ def plot_demo(twin, runs: dict[str, FilterRun], out: Path, interval: float = 0.1
 
     fig, ax = plt.subplots(figsize=(9, 3.5))
     for name, run in runs.items():
-        skill = run.metrics["skill"].pow(2).mean(-1).sqrt() if run.metrics["skill"].ndim > 1 else run.metrics["skill"]
-        ax.plot(t, skill, lw=1.2, label=name)
+        ax.plot(t, run.metrics["skill"], lw=1.2, label=name)
     ax.set_xlabel("model time")
     ax.set_ylabel("skill: RMSE of the ensemble mean")
     ax.set_yscale("log")
