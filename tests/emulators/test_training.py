@@ -253,3 +253,20 @@ def test_bad_inputs_fail_fast(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         train_emulator(args.pop("x_prev"), args.pop("x_next"), **args)
+
+
+def test_resume_on_other_data_is_refused(tmp_path):
+    """A checkpoint trained on other data is not silently continued."""
+    from genfilter.emulators.networks import denoiser_config as _cfg
+    from genfilter.emulators.training import TrainingConfig as _TC
+    from genfilter.emulators.training import train_emulator as _train
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, generator=g)
+    cfg = _cfg("mlp", (3,), hidden=8, layers=1, emb_features=8)
+    out = tmp_path / "c.pt"
+    _train(x, 0.5 * x, denoiser_config=cfg, config=_TC(epochs=1, batch_size=32), out=out,
+           progress=False)
+    with pytest.raises(ValueError, match="trained on other data"):
+        _train(3 * x + 5, x, denoiser_config=cfg, config=_TC(epochs=2, batch_size=32), out=out,
+               resume=True, progress=False)

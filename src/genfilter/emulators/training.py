@@ -55,7 +55,6 @@ import copy
 import math
 import os
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -475,6 +474,22 @@ def save_emulator(
 
 
 # ---------------------------------------------------------------------------- training
+def _same_normalisation(a: dict[str, Any], b: dict[str, Any], rtol: float = 1e-4) -> bool:
+    """Whether two emulator configs have the same shape, flags and statistics (to ``rtol``)."""
+    if a.keys() != b.keys():
+        return False
+    for key in a:
+        x, y = a[key], b[key]
+        if isinstance(x, (int, float, list)) and not isinstance(x, bool):
+            tx = torch.as_tensor(x, dtype=torch.float64)
+            ty = torch.as_tensor(y, dtype=torch.float64)
+            if tx.shape != ty.shape or not torch.allclose(tx, ty, rtol=rtol, atol=1e-12):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
 def _check_pairs(x_prev: Tensor, x_next: Tensor, shape: tuple[int, ...], what: str) -> None:
     check_states(x_prev, shape, f"{what} x_prev")
     check_states(x_next, shape, f"{what} x_next")
@@ -569,11 +584,11 @@ def train_emulator(
                 "cannot resume: residual/stats differ from the checkpoint's "
                 f"(residual={ckpt['emulator_config']['residual']}, stats={ckpt['meta'].get('stats')})"
             )
-        if ckpt["emulator_config"] != ecfg:
-            warnings.warn(
-                "resume: the training data's normalisation differs from the checkpoint's "
-                "(different data?); keeping the checkpoint's",
-                stacklevel=2,
+        if not _same_normalisation(ckpt["emulator_config"], ecfg):
+            raise ValueError(
+                f"cannot resume from {out}: the training data's normalisation differs from the "
+                "checkpoint's, so it was trained on other data; use another output file or "
+                "resume=False (--no-resume) to start afresh"
             )
         ecfg = ckpt["emulator_config"]
 

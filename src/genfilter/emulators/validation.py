@@ -46,6 +46,8 @@ def energy_distance(x: Tensor, y: Tensor) -> float:
 class OneStepResult:
     mean_error: float  # mean over states and components of |mean_em − mean_true| / sd_true
     variance_ratio: float  # mean over states and components of var_em / var_true
+    # (for a deterministic true transition, var_true = 0: the ratio is then var_em over the
+    #  squared state spread, i.e. the emulator's spurious spread relative to climatology)
     energy_distance: float  # mean over states: emulator vs true model
     energy_distance_floor: float  # mean over states: true model vs independent true model
     states: int
@@ -63,7 +65,11 @@ def one_step_validation(emulator, system, states: Tensor, samples: int = 256,
         true_b = system.step(xb, 1, g).flatten(1)
         em = emulator.sample(xb.to(torch.get_default_dtype()) if not torch.is_floating_point(xb) else xb,
                              generator=g).flatten(1).to(true_a.dtype)
-        sd = true_a.std(0).clamp_min(1e-12)
+        sd = true_a.std(0)
+        # a deterministic transition (e.g. Lorenz-96 without model noise) has no spread:
+        # then measure in units of the states' spread across the validation states
+        floor_sd = states.flatten(1).double().std(0).to(sd) if states.shape[0] > 1 else torch.ones_like(sd)
+        sd = torch.where(sd > 1e-6 * floor_sd, sd, floor_sd).clamp_min(1e-12)
         errs.append(((em.mean(0) - true_a.mean(0)).abs() / sd).mean())
         ratios.append((em.var(0) / sd**2).mean())
         eds.append(energy_distance(em / sd, true_a / sd))
