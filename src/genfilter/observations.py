@@ -35,6 +35,7 @@ __all__ = [
     "synthetic_observations",
 ]
 
+import abc
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,11 +51,12 @@ from azula.linalg.covariance import (
 from torch import Tensor
 
 
-class ObservationOperator:
+class ObservationOperator(abc.ABC):
     r"""Base class of observation operators :math:`H: (N, *S) \to (N, M)`."""
 
-    def __call__(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError(f"{type(self).__name__} must implement __call__")
+    @abc.abstractmethod
+    def __call__(self, x: Tensor) -> Tensor:
+        """Applies the operator to a batch ``(N, *S)``; returns ``(N, M)``."""
 
     def output_size(self, state_shape: Sequence[int]) -> int:
         """Number ``M`` of observed values for states of shape ``state_shape``."""

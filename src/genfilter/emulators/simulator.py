@@ -23,6 +23,7 @@ from __future__ import annotations
 
 __all__ = ["SimulatorEmulator", "StochasticSystem"]
 
+import abc
 import operator
 from typing import TYPE_CHECKING
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..observations import Observation
 
 
-class StochasticSystem:
+class StochasticSystem(abc.ABC):
     r"""Base class of a simulated system :math:`x^{k+1} = \Phi(x^k, \xi^k)`.
 
     Subclasses set ``state_shape`` and ``interval`` (time between snapshots) and implement
@@ -51,6 +52,7 @@ class StochasticSystem:
 
     # -- to implement -------------------------------------------------------------------
 
+    @abc.abstractmethod
     def draw_noise(
         self,
         n: int,
@@ -60,11 +62,10 @@ class StochasticSystem:
         device: torch.device | str | None = None,
     ) -> Tensor | None:
         """The noise of one snapshot interval for ``n`` particles, ``(n, ...)``."""
-        raise NotImplementedError(f"{type(self).__name__} must implement draw_noise")
 
+    @abc.abstractmethod
     def advance(self, x: Tensor, noise: Tensor | None) -> Tensor:
         """Integrates ``x`` ``(n, *S)`` over one snapshot interval driven by ``noise``."""
-        raise NotImplementedError(f"{type(self).__name__} must implement advance")
 
     # -- shared -------------------------------------------------------------------------
 

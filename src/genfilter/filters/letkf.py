@@ -50,6 +50,7 @@ __all__ = [
     "mean_preserving_rotation",
 ]
 
+import abc
 import math
 import time
 from collections.abc import Sequence
@@ -415,7 +416,7 @@ def _check_rotate(rotate) -> bool:
     return rotate
 
 
-class _TransformFilter(EnsembleFilter):
+class _TransformFilter(EnsembleFilter, abc.ABC):
     """Shared forecast / analysis / rotation loop of :class:`ETKF` and :class:`LETKF`."""
 
     emulator: Emulator
@@ -424,8 +425,9 @@ class _TransformFilter(EnsembleFilter):
     generator: torch.Generator
 
 
+    @abc.abstractmethod
     def _analysis(self, forecast: Tensor, obs: Observation) -> tuple[Tensor, dict]:
-        raise NotImplementedError
+        """The analysis of a forecast ensemble (ETKF or LETKF)."""
 
     def _rotate(self, x: Tensor) -> Tensor:
         Q = mean_preserving_rotation(x.shape[0], self.generator)

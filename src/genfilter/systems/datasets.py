@@ -569,7 +569,7 @@ def generate_dataset(
     """Generates (or finds) the dataset ``spec`` in ``out_dir``; returns ``out_dir``.
 
     Trajectories are integrated ``spec.chunk`` at a time; each finished chunk is written
-    atomically to ``out_dir/chunks/chunk_XXXX.nc`` (with the spec in its attributes), then the
+    atomically to ``out_dir/chunks/chunk_0000.nc, chunk_0001.nc, ...`` (with the spec in its attributes), then the
     chunks are merged into ``train.nc``, ``valid.nc``, ``test.nc`` and ``stats.json`` (train
     statistics).  See the module docstring for the layout and the seeding.
 
