@@ -207,13 +207,15 @@ class SimulatorEmulator:
         )
 
 
-def _check_count(value: int, name: str, minimum: int) -> None:
+def _check_count(value: int, name: str, minimum: int) -> int:
+    """Validates an integer count ``>= minimum`` (error naming ``name``); returns it."""
     try:
         ok = not isinstance(value, bool) and operator.index(value) >= minimum
     except TypeError:
         ok = False
     if not ok:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return operator.index(value)
 
 
 def whole_steps(interval: float, dt: float) -> int:

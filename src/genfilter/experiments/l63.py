@@ -10,7 +10,6 @@ from __future__ import annotations
 
 __all__ = ["SETUPS", "l63_setup", "shipped_checkpoint", "load_shipped_emulator", "run_demo"]
 
-import math
 import time
 from importlib import resources
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..filters.enkf import EnKF
 from ..filters.fa_apf import FAAPF
 from ..observations import Select
 from ..systems.lorenz63 import StochasticLorenz63
+from .report import markdown_table, plot_trajectories
 from .twin import TwinSetup, make_twin
 
 SETUPS = {
@@ -90,13 +90,7 @@ def run_demo(emulator, particles: int = 32, cycles: int = 100, burn_in: int = 10
 
 
 def format_table(table: dict) -> str:
-    cols = ["skill", "spread", "ssr", "crps", "mean_ess", "seconds"]
-    lines = ["| filter | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, row in table.items():
-        vals = [("—" if (v := row.get(c)) is None or (isinstance(v, float) and math.isnan(v))
-                 else f"{v:.3f}") for c in cols]
-        lines.append(f"| {name} | " + " | ".join(vals) + " |")
-    return "\n".join(lines)
+    return markdown_table(table, ["skill", "spread", "ssr", "crps", "mean_ess", "seconds"])
 
 
 def plot_demo(twin, runs: dict[str, FilterRun], out: Path, interval: float = 0.1) -> list[Path]:
@@ -108,28 +102,9 @@ def plot_demo(twin, runs: dict[str, FilterRun], out: Path, interval: float = 0.1
 
     K = twin.truth.shape[0]
     t = (torch.arange(1, K + 1) * interval).numpy()
-    observed = twin.observations[0].operator.indices.tolist()
-    fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
-    for c, ax in enumerate(axes):
-        ax.plot(t, twin.truth[:, c], "k-", lw=1.8, label="truth")
-        if c in observed:
-            j = observed.index(c)
-            ax.plot(t, [o.y[j].item() for o in twin.observations], "k.", ms=4, label="observation")
-        for name, run in runs.items():
-            m, s = run.means[:, c].double(), run.spreads[:, c].double()
-            (line,) = ax.plot(t, m, lw=1.1, label=f"{name} mean ± spread")
-            ax.fill_between(t, m - s, m + s, color=line.get_color(), alpha=0.2)
-        ax.set_ylabel(f"x{c + 1} (model units)")
-        ax.grid(alpha=0.3)
-    axes[-1].set_xlabel("model time")
-    axes[0].legend(fontsize=8, ncol=3, loc="upper left")
-    fig.suptitle("Stochastic Lorenz-63: truth, observations and filter ensembles")
-    fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    p1 = out / "trajectories.png"
-    fig.savefig(p1, dpi=110)
-    plt.close(fig)
-
+    p1 = plot_trajectories(twin.truth, twin.observations, runs, t, out / "trajectories.png",
+                           components=3, xlabel="model time",
+                           title="Stochastic Lorenz-63: truth, observations and filter ensembles")
     fig, ax = plt.subplots(figsize=(9, 3.5))
     for name, run in runs.items():
         ax.plot(t, run.metrics["skill"], lw=1.2, label=name)

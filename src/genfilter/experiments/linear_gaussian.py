@@ -25,6 +25,7 @@ from ..filters.enkf import EnKF
 from ..filters.fa_apf import FAAPF
 from ..filters.kalman import KalmanFilter, KalmanResult
 from ..observations import Observation, Select, isotropic_noise, synthetic_observations
+from .report import markdown_table, plot_trajectories
 
 
 @dataclass
@@ -119,47 +120,13 @@ def run_filters(
 
 def format_table(table: dict[str, dict[str, float]]) -> str:
     """Markdown table of :func:`run_filters` results."""
-    cols = ["skill", "spread", "ssr", "crps", "log_evidence", "seconds"]
-    lines = ["| filter | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, row in table.items():
-        vals = []
-        for c in cols:
-            v = row.get(c, float("nan"))
-            vals.append("—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}")
-        lines.append(f"| {name} | " + " | ".join(vals) + " |")
-    return "\n".join(lines)
+    return markdown_table(table, ["skill", "spread", "ssr", "crps", "log_evidence", "seconds"])
 
 
 def plot_runs(twin: LinearGaussianTwin, runs: dict[str, FilterRun], path: Path,
               components: int = 2) -> Path:
     """Truth, observations and ensemble mean ± spread of the first components."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     K = twin.truth.shape[0]
-    steps = torch.arange(1, K + 1)
-    fig, axes = plt.subplots(components, 1, figsize=(9, 3 * components), sharex=True)
-    axes = [axes] if components == 1 else list(axes)
-    sel = twin.observations[0].operator
-    observed = sel.indices.tolist() if isinstance(sel, Select) else []
-    for c, ax in enumerate(axes):
-        ax.plot(steps, twin.truth[:, c], "k-", lw=2, label="truth")
-        if c in observed:
-            j = observed.index(c)
-            ax.plot(steps, [o.y[j].item() for o in twin.observations], "kx", label="observation")
-        for name, run in runs.items():
-            m, s = run.means[:, c], run.spreads[:, c]
-            line, = ax.plot(steps, m, lw=1.2, label=f"{name} mean")
-            ax.fill_between(steps, m - s, m + s, color=line.get_color(), alpha=0.15)
-        ax.set_ylabel(f"x{c + 1} (model units)")
-        ax.grid(alpha=0.3)
-    axes[-1].set_xlabel("assimilation step k")
-    axes[0].legend(fontsize=7, ncol=2, loc="upper left")
-    fig.suptitle("Linear-Gaussian twin: ensemble mean ± spread vs truth")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return plot_trajectories(twin.truth, twin.observations, runs, torch.arange(1, K + 1).numpy(),
+                             path, components=components, xlabel="assimilation step k",
+                             title="Linear-Gaussian twin: ensemble mean ± spread vs truth")

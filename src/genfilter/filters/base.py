@@ -152,11 +152,36 @@ class Filter(Protocol):
 
 
 class EnsembleFilter:
-    """Shared ``init`` of the filters: validated members, uniform log-weights."""
+    """Shared parts of the filters: ``init`` (validated members, uniform log-weights) and,
+    for the forecast–analysis filters of SPEC_BASELINES §B0, the step loop around an
+    analysis map."""
+
+    emulator: Any
+    generator: torch.Generator
 
     def init(self, particles: Tensor) -> Ensemble:
         check_particles(particles)
         return Ensemble(particles.clone(), uniform_log_weights(particles.shape[0]))
+
+    def _forecast_analysis_step(self, ensemble: Ensemble, obs: Observation | None, analysis,
+                                extra: dict | None = None) -> tuple[Tensor, Tensor, StepInfo]:
+        """Forecast every member with ``emulator.sample``, then, if ``obs`` has observed
+        values, ``analysis(forecast, obs) -> (analysis, diagnostics)``.  Returns the
+        forecast, the analysis and a StepInfo with spread before/after (§B0)."""
+        t0 = time.perf_counter()
+        check_particles(ensemble.particles, "ensemble.particles")
+        xf = self.emulator.sample(ensemble.particles, generator=self.generator)
+        info_extra = {"spread_forecast": ensemble_spread(xf), **(extra or {})}
+        reduced = obs.observed() if obs is not None else None
+        if reduced is None or reduced.y.shape[0] == 0:
+            xa = xf
+        else:
+            xa, diag = analysis(xf, reduced)
+            info_extra.update(diag)
+        info_extra["spread_analysis"] = ensemble_spread(xa)
+        info = StepInfo(ess=float(ensemble.size), inflation=1.0,
+                        seconds=time.perf_counter() - t0, extra=info_extra)
+        return xf, xa, info
 
 
 @dataclass

@@ -46,7 +46,6 @@ from __future__ import annotations
 __all__ = ["EnFF"]
 
 import math
-import time
 
 import torch
 from torch import Tensor
@@ -56,9 +55,9 @@ from ..emulators.base import Emulator
 from ..observations import Observation
 from .base import (
     Ensemble,
+    EnsembleFilter,
     StepInfo,
     check_particles,
-    ensemble_spread,
     inflate,
     uniform_log_weights,
 )
@@ -76,7 +75,7 @@ PATHS = ("f2p", "ot")
 GUIDANCES = ("local", "none", "montecarlo")
 
 
-class EnFF:
+class EnFF(EnsembleFilter):
     r"""Ensemble flow filter (SPEC_BASELINES §B5).
 
     One cycle: forecast member :math:`i` from the previous analysis member :math:`i` with
@@ -263,18 +262,11 @@ class EnFF:
         return Ensemble(x, uniform_log_weights(x.shape[0]), extra={"previous": x})
 
     def step(self, ensemble: Ensemble, obs: Observation | None) -> tuple[Ensemble, StepInfo]:
-        t0 = time.perf_counter()
-        check_particles(ensemble.particles, "ensemble.particles")
-        N = ensemble.size
-        previous = ensemble.particles
-        xf = self.emulator.sample(previous, generator=self.generator)
-        extra: dict = {"spread_forecast": ensemble_spread(xf), "pair_switches": 0}
-        reduced = obs.observed() if obs is not None else None
-        if reduced is None or reduced.y.shape[0] == 0:
-            xa = xf
-        else:
-            xa, diag = self.update(xf, reduced, previous)
-            extra.update(diag)
-        extra["spread_analysis"] = ensemble_spread(xa)
-        info = StepInfo(ess=float(N), inflation=1.0, seconds=time.perf_counter() - t0, extra=extra)
-        return Ensemble(xa, uniform_log_weights(N), extra={"previous": xa}), info
+        previous = ensemble.particles  # member i's forecast is drawn from member i: pairs hold
+
+        def analysis(xf, reduced):
+            return self.update(xf, reduced, previous)
+
+        _, xa, info = self._forecast_analysis_step(ensemble, obs, analysis,
+                                                   extra={"pair_switches": 0})
+        return Ensemble(xa, uniform_log_weights(ensemble.size), extra={"previous": xa}), info

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 __all__ = ["EnKF", "ensemble_kalman_update"]
 
-import time
 
 import torch
 from torch import Tensor
@@ -29,8 +28,6 @@ from .base import (
     Ensemble,
     EnsembleFilter,
     StepInfo,
-    check_particles,
-    ensemble_spread,
     inflate,
     uniform_log_weights,
 )
@@ -103,16 +100,8 @@ class EnKF(EnsembleFilter):
 
 
     def step(self, ensemble: Ensemble, obs: Observation | None) -> tuple[Ensemble, StepInfo]:
-        t0 = time.perf_counter()
-        check_particles(ensemble.particles, "ensemble.particles")
-        N = ensemble.size
-        xf = self.emulator.sample(ensemble.particles, generator=self.generator)
-        extra = {"spread_forecast": ensemble_spread(xf)}
-        reduced = obs.observed() if obs is not None else None
-        if reduced is None or reduced.y.shape[0] == 0:
-            xa = xf
-        else:
-            xa = inflate(ensemble_kalman_update(xf, reduced, self.generator), self.inflation)
-        extra["spread_analysis"] = ensemble_spread(xa)
-        info = StepInfo(ess=float(N), inflation=1.0, seconds=time.perf_counter() - t0, extra=extra)
-        return Ensemble(xa, uniform_log_weights(N)), info
+        def analysis(xf, reduced):
+            return inflate(ensemble_kalman_update(xf, reduced, self.generator), self.inflation), {}
+
+        _, xa, info = self._forecast_analysis_step(ensemble, obs, analysis)
+        return Ensemble(xa, uniform_log_weights(ensemble.size)), info

@@ -49,7 +49,6 @@ __all__ = ["EnSF", "linear_damping"]
 
 import math
 import numbers
-import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -60,9 +59,9 @@ from ..emulators.base import Emulator
 from ..observations import Observation
 from .base import (
     Ensemble,
+    EnsembleFilter,
     StepInfo,
     check_particles,
-    ensemble_spread,
     inflate,
     uniform_log_weights,
 )
@@ -224,7 +223,7 @@ def _mixture_averages(
 # ---------------------------------------------------------------------------- the filter
 
 
-class EnSF:
+class EnSF(EnsembleFilter):
     r"""Ensemble score filter (SPEC_BASELINES §B4).
 
     One cycle: forecast every member with the emulator's ``sample`` (§B0), then the
@@ -421,17 +420,7 @@ class EnSF:
         return Ensemble(particles.clone(), uniform_log_weights(particles.shape[0]))
 
     def step(self, ensemble: Ensemble, obs: Observation | None) -> tuple[Ensemble, StepInfo]:
-        t0 = time.perf_counter()
-        check_particles(ensemble.particles, "ensemble.particles")
-        N = ensemble.size
-        xf = self.emulator.sample(ensemble.particles, generator=self.generator)
-        extra: dict = {"spread_forecast": ensemble_spread(xf), "clipped": 0, "clipped_fraction": 0.0}
-        reduced = obs.observed() if obs is not None else None
-        if reduced is None or reduced.y.shape[0] == 0:
-            xa = xf
-        else:
-            xa, diag = self.update(xf, reduced)
-            extra.update(diag)
-        extra["spread_analysis"] = ensemble_spread(xa)
-        info = StepInfo(ess=float(N), inflation=1.0, seconds=time.perf_counter() - t0, extra=extra)
-        return Ensemble(xa, uniform_log_weights(N)), info
+        _, xa, info = self._forecast_analysis_step(
+            ensemble, obs, self.update, extra={"clipped": 0, "clipped_fraction": 0.0}
+        )
+        return Ensemble(xa, uniform_log_weights(ensemble.size)), info

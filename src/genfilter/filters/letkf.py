@@ -52,7 +52,6 @@ __all__ = [
 
 import abc
 import math
-import time
 from collections.abc import Sequence
 
 import torch
@@ -65,8 +64,6 @@ from .base import (
     Ensemble,
     EnsembleFilter,
     StepInfo,
-    check_particles,
-    ensemble_spread,
     uniform_log_weights,
 )
 
@@ -441,22 +438,12 @@ class _TransformFilter(EnsembleFilter, abc.ABC):
         the transform analysis, then the optional random rotation.  A step without
         observations is a pure forecast (no inflation, no rotation).  Members are treated as
         equally weighted; returns uniform log-weights."""
-        t0 = time.perf_counter()
-        check_particles(ensemble.particles, "ensemble.particles")
-        N = ensemble.size
-        xf = self.emulator.sample(ensemble.particles, generator=self.generator)
-        extra = {"spread_forecast": ensemble_spread(xf)}
-        reduced = obs.observed() if obs is not None else None
-        if reduced is None or reduced.y.shape[0] == 0:
-            xa = xf
-        else:
+        def analysis(xf, reduced):
             xa, more = self._analysis(xf, reduced)
-            extra.update(more)
-            if self.rotate:
-                xa = self._rotate(xa)
-        extra["spread_analysis"] = ensemble_spread(xa)
-        info = StepInfo(ess=float(N), inflation=1.0, seconds=time.perf_counter() - t0, extra=extra)
-        return Ensemble(xa, uniform_log_weights(N)), info
+            return (self._rotate(xa) if self.rotate else xa), more
+
+        _, xa, info = self._forecast_analysis_step(ensemble, obs, analysis)
+        return Ensemble(xa, uniform_log_weights(ensemble.size)), info
 
 
 class ETKF(_TransformFilter):

@@ -46,7 +46,6 @@ import inspect
 import json
 import math
 import numbers
-import operator
 import os
 import shlex
 import sys
@@ -61,7 +60,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..emulators.simulator import StochasticSystem
+from ..emulators.simulator import StochasticSystem, _check_count
 from .lorenz63 import StochasticLorenz63
 from .lorenz96 import Lorenz96
 from .navier_stokes import NavierStokes2D
@@ -264,14 +263,7 @@ class DatasetSpec:
         return cls(**d)
 
 
-def _count(value: Any, name: str, minimum: int) -> int:
-    try:
-        ok = not isinstance(value, bool) and operator.index(value) >= minimum
-    except TypeError:
-        ok = False
-    if not ok:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return operator.index(value)
+_count = _check_count  # the same validation as the systems' counts
 
 
 def _check_split(split: Any) -> tuple[float, float, float]:
