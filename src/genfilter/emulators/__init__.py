@@ -1,7 +1,8 @@
 """Emulators of the transition p(x^{k+1} | x^k) (DESIGN.md)."""
 
 from .base import Emulator
-from .diffusion import SAMPLERS, DiffusionEmulator, GuidanceWindow
+from .diffusion import SAMPLERS, DiffusionEmulator
+from .guidance import GuidanceWindow, ProjectedMMPSDenoiser
 from .linear_gaussian import ConditionalGaussianDenoiser, LinearGaussianEmulator
 from .simulator import SimulatorEmulator
 
@@ -9,6 +10,7 @@ __all__ = [
     "Emulator",
     "DiffusionEmulator",
     "GuidanceWindow",
+    "ProjectedMMPSDenoiser",
     "SAMPLERS",
     "LinearGaussianEmulator",
     "ConditionalGaussianDenoiser",

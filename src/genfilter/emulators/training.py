@@ -68,6 +68,7 @@ from tqdm.auto import tqdm
 
 from .base import check_states
 from .diffusion import DiffusionEmulator
+from .guidance import time_of_log_ratio
 from .networks import build_denoiser_from_config, denoiser_config as _validate_denoiser_config
 
 FORMAT = "genfilter-emulator/1"
@@ -332,20 +333,6 @@ def denoising_loss(denoiser: Denoiser, u: Tensor, t: Tensor, z: Tensor, **kwargs
     mean = denoiser(u_t, t, **kwargs).mean
     w = (alpha / sigma) ** 2 + 1
     return (w * (mean - u).square()).flatten(1).mean(dim=1)
-
-
-def time_of_log_ratio(schedule: Schedule, log_ratio: Tensor, iterations: int = 60) -> Tensor:
-    r"""Inverts :math:`t \mapsto \log(\sigma_t / \alpha_t)` (increasing for every azula
-    schedule) by vectorised bisection on :math:`[0, 1]`; values outside the schedule's
-    range map to 0 or 1.  ``(B,) -> (B,)``, float64."""
-    target = log_ratio.to(torch.float64)
-    lo, hi = torch.zeros_like(target), torch.ones_like(target)
-    for _ in range(iterations):
-        mid = (lo + hi) / 2
-        alpha, sigma = schedule(mid)
-        below = torch.log(sigma / alpha) < target
-        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
-    return (lo + hi) / 2
 
 
 def draw_times(
