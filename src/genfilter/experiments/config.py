@@ -1,0 +1,301 @@
+r"""Experiment configs: YAML files validated into typed objects before any work starts
+(DESIGN.md Conventions).  Every error names the field (``filter.options.particles``) and
+the offending value.
+
+A config describes a twin experiment (SPEC §1, §8)::
+
+    name: l63-a                      # label used in files and tables
+    system: lorenz63                 # a registered system (genfilter.systems.SYSTEMS)
+    system_options: {}               # its constructor arguments (e.g. epsilon: 0.3)
+    emulator: shipped                # "shipped" (Lorenz-63 only), "true" (the system
+                                     # itself) or the path of a checkpoint
+    emulator_options: {}             # sampling options of the emulator (steps, covariance...)
+    observations:
+      operator: select               # select | identity | subsample
+      indices: [0, 2]                # select: flat indices of the observed components
+      stride: 1                      # subsample: stride along every state axis
+      noise_std: 0.25
+    initial:
+      recipe: perturbed              # perturbed: truth's x^0 + std·N(0, I); climatology
+      std: 0.0                       # 0 = N copies of the true initial state (SPEC §8)
+      spinup: 10.0                   # model time on the attractor before x^0
+    filter:
+      method: fa-apf                 # fa-apf | bpf | enkf | etkf | letkf | ensf | enff |
+                                     # flowdas | forecast
+      particles: 32
+      options: {}                    # constructor arguments of the filter class
+    steps: 100                       # assimilation cycles K
+    burn_in: 10                      # cycles left out of the summary metrics
+    runs: 1                          # independent twins (seeds seed, seed+1, ...)
+    seed: 0
+    save: particles                  # particles | moments (means and spreads only)
+
+``load_config(path, **overrides)`` returns a :class:`ExperimentConfig`;
+:func:`genfilter.experiments.runner.run_config` runs it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ObservationConfig",
+    "InitialConfig",
+    "FilterConfig",
+    "ExperimentConfig",
+    "METHODS",
+    "parse_config",
+    "load_config",
+]
+
+import dataclasses
+import inspect
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METHODS = ("fa-apf", "bpf", "enkf", "etkf", "letkf", "ensf", "enff", "flowdas", "forecast")
+OPERATORS = ("select", "identity", "subsample")
+RECIPES = ("perturbed", "climatology")
+SAVES = ("particles", "moments")
+
+
+class ConfigError(ValueError):
+    """A config value is missing or wrong; the message names the field."""
+
+
+def _fail(path: str, msg: str, value: Any = dataclasses.MISSING) -> None:
+    shown = "" if value is dataclasses.MISSING else f", got {value!r}"
+    raise ConfigError(f"config field {path!r}: {msg}{shown}")
+
+
+def _int(d: dict, key: str, path: str, default: Any = dataclasses.MISSING, minimum: int = 0) -> int:
+    v = d.get(key, default)
+    if v is dataclasses.MISSING:
+        _fail(f"{path}{key}", "is required")
+    if isinstance(v, bool) or not isinstance(v, int):
+        _fail(f"{path}{key}", "must be an integer", v)
+    if v < minimum:
+        _fail(f"{path}{key}", f"must be >= {minimum}", v)
+    return int(v)
+
+
+def _float(d: dict, key: str, path: str, default: Any = dataclasses.MISSING,
+           positive: bool = False, minimum: float | None = None) -> float:
+    v = d.get(key, default)
+    if v is dataclasses.MISSING:
+        _fail(f"{path}{key}", "is required")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        _fail(f"{path}{key}", "must be a finite number", v)
+    if positive and not v > 0:
+        _fail(f"{path}{key}", "must be > 0", v)
+    if minimum is not None and v < minimum:
+        _fail(f"{path}{key}", f"must be >= {minimum}", v)
+    return float(v)
+
+
+def _choice(d: dict, key: str, path: str, choices, default: Any = dataclasses.MISSING) -> str:
+    v = d.get(key, default)
+    if v is dataclasses.MISSING:
+        _fail(f"{path}{key}", f"is required (one of {list(choices)})")
+    if v not in choices:
+        _fail(f"{path}{key}", f"must be one of {list(choices)}", v)
+    return v
+
+
+def _mapping(d: dict, key: str, path: str) -> dict:
+    v = d.get(key, None)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        _fail(f"{path}{key}", "must be a mapping", v)
+    return dict(v)
+
+
+def _section(d: dict, key: str, allowed: set[str], path: str = "") -> dict:
+    v = d.get(key, {})
+    if v is None:
+        v = {}
+    if not isinstance(v, dict):
+        _fail(f"{path}{key}", "must be a mapping", v)
+    _unknown(v, allowed, f"{path}{key}.")
+    return v
+
+
+def _unknown(d: dict, allowed: set[str], path: str) -> None:
+    extra = sorted(set(d) - allowed)
+    if extra:
+        _fail(f"{path}{extra[0]}", f"is not a known field; known: {sorted(allowed)}")
+
+
+@dataclass(frozen=True)
+class ObservationConfig:
+    operator: str = "select"
+    indices: tuple[int, ...] | None = None
+    stride: int = 1
+    noise_std: float = 0.25
+
+
+@dataclass(frozen=True)
+class InitialConfig:
+    recipe: str = "perturbed"
+    std: float = 0.0
+    spinup: float = 10.0
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    method: str
+    particles: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A validated twin-experiment config (module docstring)."""
+
+    name: str
+    system: str
+    filter: FilterConfig
+    system_options: dict[str, Any] = field(default_factory=dict)
+    emulator: str = "shipped"
+    emulator_options: dict[str, Any] = field(default_factory=dict)
+    observations: ObservationConfig = ObservationConfig()
+    initial: InitialConfig = InitialConfig()
+    steps: int = 100
+    burn_in: int = 10
+    runs: int = 1
+    seed: int = 0
+    save: str = "particles"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if d["observations"]["indices"] is not None:
+            d["observations"]["indices"] = list(d["observations"]["indices"])
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, **changes: Any) -> ExperimentConfig:
+        """A validated copy with top-level fields (or ``method``/``particles``) changed."""
+        d = self.to_dict()
+        for key, value in changes.items():
+            if value is None:
+                continue
+            if key == "method" and value != d["filter"]["method"]:
+                d["filter"] = {"method": value, "particles": d["filter"]["particles"],
+                               "options": {}}  # options belong to the old method
+            elif key in ("method", "particles"):
+                d["filter"][key] = value
+            else:
+                d[key] = value
+        return parse_config(d)
+
+
+_TOP = {"name", "system", "system_options", "emulator", "emulator_options", "observations",
+        "initial", "filter", "steps", "burn_in", "runs", "seed", "save"}
+
+
+def _filter_class(method: str):
+    from ..filters import bpf, enff, enkf, ensf, fa_apf, flowdas, forecast, letkf
+
+    return {
+        "fa-apf": fa_apf.FAAPF, "bpf": bpf.BootstrapPF, "enkf": enkf.EnKF, "etkf": letkf.ETKF,
+        "letkf": letkf.LETKF, "ensf": ensf.EnSF, "enff": enff.EnFF,
+        "flowdas": flowdas.FlowDASEnsemble, "forecast": forecast.Forecast,
+    }[method]
+
+
+def parse_config(raw: Any) -> ExperimentConfig:
+    """Validates a mapping (e.g. parsed YAML) into an :class:`ExperimentConfig`."""
+    from ..systems.datasets import SYSTEMS
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a mapping of fields, got {type(raw).__name__}")
+    _unknown(raw, _TOP, "")
+    name = raw.get("name", "experiment")
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
+        _fail("name", "must be a non-empty string without spaces or slashes", name)
+    system = _choice(raw, "system", "", sorted(SYSTEMS))
+    system_options = _mapping(raw, "system_options", "")
+    emulator = raw.get("emulator", "shipped")
+    if not isinstance(emulator, str) or not emulator:
+        _fail("emulator", "must be 'shipped', 'true' or a checkpoint path", emulator)
+    if emulator == "shipped" and system != "lorenz63":
+        _fail("emulator", f"only lorenz63 has a shipped emulator (system is {system!r}); "
+              "use 'true' or a checkpoint path", emulator)
+    if emulator not in ("shipped", "true") and not Path(emulator).is_file():
+        _fail("emulator", "checkpoint file not found", emulator)
+    emulator_options = _mapping(raw, "emulator_options", "")
+    if emulator == "true" and emulator_options:
+        _fail("emulator_options", "the true model takes no sampling options", emulator_options)
+
+    o = _section(raw, "observations", {"operator", "indices", "stride", "noise_std"})
+    operator = _choice(o, "operator", "observations.", OPERATORS, "select")
+    indices = o.get("indices")
+    if operator == "select":
+        if (not isinstance(indices, list) or not indices
+                or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                           for i in indices)):
+            _fail("observations.indices", "must be a non-empty list of non-negative integers "
+                  "for operator 'select'", indices)
+        indices = tuple(indices)
+    elif indices is not None:
+        _fail("observations.indices", f"is only used by operator 'select' (operator is {operator!r})",
+              indices)
+    obs = ObservationConfig(
+        operator=operator, indices=indices,
+        stride=_int(o, "stride", "observations.", 1, minimum=1),
+        noise_std=_float(o, "noise_std", "observations.", 0.25, positive=True),
+    )
+
+    i = _section(raw, "initial", {"recipe", "std", "spinup"})
+    initial = InitialConfig(
+        recipe=_choice(i, "recipe", "initial.", RECIPES, "perturbed"),
+        std=_float(i, "std", "initial.", 0.0, minimum=0.0),
+        spinup=_float(i, "spinup", "initial.", 10.0, minimum=0.0),
+    )
+
+    if "filter" not in raw:
+        _fail("filter", "is required (method, particles, options)")
+    f = _section(raw, "filter", {"method", "particles", "options"})
+    method = _choice(f, "method", "filter.", METHODS)
+    options = _mapping(f, "options", "filter.")
+    params = inspect.signature(_filter_class(method).__init__).parameters
+    allowed = {p for p in params if p not in ("self", "emulator", "generator")}
+    for key in options:
+        if key not in allowed:
+            _fail(f"filter.options.{key}", f"is not an option of {method}; options: "
+                  f"{sorted(allowed)}")
+    filt = FilterConfig(method=method, particles=_int(f, "particles", "filter.", minimum=2),
+                        options=options)
+
+    steps = _int(raw, "steps", "", 100, minimum=1)
+    burn_in = _int(raw, "burn_in", "", 10, minimum=0)
+    if burn_in >= steps:
+        _fail("burn_in", f"must be smaller than steps ({steps})", burn_in)
+    return ExperimentConfig(
+        name=name, system=system, system_options=system_options, emulator=emulator,
+        emulator_options=emulator_options, observations=obs, initial=initial, filter=filt,
+        steps=steps, burn_in=burn_in,
+        runs=_int(raw, "runs", "", 1, minimum=1),
+        seed=_int(raw, "seed", "", 0, minimum=0),
+        save=_choice(raw, "save", "", SAVES, "particles"),
+    )
+
+
+def load_config(path: str | Path, **overrides: Any) -> ExperimentConfig:
+    """Reads and validates a YAML config; ``overrides`` (``method``, ``particles``,
+    ``steps``, ``runs``, ``seed``...) replace its values and are validated too."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    cfg = parse_config(raw)
+    return cfg.replace(**overrides) if any(v is not None for v in overrides.values()) else cfg
