@@ -142,8 +142,10 @@ def run_config(
     resume: bool = False,
     progress: bool = True,
     command: str | None = None,
+    label: str | None = None,
 ) -> Path:
-    """Runs every run of ``cfg`` and writes ``out`` (netCDF; module docstring)."""
+    """Runs every run of ``cfg`` and writes ``out`` (netCDF; module docstring); ``label``
+    names the filter in reports (default: the method)."""
     import xarray as xr
     import yaml
 
@@ -190,6 +192,8 @@ def run_config(
         "history": f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {command or ' '.join(sys.argv)}",
         "config": cfg_text,
         "method": cfg.filter.method,
+        "label": label or cfg.filter.method,
+        "experiment": cfg.name,
         "particles": cfg.filter.particles,
         "burn_in": cfg.burn_in,
         "interval": float(setup.system.interval),

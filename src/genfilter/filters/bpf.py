@@ -86,8 +86,8 @@ class BootstrapPF(EnsembleFilter):
                 )
             log_evidence = float(torch.logsumexp(lw + ll, 0))
             if self.ess_interval is not None:
-                res = find_inflation(ll, self.ess_interval[0] * N, self.ess_interval[1] * N,
-                                     prior_log_weights=lw)
+                res = find_inflation(ll, max(1.0, self.ess_interval[0] * N),
+                                     max(1.0, self.ess_interval[1] * N), prior_log_weights=lw)
                 lw, beta = res.log_weights, res.beta
                 extra["ess_untempered"] = res.ess_untempered
             else:

@@ -66,7 +66,8 @@ class FAAPF(EnsembleFilter):
         weights: ``"dirac"`` (paper) or ``"gaussian"`` (moment-matched; needs an emulator
             with ``predict_obs_moments`` and forms ``M×M`` matrices, so ``M ≤ max_obs_gaussian``).
         ess_interval: ``(N_min, N_max)`` as fractions of ``N`` (default ``(50/256, 60/256)``,
-            the official GenCast run); ``None`` disables inflation (β = 1 always).
+            the official GenCast run; each bound is at least one particle, so small N works);
+            ``None`` disables inflation (β = 1 always).
         resampling: ``"systematic"`` (default), ``"stratified"``, ``"residual"`` or
             ``"multinomial"``.
         skip_identical: Skip weighting when all particles are equal (first step from one
@@ -164,7 +165,8 @@ class FAAPF(EnsembleFilter):
         else:
             if self.ess_interval is not None:
                 res = find_inflation(
-                    ll, self.ess_interval[0] * N, self.ess_interval[1] * N, prior_log_weights=prior_lw
+                    ll, max(1.0, self.ess_interval[0] * N), max(1.0, self.ess_interval[1] * N),
+                    prior_log_weights=prior_lw,
                 )
                 lw, beta, ess = res.log_weights, res.beta, res.ess
                 extra["ess_untempered"] = res.ess_untempered

@@ -1,0 +1,199 @@
+r"""The paper's Lorenz-63 results (SPEC §8; paper §4.1, Table 1 and Figure 1):
+``genfilter experiment l63-table1`` and ``genfilter experiment l63-ensemble-size``.
+
+Every cell is one :class:`~genfilter.experiments.config.ExperimentConfig` run by
+:func:`~genfilter.experiments.runner.run_config` into its own netCDF file, so an experiment
+that stops (killed, out of time) continues where it was: finished cells are reused and an
+unfinished cell resumes from its last step.  All filters of a setup see the same twins
+(truth, observations, initial ensemble: run ``r`` uses seed ``r``).
+
+Rows (every filter uses the shipped emulator as its forecast model, as in the paper):
+
+- ``BPF``, ``EnKF``: SPEC §5;
+- ``EnSF``, ``EnFF``: SPEC_BASELINES.  The values tuned on deterministic L63 with noise
+  std 1 (docs/baselines.md) diverge here: with noise std 0.25 the likelihood score is 16×
+  stiffer, and EnSF's explicit Euler–Maruyama step (``steps = 100``) is unstable (spread
+  40).  ``benchmarks/l63_stochastic_grid.py`` (true model, setup (a), N = 32) picked
+  EnSF ``steps = 1000`` (mixture score, ε_β = 3e-4) and EnFF ``guidance_scale = 0.01``;
+- ``FA-APF``: the paper's algorithm (dirac weights, ESS interval [50/256, 60/256]·N,
+  MMPS proposal with the projected covariance of :mod:`genfilter.emulators.guidance`);
+- ``FA-APF (gaussian w.)``: FA-APF with moment-matched weights (the deconvolved
+  transition covariance, ``DiffusionEmulator.moments_sigma``) — beyond the paper;
+- ``Bayes limit``: a bootstrap PF with 10^5 particles on the *true* model: the best any
+  filter can do on the setup (reference, not a competitor).
+
+``--quick``: 2 runs of 50 steps, N = 32 (table) and N ∈ {16, 64} (sweep), Bayes limit with
+10^4 particles — minutes on a laptop.  ``--full``: 10 runs of 100 steps (burn-in 10),
+N = 64 (table), N ∈ {16, 32, 64, 128, 256, 512} (sweep), Bayes limit with 10^5 particles.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ROWS", "EXPERIMENTS", "Scale", "scale_of", "cell_config", "run_experiment"]
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import ExperimentConfig, parse_config
+from .runner import run_config
+
+SETUP_INDICES = {"a": [0, 2], "b": [0]}
+SETUP_TEXT = {"a": "x1 and x3 observed", "b": "x1 observed"}
+
+ROWS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "BPF": ("bpf", {}, "shipped"),
+    "EnKF": ("enkf", {}, "shipped"),
+    "EnSF": ("ensf", {"score": "mixture", "eps_beta": 0.0003, "steps": 1000}, "shipped"),
+    "EnFF": ("enff", {"path": "ot", "sigma_min": 0.1, "guidance_scale": 0.01}, "shipped"),
+    "FA-APF": ("fa-apf", {}, "shipped"),
+    "FA-APF (gaussian w.)": ("fa-apf", {"weights": "gaussian"}, "shipped"),
+}
+"""label -> (method, filter options, emulator)."""
+
+BAYES = "Bayes limit"
+EXPERIMENTS = ("l63-table1", "l63-ensemble-size")
+
+
+@dataclass(frozen=True)
+class Scale:
+    runs: int
+    steps: int
+    burn_in: int
+    table_n: int
+    sizes: tuple[int, ...]
+    bayes_n: int
+
+
+SCALES = {
+    "quick": Scale(runs=2, steps=50, burn_in=10, table_n=32, sizes=(16, 64), bayes_n=10_000),
+    "full": Scale(runs=10, steps=100, burn_in=10, table_n=64, sizes=(16, 32, 64, 128, 256, 512),
+                  bayes_n=100_000),
+}
+
+
+def scale_of(name: str | Scale) -> Scale:
+    if isinstance(name, Scale):
+        return name
+    if name not in SCALES:
+        raise ValueError(f"scale must be one of {sorted(SCALES)}, got {name!r}")
+    return SCALES[name]
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-").replace("--", "-")
+
+
+def cell_config(setup: str, label: str, n: int, scale: Scale) -> ExperimentConfig:
+    """The config of one cell (a row label or ``"Bayes limit"``, ensemble size ``n``)."""
+    if setup not in SETUP_INDICES:
+        raise ValueError(f"setup must be 'a' or 'b', got {setup!r}")
+    if label == BAYES:
+        method, options, emulator = "bpf", {}, "true"
+    else:
+        method, options, emulator = ROWS[label]
+    return parse_config({
+        "name": f"l63-{setup}",
+        "system": "lorenz63",
+        "emulator": emulator,
+        "observations": {"operator": "select", "indices": SETUP_INDICES[setup], "noise_std": 0.25},
+        "initial": {"recipe": "perturbed", "std": 0.0, "spinup": 10.0},
+        "filter": {"method": method, "particles": int(n), "options": dict(options)},
+        "steps": scale.steps, "burn_in": scale.burn_in, "runs": scale.runs, "seed": 0,
+        "save": "particles" if n <= 64 else "moments",
+    })
+
+
+def _cells(experiment: str, scale: Scale, rows) -> list[tuple[str, str, int]]:
+    cells = []
+    for setup in ("a", "b"):
+        sizes = (scale.table_n,) if experiment == "l63-table1" else scale.sizes
+        for n in sizes:
+            for label in rows:
+                cells.append((setup, label, n))
+        cells.append((setup, BAYES, scale.bayes_n))
+    return cells
+
+
+def _summary(path: Path) -> dict[str, Any]:
+    import xarray as xr
+
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        out: dict[str, Any] = {"runs": int(ds.sizes["run"]),
+                               "seconds": float(ds.attrs.get("wall_seconds", math.nan))}
+        for m in ("skill", "spread", "ssr", "crps"):
+            v = ds[f"summary_{m}"].values
+            out[m] = float(v.mean())
+            out[f"{m}_se"] = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
+        out["mean_ess"] = float(np.nanmean(ds["ess"].values))
+    return out
+
+
+def run_experiment(experiment: str, scale: str | Scale = "quick", out: str | Path | None = None,
+                   rows: list[str] | None = None, setups: tuple[str, ...] = ("a", "b"),
+                   progress: bool = True, echo=print) -> Path:
+    """Runs (or continues) an experiment; writes one netCDF file per cell under
+    ``out/cells/``, then ``results.csv`` and ``results.md`` in ``out``.  Returns ``out``."""
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"experiment must be one of {list(EXPERIMENTS)}, got {experiment!r}")
+    sc = scale_of(scale)
+    rows = list(rows) if rows is not None else list(ROWS)
+    for r in rows:
+        if r not in ROWS:
+            raise ValueError(f"unknown row {r!r}; rows: {list(ROWS)}")
+    scale = scale if isinstance(scale, str) else "custom"
+    out = Path(out) if out is not None else Path("outputs") / f"{experiment}-{scale}"
+    cells_dir = out / "cells"
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    todo = [c for c in _cells(experiment, sc, rows) if c[0] in setups]
+    for i, (setup, label, n) in enumerate(todo):
+        cfg = cell_config(setup, label, n, sc)
+        path = cells_dir / f"l63-{setup}_{_slug(label)}_N{n}.nc"
+        if not path.exists():
+            echo(f"[{i + 1}/{len(todo)}] setup ({setup}) {label} N={n}: {sc.runs} runs × "
+                 f"{sc.steps} steps")
+            parts = path.with_name(path.name + ".parts")
+            run_config(cfg, path, resume=parts.exists(), progress=progress,
+                       command=f"genfilter experiment {experiment} --{scale}", label=label)
+        results.append({"setup": setup, "filter": label, "N": n, **_summary(path)})
+    _write_results(out, experiment, scale, sc, results)
+    return out
+
+
+def _fmt(v: float, se: float, digits: int = 3) -> str:
+    if not math.isfinite(v):
+        return "—"
+    return f"{v:.{digits}f} ± {se:.{digits}f}" if math.isfinite(se) else f"{v:.{digits}f}"
+
+
+def _write_results(out: Path, experiment: str, scale: str, sc: Scale, results: list[dict]) -> None:
+    keys = ["setup", "filter", "N", "runs", "skill", "skill_se", "spread", "spread_se", "ssr",
+            "ssr_se", "crps", "crps_se", "mean_ess", "seconds"]
+    with open(out / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        for r in results:
+            w.writerow({k: r[k] for k in keys})
+    lines = [f"# {experiment} (--{scale}): stochastic Lorenz-63, noise std 0.25, "
+             f"{sc.runs} runs × {sc.steps} steps, scores after a burn-in of {sc.burn_in}",
+             "", "Mean ± standard error over runs; skill = RMSE of the ensemble mean, "
+             "SSR = spread/skill, CRPS (SPEC §6). Bayes limit: bootstrap PF with "
+             f"{sc.bayes_n} particles on the true model.", ""]
+    for setup in sorted({r["setup"] for r in results}):
+        lines += [f"## Setup ({setup}): {SETUP_TEXT[setup]}", "",
+                  "| filter | N | skill | spread | SSR | CRPS | mean ESS | seconds |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in results:
+            if r["setup"] != setup:
+                continue
+            lines.append(
+                f"| {r['filter']} | {r['N']} | {_fmt(r['skill'], r['skill_se'])} | "
+                f"{_fmt(r['spread'], r['spread_se'])} | {_fmt(r['ssr'], r['ssr_se'], 2)} | "
+                f"{_fmt(r['crps'], r['crps_se'])} | {r['mean_ess']:.1f} | {r['seconds']:.0f} |")
+        lines.append("")
+    (out / "results.md").write_text("\n".join(lines))

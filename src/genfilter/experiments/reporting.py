@@ -1,0 +1,316 @@
+r"""``genfilter report <run.nc | dir>``: tables (markdown, CSV) and PNG figures from the
+netCDF files of ``genfilter filter`` / ``genfilter experiment``.
+
+For one file, into ``<file stem>_report/``:
+
+- ``summary.md`` / ``summary.csv``: skill, spread, SSR, CRPS after the burn-in, mean ±
+  standard error over runs, and the mean ESS;
+- ``skill_spread.png``: skill (RMSE of the ensemble mean over runs) and spread per variable
+  against model time;
+- ``trajectories.png``: run 0, per variable: truth, observations, ensemble mean ± spread;
+- ``rank_histogram.png``: rank of the truth among the members, per variable (when the
+  particles were saved; flat = calibrated);
+- ``ess_inflation.png``: ESS / N and the inflation β per step (mean over runs).
+
+For a folder (e.g. an experiment's output), into the folder: ``report.md`` / ``report.csv``
+(one row per file), ``skill_vs_n_<name>.png`` (skill against N per filter, log-log, with
+standard errors) when files differ in N, and for each experiment name the comparison
+figures ``skill_vs_step_<name>.png``, ``rank_histograms_<name>.png`` and
+``ess_<name>.png`` at the largest N that most filters share.
+"""
+
+from __future__ import annotations
+
+__all__ = ["report", "summarize_file"]
+
+import csv
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_METRICS = ("skill", "spread", "ssr", "crps")
+
+
+def _open(path: Path):
+    import xarray as xr
+
+    return xr.open_dataset(path, engine="h5netcdf")
+
+
+def _state_names(ds) -> tuple[list[str], list[str]]:
+    dims = [d for d in ds["truth"].dims if d not in ("run", "step")]
+    names = []
+    shape = [ds.sizes[d] for d in dims]
+    if len(shape) == 1:
+        names = [f"x{i + 1}" for i in range(shape[0])]
+    return dims, names
+
+
+def summarize_file(path: Path) -> dict[str, Any]:
+    """One row: label, experiment, N, runs, the four metrics ± standard error, mean ESS."""
+    with _open(path) as ds:
+        row: dict[str, Any] = {
+            "file": path.name, "experiment": ds.attrs.get("experiment", ""),
+            "filter": ds.attrs.get("label", ds.attrs.get("method", "")),
+            "N": int(ds.attrs.get("particles", ds.sizes.get("member", 0))),
+            "runs": int(ds.sizes["run"]), "burn_in": int(ds.attrs.get("burn_in", 0)),
+        }
+        for m in _METRICS:
+            v = ds[f"summary_{m}"].values
+            row[m] = float(v.mean())
+            row[f"{m}_se"] = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
+        row["mean_ess"] = float(np.nanmean(ds["ess"].values))
+    return row
+
+
+def _table(rows: list[dict], out_md: Path, out_csv: Path, title: str) -> None:
+    keys = ["experiment", "filter", "N", "runs", "burn_in"] + [
+        k for m in _METRICS for k in (m, f"{m}_se")] + ["mean_ess", "file"]
+    with open(out_csv, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r[k] for k in keys})
+
+    def f(r, m, d=3):
+        se = r[f"{m}_se"]
+        return f"{r[m]:.{d}f}" + (f" ± {se:.{d}f}" if math.isfinite(se) else "")
+
+    lines = [f"# {title}", "", "Averages after the burn-in; ± is the standard error over runs.",
+             "", "| experiment | filter | N | runs | skill | spread | SSR | CRPS | mean ESS |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['experiment']} | {r['filter']} | {r['N']} | {r['runs']} | "
+                     f"{f(r, 'skill')} | {f(r, 'spread')} | {f(r, 'ssr', 2)} | {f(r, 'crps')} | "
+                     f"{r['mean_ess']:.1f} |")
+    out_md.write_text("\n".join(lines) + "\n")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _per_variable(ds, name: str) -> np.ndarray:
+    """``(run, step, V)`` view of a state variable (V = flattened state)."""
+    v = ds[name].values
+    return v.reshape(v.shape[0], v.shape[1], -1)
+
+
+def _ranks(ds) -> np.ndarray | None:
+    """Rank of the truth among the members, ``(run*step, V)``, after the burn-in."""
+    if "particles" not in ds:
+        return None
+    b = int(ds.attrs.get("burn_in", 0))
+    p = ds["particles"].values[:, b:]
+    p = p.reshape(p.shape[0], p.shape[1], p.shape[2], -1)
+    t = _per_variable(ds, "truth")[:, b:, None, :]
+    return (p < t).sum(2).reshape(-1, p.shape[-1])
+
+
+def _file_figures(path: Path, out: Path) -> list[Path]:
+    plt = _plt()
+    written = []
+    with _open(path) as ds:
+        label = ds.attrs.get("label", ds.attrs.get("method", ""))
+        N = int(ds.attrs.get("particles", 0))
+        time_ = ds["time"].values
+        _, names = _state_names(ds)
+        mean, truth = _per_variable(ds, "mean"), _per_variable(ds, "truth")
+        spread = _per_variable(ds, "spread")
+        V = truth.shape[-1]
+        show = list(range(min(V, 3)))
+        names = names or [f"value {i}" for i in range(V)]
+        title = f"{label}, N = {N}, {ds.sizes['run']} run(s)"
+
+        fig, axes = plt.subplots(len(show), 1, figsize=(9, 2.4 * len(show)), sharex=True,
+                                 squeeze=False)
+        for ax, d in zip(axes[:, 0], show):
+            ax.plot(time_, np.sqrt(((mean[..., d] - truth[..., d]) ** 2).mean(0)), label="skill (RMSE)")
+            ax.plot(time_, np.sqrt((spread[..., d] ** 2).mean(0)), label="spread", ls="--")
+            ax.set_ylabel(f"{names[d]} [state units]")
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+        axes[0, 0].legend(loc="upper right")
+        axes[0, 0].set_title(f"Skill and spread per variable: {title}")
+        axes[-1, 0].set_xlabel("model time")
+        fig.tight_layout()
+        written.append(out / "skill_spread.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+
+        fig, axes = plt.subplots(len(show), 1, figsize=(9, 2.4 * len(show)), sharex=True,
+                                 squeeze=False)
+        obs = ds["observations"].values[0]
+        cfg_idx = _observed_indices(ds)
+        for ax, d in zip(axes[:, 0], show):
+            ax.plot(time_, truth[0, :, d], color="k", lw=1.2, label="truth")
+            ax.plot(time_, mean[0, :, d], color="C0", lw=1.0, label="ensemble mean")
+            ax.fill_between(time_, mean[0, :, d] - spread[0, :, d], mean[0, :, d] + spread[0, :, d],
+                            color="C0", alpha=0.3, label="mean ± spread")
+            if cfg_idx is not None and d in cfg_idx:
+                ax.plot(time_, obs[:, cfg_idx.index(d)], ".", color="C3", ms=3, label="observations")
+            ax.set_ylabel(f"{names[d]} [state units]")
+            ax.grid(alpha=0.3)
+        axes[0, 0].legend(loc="upper right", fontsize=8, ncol=4)
+        axes[0, 0].set_title(f"Run 0: truth, observations and ensemble: {title}")
+        axes[-1, 0].set_xlabel("model time")
+        fig.tight_layout()
+        written.append(out / "trajectories.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+
+        ranks = _ranks(ds)
+        if ranks is not None:
+            fig, axes = plt.subplots(1, len(show), figsize=(3.2 * len(show), 2.8), squeeze=False)
+            for ax, d in zip(axes[0], show):
+                ax.hist(ranks[:, d], bins=min(N + 1, 17), range=(0, N + 1), density=True,
+                        color="C0", alpha=0.8)
+                ax.axhline(1 / (N + 1), color="k", ls="--", lw=1, label="calibrated")
+                ax.set_xlabel(f"rank of the truth ({names[d]})")
+                ax.set_ylabel("frequency")
+            axes[0, 0].legend(fontsize=8)
+            fig.suptitle(f"Rank histograms after the burn-in: {title}")
+            fig.tight_layout()
+            written.append(out / "rank_histogram.png")
+            fig.savefig(written[-1], dpi=110)
+            plt.close(fig)
+
+        fig, ax = plt.subplots(2, 1, figsize=(9, 4.5), sharex=True)
+        ax[0].plot(time_, np.nanmean(ds["ess"].values, 0) / max(N, 1))
+        ax[0].set_ylabel("ESS / N")
+        ax[0].set_ylim(0, 1.05)
+        ax[1].plot(time_, np.nanmean(ds["inflation"].values, 0), color="C1")
+        ax[1].set_ylabel("inflation β")
+        ax[1].set_yscale("log")
+        ax[1].set_xlabel("model time")
+        for a in ax:
+            a.grid(alpha=0.3)
+        ax[0].set_title(f"ESS before resampling and likelihood inflation (mean over runs): {title}")
+        fig.tight_layout()
+        written.append(out / "ess_inflation.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    return written
+
+
+def _observed_indices(ds) -> list[int] | None:
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(ds.attrs.get("config", ""))
+        idx = cfg["observations"]["indices"]
+        return list(idx) if idx is not None else None
+    except Exception:  # noqa: BLE001 - a file without a config has no observed indices
+        return None
+
+
+def _dir_figures(rows: list[dict], files: dict[str, Path], out: Path) -> list[Path]:
+    plt = _plt()
+    written = []
+    by_exp: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_exp[r["experiment"]].append(r)
+    for exp, rs in sorted(by_exp.items()):
+        filters = sorted({r["filter"] for r in rs}, key=lambda f: (f.startswith("Bayes"), f))
+        ns = sorted({r["N"] for r in rs if not r["filter"].startswith("Bayes")})
+        slug = "".join(c if c.isalnum() else "-" for c in exp) or "runs"
+        if len(ns) > 1:
+            fig, ax = plt.subplots(figsize=(7, 4.5))
+            for i, f in enumerate(filters):
+                pts = sorted((r["N"], r["skill"], r["skill_se"]) for r in rs if r["filter"] == f)
+                if f.startswith("Bayes"):
+                    ax.axhline(pts[0][1], color="k", ls=":", label=f"{f} (N = {pts[0][0]})")
+                    continue
+                x, y, e = (np.array(v, dtype=float) for v in zip(*pts))
+                ax.errorbar(x, y, yerr=np.nan_to_num(e), marker="o", ms=4, capsize=3,
+                            label=f, color=f"C{i}")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("ensemble size N")
+            ax.set_ylabel("skill: RMSE of the ensemble mean [state units]")
+            ax.set_title(f"{exp}: skill against ensemble size (mean ± s.e. over runs)")
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            written.append(out / f"skill_vs_n_{slug}.png")
+            fig.savefig(written[-1], dpi=110)
+            plt.close(fig)
+        # comparison at the largest N shared by most filters
+        counts = defaultdict(int)
+        for r in rs:
+            counts[r["N"]] += 1
+        n_cmp = max(counts, key=lambda n: (counts[n], n))
+        sel = [r for r in rs if r["N"] == n_cmp or r["filter"].startswith("Bayes")]
+        fig, ax = plt.subplots(figsize=(9, 4))
+        fig2, ax2 = plt.subplots(1, len(sel), figsize=(2.6 * len(sel), 2.8), squeeze=False)
+        fig3, ax3 = plt.subplots(figsize=(9, 3.5))
+        for i, r in enumerate(sorted(sel, key=lambda r: (r["filter"].startswith("Bayes"), r["filter"]))):
+            with _open(files[r["file"]]) as ds:
+                t = ds["time"].values
+                sk = np.sqrt(np.nanmean(ds["skill"].values ** 2, 0))
+                style = dict(color="k", ls=":") if r["filter"].startswith("Bayes") else {}
+                ax.plot(t, sk, label=f"{r['filter']} (N = {r['N']})", **style)
+                ranks = _ranks(ds)
+                a = ax2[0, i]
+                if ranks is not None:
+                    a.hist(ranks.ravel(), bins=min(r["N"] + 1, 17), range=(0, r["N"] + 1),
+                           density=True, alpha=0.8)
+                    a.axhline(1 / (r["N"] + 1), color="k", ls="--", lw=1)
+                else:
+                    a.text(0.5, 0.5, "moments only", ha="center", transform=a.transAxes)
+                a.set_title(r["filter"], fontsize=9)
+                a.set_xlabel("rank of the truth")
+                if not r["filter"].startswith("Bayes"):
+                    ax3.plot(t, np.nanmean(ds["ess"].values, 0) / r["N"], label=r["filter"])
+        ax2[0, 0].set_ylabel("frequency")
+        ax.set_yscale("log")
+        ax.set_xlabel("model time")
+        ax.set_ylabel("skill (RMS over runs) [state units]")
+        ax.set_title(f"{exp}: skill per step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, ncol=2)
+        ax3.set_xlabel("model time")
+        ax3.set_ylabel("ESS / N (before resampling)")
+        ax3.set_title(f"{exp}: effective sample size, N = {n_cmp} (mean over runs)")
+        ax3.grid(alpha=0.3)
+        ax3.legend(fontsize=8, ncol=3)
+        fig2.suptitle(f"{exp}: rank histograms of the truth, all variables, N = {n_cmp} "
+                      "(dashed: calibrated)", fontsize=10)
+        for f_, name in ((fig, "skill_vs_step"), (fig2, "rank_histograms"), (fig3, "ess")):
+            f_.tight_layout()
+            written.append(out / f"{name}_{slug}.png")
+            f_.savefig(written[-1], dpi=110)
+            plt.close(f_)
+    return written
+
+
+def report(path: str | Path) -> list[Path]:
+    """Writes the tables and figures of a run file or a folder of them (module docstring);
+    returns the paths written."""
+    path = Path(path)
+    if path.is_file():
+        if path.suffix != ".nc":
+            raise ValueError(f"report needs a .nc file or a folder, got {path}")
+        out = path.with_name(path.stem + "_report")
+        out.mkdir(exist_ok=True)
+        row = summarize_file(path)
+        _table([row], out / "summary.md", out / "summary.csv", f"{row['filter']} on {row['experiment']}")
+        return [out / "summary.md", out / "summary.csv", *_file_figures(path, out)]
+    if not path.is_dir():
+        raise FileNotFoundError(f"no such file or folder: {path}")
+    files = sorted(p for p in path.rglob("*.nc") if not p.name.endswith(".tmp"))
+    if not files:
+        raise FileNotFoundError(f"no .nc files under {path}")
+    rows = [summarize_file(f) for f in files]
+    rows.sort(key=lambda r: (r["experiment"], r["filter"].startswith("Bayes"), r["filter"], r["N"]))
+    _table(rows, path / "report.md", path / "report.csv", f"genfilter runs under {path}")
+    return [path / "report.md", path / "report.csv",
+            *_dir_figures(rows, {f.name: f for f in files}, path)]

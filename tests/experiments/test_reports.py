@@ -1,0 +1,89 @@
+"""`genfilter experiment` (cells, reuse, results table), `genfilter report` and
+`genfilter diagnose proposal`."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from genfilter.cli import app
+from genfilter.experiments.l63_results import Scale, run_experiment
+from genfilter.experiments.reporting import report, summarize_file
+
+TINY = Scale(runs=2, steps=6, burn_in=1, table_n=4, sizes=(4, 8), bayes_n=300)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    run_experiment("l63-ensemble-size", TINY, out, rows=["BPF", "EnKF", "FA-APF"],
+                   setups=("a",), progress=False, echo=lambda *_: None)
+    return out
+
+
+def test_experiment_writes_cells_and_results(sweep):
+    cells = sorted(p.name for p in (sweep / "cells").glob("*.nc"))
+    expected = [f"l63-a_{r}_N{n}.nc" for r in ("bpf", "enkf", "fa-apf") for n in (4, 8)]
+    assert cells == sorted(expected + ["l63-a_bayes-limit_N300.nc"])
+    rows = list(csv.DictReader(open(sweep / "results.csv")))
+    assert len(rows) == 7
+    # the summary in the table is the file's own summary
+    by = {(r["filter"], int(r["N"])): r for r in rows}
+    s = summarize_file(sweep / "cells" / "l63-a_enkf_N8.nc")
+    assert abs(float(by[("EnKF", 8)]["skill"]) - s["skill"]) < 1e-9
+    assert s["runs"] == 2 and s["filter"] == "EnKF"
+    # the Bayes limit runs on the true model with many particles, on the same twins
+    assert "Bayes limit" in (sweep / "results.md").read_text()
+
+
+def test_experiment_reuses_finished_cells(sweep):
+    before = {p.name: p.stat().st_mtime_ns for p in (sweep / "cells").glob("*.nc")}
+    run_experiment("l63-ensemble-size", TINY, sweep, rows=["BPF", "EnKF", "FA-APF"],
+                   setups=("a",), progress=False, echo=lambda *_: None)
+    after = {p.name: p.stat().st_mtime_ns for p in (sweep / "cells").glob("*.nc")}
+    assert before == after
+
+
+def test_report_on_a_file_and_a_folder(sweep):
+    written = report(sweep / "cells" / "l63-a_fa-apf_N4.nc")
+    names = {p.name for p in written}
+    assert {"summary.md", "summary.csv", "skill_spread.png", "trajectories.png",
+            "rank_histogram.png", "ess_inflation.png"} <= names
+    for p in written:
+        assert p.stat().st_size > 0
+    assert "FA-APF" in (written[0]).read_text()
+    res = CliRunner().invoke(app, ["report", str(sweep / "cells")])
+    assert res.exit_code == 0, res.output
+    for name in ("report.md", "report.csv", "skill_vs_n_l63-a.png", "skill_vs_step_l63-a.png",
+                 "rank_histograms_l63-a.png", "ess_l63-a.png"):
+        assert (sweep / "cells" / name).stat().st_size > 0, name
+    text = (sweep / "cells" / "report.md").read_text()
+    assert text.count("| l63-a |") == 7
+
+
+def test_report_and_experiment_errors(tmp_path):
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "none.nc")])
+    assert res.exit_code == 2 and "no such file" in res.output
+    res = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert res.exit_code == 2 and "no .nc files" in res.output
+    res = CliRunner().invoke(app, ["experiment", "l63-table9"])
+    assert res.exit_code == 2 and "l63-table1" in res.output
+    res = CliRunner().invoke(app, ["experiment", "l63-table1", "--quick", "--full"])
+    assert res.exit_code == 2
+    res = CliRunner().invoke(app, ["experiment", "l63-table1", "--rows", "UKF"])
+    assert res.exit_code == 2 and "unknown row" in res.output
+
+
+def test_diagnose_proposal_command(tmp_path):
+    out = tmp_path / "prop.md"
+    res = CliRunner().invoke(app, ["diagnose", "proposal", "--setup", "a", "--pairs", "2",
+                                   "--samples", "32", "--draws", "2000", "--no-progress",
+                                   "--covariance", "projected", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    lines = [l for l in out.read_text().splitlines() if l.startswith("| (a)")]
+    assert len(lines) == 3
+    res = CliRunner().invoke(app, ["diagnose", "proposal", "--covariance", "dense"])
+    assert res.exit_code == 2 and "covariance" in res.output
