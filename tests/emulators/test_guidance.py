@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import make_lg_model
+
 from genfilter.emulators.guidance import (
     deconvolved_covariance,
     projected_covariance,

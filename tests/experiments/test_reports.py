@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from genfilter.cli import app
@@ -87,3 +86,19 @@ def test_diagnose_proposal_command(tmp_path):
     assert len(lines) == 3
     res = CliRunner().invoke(app, ["diagnose", "proposal", "--covariance", "dense"])
     assert res.exit_code == 2 and "covariance" in res.output
+
+
+def test_cell_configs_of_the_paper_experiments():
+    from genfilter.experiments.l63_results import BAYES, ROWS, SCALES, cell_config
+
+    full = SCALES["full"]
+    raw = cell_config("b", "FA-APF (raw MMPS)", 64, full)
+    assert raw.emulator_options == {"covariance": "tweedie"} and raw.filter.method == "fa-apf"
+    assert raw.observations.indices == (0,) and raw.runs == 10 and raw.steps == 100
+    assert cell_config("a", "FA-APF", 64, full).emulator_options == {}
+    bayes = cell_config("a", BAYES, full.bayes_n, full)
+    assert bayes.emulator == "true" and bayes.filter.particles == 100_000
+    assert bayes.save == "moments"
+    # every row's options are valid for its filter (validated by parse_config)
+    for label in ROWS:
+        cell_config("a", label, 16, full)

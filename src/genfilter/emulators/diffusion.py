@@ -147,7 +147,8 @@ class DiffusionEmulator(nn.Module):
             ``MMPSDenoiser``), or ``"auto"`` (default): ``"projected"`` when a state has at
             most :attr:`PROJECTED_MAX_DIM` values, else ``"tweedie"``.  Measured on the
             shipped Lorenz-63 emulator, setup (b): the MMPS proposal's variance in x2 was
-            650× the exact proposal's with ``"tweedie"``, 1.12× with ``"projected"``.
+            210× the exact proposal's with ``"tweedie"``, 1.03× with ``"projected"``
+            (``benchmarks/l63_guidance.py``).
         solver: Krylov solver of ``"tweedie"``: ``"gmres"`` (default, SPEC §4) or ``"cg"``.
         iterations: Solver iterations.
         moments_sigma: Noise level :math:`\sigma_t/\alpha_t` (target units) at which
@@ -155,9 +156,8 @@ class DiffusionEmulator(nn.Module):
             is ``"projected"``: the Tweedie covariance at :math:`x_t = \hat x` is
             deconvolved, :math:`P = (C^{-1} - \alpha_t^2/\sigma_t^2 I)^{-1}` (exact for a
             Gaussian transition).  Default 0.1: on the shipped Lorenz-63 emulator it
-            recovers the true one-step variances within ~10 %, whereas the Jacobian at
-            :math:`\sigma_t \ge 1` is meaningless (negative variances; measured in
-            docs/results/l63.md).
+            recovers the true one-step variances within a factor 1.35, whereas the Jacobian
+            at :math:`\sigma_1 = 100` gives variances near −800 (``benchmarks/l63_guidance.py``).
         guidance_sigma_max: Apply MMPS guidance only where :math:`\sigma_t` is at most this
             (``None``: everywhere, as in the paper).
         chunk_size: Number of particles processed at once (``None``: all); results do not

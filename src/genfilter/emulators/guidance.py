@@ -8,8 +8,9 @@ denoiser :math:`J` is symmetric positive semi-definite; for a learned one it is 
 :math:`\sigma_t`, so its errors grow with the noise level.  A negative direction of
 :math:`C` makes :math:`\Sigma_y + H C H^\top` nearly singular or indefinite and the guidance
 step explodes — measured on the shipped Lorenz-63 emulator, setup (b) (``x1`` observed):
-the MMPS proposal's variance in the *unobserved* components was 650× (x2) and 456× (x3)
-the exact optimal proposal's (``genfilter diagnose proposal``; docs/results/l63.md).
+the MMPS proposal's variance in the *unobserved* components was 210× (x2) and 135× (x3)
+the exact optimal proposal's, against 1.03× and 1.11× with the projection
+(``benchmarks/l63_guidance.py``; docs/results/l63.md).
 
 The projection: form :math:`C` densely (``D`` vector–Jacobian products), symmetrise it and
 clip its eigenvalues at zero,
@@ -64,12 +65,15 @@ def _rows(out: Tensor, inp: Tensor) -> Tensor:
     return torch.stack(rows, dim=1)
 
 
-def projected_covariance(jacobian: Tensor, gamma: Tensor | float) -> Tensor:
+def projected_covariance(jacobian: Tensor, gamma: Tensor | float, clip: bool = True) -> Tensor:
     r""":math:`\tilde C` of the module docstring from ``jacobian (N, D, D)``
     (:math:`J_{n,d,e} = \partial \hat x_d / \partial x_{t,e}`) and :math:`\gamma =
-    \sigma_t^2/\alpha_t`; computed in float64, returned ``(N, D, D)`` in float64."""
+    \sigma_t^2/\alpha_t`; computed in float64, returned ``(N, D, D)`` in float64.
+    ``clip=False`` only symmetrises (an ablation: it does not cure the hazard)."""
     C = torch.as_tensor(gamma, dtype=torch.float64) * jacobian.to(torch.float64)
     C = 0.5 * (C + C.transpose(1, 2))
+    if not clip:
+        return C
     w, V = torch.linalg.eigh(C)
     return (V * w.clamp_min(0.0).unsqueeze(1)) @ V.transpose(1, 2)
 
@@ -110,15 +114,17 @@ class ProjectedMMPSDenoiser(Denoiser):
         y: The observation ``(M,)`` (no missing values).
         A: The observation map on the denoiser's variable, ``(N, *S) -> (N, M)``.
         cov_y: The dense noise covariance :math:`\Sigma_y` ``(M, M)``.
+        clip: Clip the eigenvalues at zero (``False``: symmetrise only, an ablation).
     """
 
     def __init__(self, denoiser: Denoiser, y: Tensor, A: Callable[[Tensor], Tensor],
-                 cov_y: Tensor) -> None:
+                 cov_y: Tensor, clip: bool = True) -> None:
         super().__init__()
         if cov_y.shape != (y.shape[-1], y.shape[-1]):
             raise ValueError(f"cov_y must be ({y.shape[-1]}, {y.shape[-1]}), got {tuple(cov_y.shape)}")
         self.denoiser, self.y, self.A = denoiser, y, A
         self.cov_y = cov_y.to(torch.float64)
+        self.clip = bool(clip)
 
     @property
     def schedule(self) -> Schedule:
@@ -134,7 +140,7 @@ class ProjectedMMPSDenoiser(Denoiser):
             x_lin = x_hat.detach().requires_grad_()
             y_hat = self.A(x_lin)
             H = _rows(y_hat, x_lin).to(torch.float64)
-        C = projected_covariance(J, sigma**2 / alpha)
+        C = projected_covariance(J, sigma**2 / alpha, self.clip)
         CHt = C @ H.transpose(1, 2)  # (N, D, M)
         S = H @ CHt + self.cov_y.to(device=x_t.device)
         r = (self.y.to(y_hat) - y_hat.detach()).to(torch.float64)

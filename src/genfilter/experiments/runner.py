@@ -146,7 +146,6 @@ def run_config(
 ) -> Path:
     """Runs every run of ``cfg`` and writes ``out`` (netCDF; module docstring); ``label``
     names the filter in reports (default: the method)."""
-    import xarray as xr
     import yaml
 
     out = Path(out)
