@@ -249,28 +249,38 @@ def _dir_figures(rows: list[dict], files: dict[str, Path], out: Path) -> list[Pa
             counts[r["N"]] += 1
         n_cmp = max(counts, key=lambda n: (counts[n], n))
         sel = [r for r in rs if r["N"] == n_cmp or r["filter"].startswith("Bayes")]
+        sel.sort(key=lambda r: (r["filter"].startswith("Bayes"), r["filter"]))
+        with_particles = []
+        for r in sel:
+            with _open(files[r["file"]]) as ds:
+                if "particles" in ds:
+                    with_particles.append(r)
+        cols = min(4, max(1, len(with_particles)))
+        nrows = max(1, math.ceil(len(with_particles) / cols))
         fig, ax = plt.subplots(figsize=(9, 4))
-        fig2, ax2 = plt.subplots(1, len(sel), figsize=(2.6 * len(sel), 2.8), squeeze=False)
+        fig2, ax2 = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.6 * nrows), squeeze=False)
+        for a in ax2.flat[len(with_particles):]:
+            a.set_visible(False)
         fig3, ax3 = plt.subplots(figsize=(9, 3.5))
-        for i, r in enumerate(sorted(sel, key=lambda r: (r["filter"].startswith("Bayes"), r["filter"]))):
+        for r in sel:
             with _open(files[r["file"]]) as ds:
                 t = ds["time"].values
                 sk = np.sqrt(np.nanmean(ds["skill"].values ** 2, 0))
                 style = dict(color="k", ls=":") if r["filter"].startswith("Bayes") else {}
                 ax.plot(t, sk, label=f"{r['filter']} (N = {r['N']})", **style)
-                ranks = _ranks(ds)
-                a = ax2[0, i]
-                if ranks is not None:
+                if r in with_particles:
+                    a = ax2.flat[with_particles.index(r)]
+                    ranks = _ranks(ds)
                     a.hist(ranks.ravel(), bins=min(r["N"] + 1, 17), range=(0, r["N"] + 1),
                            density=True, alpha=0.8)
                     a.axhline(1 / (r["N"] + 1), color="k", ls="--", lw=1)
-                else:
-                    a.text(0.5, 0.5, "moments only", ha="center", transform=a.transAxes)
-                a.set_title(r["filter"], fontsize=9)
-                a.set_xlabel("rank of the truth")
-                if not r["filter"].startswith("Bayes"):
-                    ax3.plot(t, np.nanmean(ds["ess"].values, 0) / r["N"], label=r["filter"])
-        ax2[0, 0].set_ylabel("frequency")
+                    a.set_title(r["filter"], fontsize=9)
+                    a.set_xlabel("rank of the truth")
+                ess = np.nanmean(ds["ess"].values, 0) / r["N"]
+                if not r["filter"].startswith("Bayes") and np.nanmin(ess) < 0.999:
+                    ax3.plot(t, ess, label=r["filter"])  # ensemble Kalman-type filters: ESS = N
+        for a in ax2[:, 0]:
+            a.set_ylabel("frequency")
         ax.set_yscale("log")
         ax.set_xlabel("model time")
         ax.set_ylabel("skill (RMS over runs) [state units]")
@@ -279,7 +289,7 @@ def _dir_figures(rows: list[dict], files: dict[str, Path], out: Path) -> list[Pa
         ax.legend(fontsize=8, ncol=2)
         ax3.set_xlabel("model time")
         ax3.set_ylabel("ESS / N (before resampling)")
-        ax3.set_title(f"{exp}: effective sample size, N = {n_cmp} (mean over runs)")
+        ax3.set_title(f"{exp}: ESS of the weighted filters, N = {n_cmp} (mean over runs)")
         ax3.grid(alpha=0.3)
         ax3.legend(fontsize=8, ncol=3)
         fig2.suptitle(f"{exp}: rank histograms of the truth, all variables, N = {n_cmp} "
