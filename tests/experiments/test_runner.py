@@ -167,3 +167,10 @@ def test_killed_run_resumes_bit_identically(tmp_path):
     with xr.open_dataset(full, engine="h5netcdf") as a, xr.open_dataset(killed, engine="h5netcdf") as b:
         for name in ("particles", "log_weights", "mean", "ess", "inflation", "skill", "crps"):
             assert np.array_equal(a[name].values, b[name].values), name
+
+
+def test_unquoted_true_emulator_means_the_true_model():
+    raw = _raw(emulator=True)
+    assert parse_config(raw).emulator == "true"
+    with pytest.raises(ConfigError, match="'emulator'"):
+        parse_config(_raw(emulator=False))

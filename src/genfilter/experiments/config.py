@@ -222,6 +222,8 @@ def parse_config(raw: Any) -> ExperimentConfig:
     system = _choice(raw, "system", "", sorted(SYSTEMS))
     system_options = _mapping(raw, "system_options", "")
     emulator = raw.get("emulator", "shipped")
+    if emulator is True:  # YAML reads an unquoted `true` as a boolean
+        emulator = "true"
     if not isinstance(emulator, str) or not emulator:
         _fail("emulator", "must be 'shipped', 'true' or a checkpoint path", emulator)
     if emulator == "shipped" and system != "lorenz63":
