@@ -75,7 +75,12 @@ def demo(
         dims, burn = ["component"], 5
     elif system == "lorenz63":
         from .experiments.l63 import (
-            SETUPS, format_table, load_shipped_emulator, plot_demo, run_demo, shipped_checkpoint,
+            SETUPS,
+            format_table,
+            load_shipped_emulator,
+            plot_demo,
+            run_demo,
+            shipped_checkpoint,
         )
 
         particles, steps = particles or 32, steps or 100
@@ -280,14 +285,11 @@ def filter_(
                f"{cfg.runs} run(s), emulator {cfg.emulator}")
     path = run_config(cfg, out, resume=resume, progress=progress,
                       command="genfilter filter " + " ".join(sys.argv[2:]))
-    import xarray as xr
+    from .experiments.reporting import summarize_file
 
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
-        rows = {m: (float(ds[f"summary_{m}"].mean()), float(ds[f"summary_{m}"].std())
-                    if ds.sizes["run"] > 1 else float("nan"))
-                for m in ("skill", "spread", "ssr", "crps")}
+    row = summarize_file(path)
     typer.echo("summary after burn-in (mean over runs): " + ", ".join(
-        f"{m} {v:.3f}" for m, (v, _) in rows.items()))
+        f"{m} {row[m]:.3f}" for m in ("skill", "spread", "ssr", "crps")))
     typer.echo(f"Output: {path}")
 
 

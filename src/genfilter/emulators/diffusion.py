@@ -23,13 +23,14 @@ from __future__ import annotations
 
 __all__ = ["DiffusionEmulator", "GuidanceWindow", "SAMPLERS"]
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
 from azula import sample as azs
-from azula.denoise import Denoiser, DiracPosterior
+from azula.denoise import Denoiser
 from azula.guidance import MMPSDenoiser
 from azula.noise import Schedule
 from torch import Tensor
@@ -244,9 +245,7 @@ class DiffusionEmulator(nn.Module):
         """The covariance the guidance uses: ``"projected"`` or ``"tweedie"``."""
         if self.covariance != "auto":
             return self.covariance
-        size = 1
-        for n in self.state_shape:
-            size *= n
+        size = math.prod(self.state_shape)
         return "projected" if size <= self.PROJECTED_MAX_DIM else "tweedie"
 
     # ---------------------------------------------------------------- normalisation

@@ -39,9 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .config import ExperimentConfig, parse_config
+from .reporting import summarize_file
 from .runner import run_config
 
 SETUP_INDICES = {"a": [0, 2], "b": [0]}
@@ -129,20 +128,6 @@ def _cells(experiment: str, scale: Scale, rows) -> list[tuple[str, str, int]]:
     return cells
 
 
-def _summary(path: Path) -> dict[str, Any]:
-    import xarray as xr
-
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
-        out: dict[str, Any] = {"runs": int(ds.sizes["run"]),
-                               "seconds": float(ds.attrs.get("wall_seconds", math.nan))}
-        for m in ("skill", "spread", "ssr", "crps"):
-            v = ds[f"summary_{m}"].values
-            out[m] = float(v.mean())
-            out[f"{m}_se"] = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
-        out["mean_ess"] = float(np.nanmean(ds["ess"].values))
-    return out
-
-
 def run_experiment(experiment: str, scale: str | Scale = "quick", out: str | Path | None = None,
                    rows: list[str] | None = None, setups: tuple[str, ...] = ("a", "b"),
                    progress: bool = True, echo=print) -> Path:
@@ -172,7 +157,7 @@ def run_experiment(experiment: str, scale: str | Scale = "quick", out: str | Pat
             parts = path.with_name(path.name + ".parts")
             run_config(cfg, path, resume=parts.exists(), progress=progress,
                        command=f"genfilter experiment {experiment} --{scale}", label=label)
-        results.append({"setup": setup, "filter": label, "N": n, **_summary(path)})
+        results.append({"setup": setup, **summarize_file(path)})
     _write_results(out, experiment, scale, sc, results)
     return out
 

@@ -137,8 +137,8 @@ def l63_proposal_study(setups=("a", "b"), covariances=("tweedie", "projected"), 
             g_obs = torch.Generator().manual_seed(seed + 1)
 
             def observe(x_true, op=op, g_obs=g_obs):
-                y = op(x_true[None])[0] + 0.25 * torch.randn(op(x_true[None]).shape[-1],
-                                                             generator=g_obs)
+                hx = op(x_true[None])[0]
+                y = hx + 0.25 * torch.randn(hx.shape, generator=g_obs, dtype=hx.dtype)
                 return Observation(y, op, isotropic_noise(0.25))
 
             em = load_shipped_emulator(covariance=cov, **(emulator_options or {}))

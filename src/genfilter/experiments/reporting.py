@@ -50,7 +50,8 @@ def _state_names(ds) -> tuple[list[str], list[str]]:
 
 
 def summarize_file(path: Path) -> dict[str, Any]:
-    """One row: label, experiment, N, runs, the four metrics ± standard error, mean ESS."""
+    """One row: label, experiment, N, runs, the four metrics ± standard error, mean ESS,
+    wall seconds, and whether the particles were saved."""
     with _open(path) as ds:
         row: dict[str, Any] = {
             "file": path.name, "experiment": ds.attrs.get("experiment", ""),
@@ -63,6 +64,8 @@ def summarize_file(path: Path) -> dict[str, Any]:
             row[m] = float(v.mean())
             row[f"{m}_se"] = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
         row["mean_ess"] = float(np.nanmean(ds["ess"].values))
+        row["seconds"] = float(ds.attrs.get("wall_seconds", math.nan))
+        row["has_particles"] = "particles" in ds
     return row
 
 
@@ -96,6 +99,14 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, path: Path, written: list[Path]) -> None:
+    """Lays out, writes and closes a figure; appends its path to ``written``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    written.append(path)
+    _plt().close(fig)
 
 
 def _per_variable(ds, name: str) -> np.ndarray:
@@ -141,10 +152,7 @@ def _file_figures(path: Path, out: Path) -> list[Path]:
         axes[0, 0].legend(loc="upper right")
         axes[0, 0].set_title(f"Skill and spread per variable: {title}")
         axes[-1, 0].set_xlabel("model time")
-        fig.tight_layout()
-        written.append(out / "skill_spread.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        _save(fig, out / "skill_spread.png", written)
 
         fig, axes = plt.subplots(len(show), 1, figsize=(9, 2.4 * len(show)), sharex=True,
                                  squeeze=False)
@@ -162,10 +170,7 @@ def _file_figures(path: Path, out: Path) -> list[Path]:
         axes[0, 0].legend(loc="upper right", fontsize=8, ncol=4)
         axes[0, 0].set_title(f"Run 0: truth, observations and ensemble: {title}")
         axes[-1, 0].set_xlabel("model time")
-        fig.tight_layout()
-        written.append(out / "trajectories.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        _save(fig, out / "trajectories.png", written)
 
         ranks = _ranks(ds)
         if ranks is not None:
@@ -178,10 +183,7 @@ def _file_figures(path: Path, out: Path) -> list[Path]:
                 ax.set_ylabel("frequency")
             axes[0, 0].legend(fontsize=8)
             fig.suptitle(f"Rank histograms after the burn-in: {title}")
-            fig.tight_layout()
-            written.append(out / "rank_histogram.png")
-            fig.savefig(written[-1], dpi=110)
-            plt.close(fig)
+            _save(fig, out / "rank_histogram.png", written)
 
         fig, ax = plt.subplots(2, 1, figsize=(9, 4.5), sharex=True)
         ax[0].plot(time_, np.nanmean(ds["ess"].values, 0) / max(N, 1))
@@ -194,10 +196,7 @@ def _file_figures(path: Path, out: Path) -> list[Path]:
         for a in ax:
             a.grid(alpha=0.3)
         ax[0].set_title(f"ESS before resampling and likelihood inflation (mean over runs): {title}")
-        fig.tight_layout()
-        written.append(out / "ess_inflation.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        _save(fig, out / "ess_inflation.png", written)
     return written
 
 
@@ -239,10 +238,7 @@ def _dir_figures(rows: list[dict], files: dict[str, Path], out: Path) -> list[Pa
             ax.set_title(f"{exp}: skill against ensemble size (mean ± s.e. over runs)")
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize=8)
-            fig.tight_layout()
-            written.append(out / f"skill_vs_n_{slug}.png")
-            fig.savefig(written[-1], dpi=110)
-            plt.close(fig)
+            _save(fig, out / f"skill_vs_n_{slug}.png", written)
         # comparison at the largest N shared by most filters
         counts = defaultdict(int)
         for r in rs:
@@ -250,11 +246,7 @@ def _dir_figures(rows: list[dict], files: dict[str, Path], out: Path) -> list[Pa
         n_cmp = max(counts, key=lambda n: (counts[n], n))
         sel = [r for r in rs if r["N"] == n_cmp or r["filter"].startswith("Bayes")]
         sel.sort(key=lambda r: (r["filter"].startswith("Bayes"), r["filter"]))
-        with_particles = []
-        for r in sel:
-            with _open(files[r["file"]]) as ds:
-                if "particles" in ds:
-                    with_particles.append(r)
+        with_particles = [r for r in sel if r["has_particles"]]
         cols = min(4, max(1, len(with_particles)))
         nrows = max(1, math.ceil(len(with_particles) / cols))
         fig, ax = plt.subplots(figsize=(9, 4))
@@ -268,7 +260,7 @@ def _dir_figures(rows: list[dict], files: dict[str, Path], out: Path) -> list[Pa
                 sk = np.sqrt(np.nanmean(ds["skill"].values ** 2, 0))
                 style = dict(color="k", ls=":") if r["filter"].startswith("Bayes") else {}
                 ax.plot(t, sk, label=f"{r['filter']} (N = {r['N']})", **style)
-                if r in with_particles:
+                if r["has_particles"]:
                     a = ax2.flat[with_particles.index(r)]
                     ranks = _ranks(ds)
                     a.hist(ranks.ravel(), bins=min(r["N"] + 1, 17), range=(0, r["N"] + 1),
@@ -295,10 +287,7 @@ def _dir_figures(rows: list[dict], files: dict[str, Path], out: Path) -> list[Pa
         fig2.suptitle(f"{exp}: rank histograms of the truth, all variables, N = {n_cmp} "
                       "(dashed: calibrated)", fontsize=10)
         for f_, name in ((fig, "skill_vs_step"), (fig2, "rank_histograms"), (fig3, "ess")):
-            f_.tight_layout()
-            written.append(out / f"{name}_{slug}.png")
-            f_.savefig(written[-1], dpi=110)
-            plt.close(f_)
+            _save(f_, out / f"{name}_{slug}.png", written)
     return written
 
 

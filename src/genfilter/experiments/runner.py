@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import __version__
 from .._utils import make_generator
 from ..filters.base import FilterRun, assimilate
 from ..observations import Identity, Select, Subsample
@@ -113,8 +114,6 @@ def build_filter(cfg: ExperimentConfig, emulator, setup: TwinSetup, generator):
         from .twin import Jittered
 
         emulator = Jittered(emulator, options.pop("jitter"))
-    if "ess_interval" in options and options["ess_interval"] is not None:
-        options["ess_interval"] = tuple(options["ess_interval"])
     try:
         return cls(emulator, generator=generator, **options)
     except (TypeError, ValueError) as exc:
@@ -187,7 +186,7 @@ def run_config(
     ds.attrs.update({
         "title": f"genfilter {cfg.filter.method} on {cfg.name}",
         "Conventions": "CF-1.10",
-        "source": f"genfilter {_version()} (git {git_version()})",
+        "source": f"genfilter {__version__} (git {git_version()})",
         "history": f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {command or ' '.join(sys.argv)}",
         "config": cfg_text,
         "method": cfg.filter.method,
@@ -204,15 +203,6 @@ def run_config(
     os.replace(tmp, out)
     shutil.rmtree(parts)
     return out
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("genfilter")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _to_dataset(cfg, setup, runs: list[FilterRun], twins):
