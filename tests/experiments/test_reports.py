@@ -46,6 +46,35 @@ def test_experiment_reuses_finished_cells(sweep):
     assert before == after
 
 
+def test_results_table_of_skill_against_n(sweep):
+    rows = list(csv.DictReader(open(sweep / "results.csv")))
+    skill = {(r["filter"], int(r["N"])): float(r["skill"]) for r in rows}
+    text = (sweep / "results.md").read_text()
+    assert "| filter | N = 4 | N = 8 |" in text
+    for n in (4, 8):
+        best = min((v, f) for (f, m), v in skill.items() if m == n and f != "Bayes limit")[1]
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"| {best} |")
+                    and "N =" not in ln and ln.count("|") == 4)
+        bold = [i for i, v in enumerate(line.split("|")[2:4]) if v.strip().startswith("**")]
+        assert (0 if n == 4 else 1) in bold, line
+
+
+def test_results_keep_the_other_setups_cells(sweep, tmp_path):
+    """Two processes (``--setup a``, ``--setup b``) share an output folder: whichever ends
+    last writes a table with both setups."""
+    import shutil
+
+    out = tmp_path / "both"
+    shutil.copytree(sweep / "cells", out / "cells")
+    run_experiment("l63-ensemble-size", TINY, out, rows=["EnKF"], setups=("b",),
+                   progress=False, echo=lambda *_: None)
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert {r["setup"] for r in rows} == {"a", "b"}
+    assert sum(r["setup"] == "b" for r in rows) == 3  # EnKF N=4, 8 and the Bayes limit
+    text = (out / "results.md").read_text()
+    assert "## Setup (a)" in text and "## Setup (b)" in text
+
+
 def test_report_on_a_file_and_a_folder(sweep):
     written = report(sweep / "cells" / "l63-a_fa-apf_N4.nc")
     names = {p.name for p in written}

@@ -146,20 +146,27 @@ def run_experiment(experiment: str, scale: str | Scale = "quick", out: str | Pat
     out = Path(out) if out is not None else Path("outputs") / f"{experiment}-{scale}"
     cells_dir = out / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
-    results = []
     todo = [c for c in _cells(experiment, sc, rows) if c[0] in setups]
     for i, (setup, label, n) in enumerate(todo):
-        cfg = cell_config(setup, label, n, sc)
-        path = cells_dir / f"l63-{setup}_{_slug(label)}_N{n}.nc"
+        path = _cell_path(cells_dir, setup, label, n)
         if not path.exists():
             echo(f"[{i + 1}/{len(todo)}] setup ({setup}) {label} N={n}: {sc.runs} runs × "
                  f"{sc.steps} steps")
             parts = path.with_name(path.name + ".parts")
-            run_config(cfg, path, resume=parts.exists(), progress=progress,
+            run_config(cell_config(setup, label, n, sc), path, resume=parts.exists(),
+                       progress=progress,
                        command=f"genfilter experiment {experiment} --{scale}", label=label)
-        results.append({"setup": setup, **summarize_file(path)})
+    # the tables hold every finished cell of the experiment, the other setups' too: two
+    # processes (``--setup a`` and ``--setup b``) then do not overwrite each other's rows
+    results = [{"setup": setup, **summarize_file(path)}
+               for setup, label, n in _cells(experiment, sc, rows)
+               if (path := _cell_path(cells_dir, setup, label, n)).exists()]
     _write_results(out, experiment, scale, sc, results)
     return out
+
+
+def _cell_path(cells_dir: Path, setup: str, label: str, n: int) -> Path:
+    return cells_dir / f"l63-{setup}_{_slug(label)}_N{n}.nc"
 
 
 def _fmt(v: float, se: float, digits: int = 3) -> str:
@@ -193,4 +200,35 @@ def _write_results(out: Path, experiment: str, scale: str, sc: Scale, results: l
                 f"{_fmt(r['spread'], r['spread_se'])} | {_fmt(r['ssr'], r['ssr_se'], 2)} | "
                 f"{_fmt(r['crps'], r['crps_se'])} | {r['mean_ess']:.1f} | {r['seconds']:.0f} |")
         lines.append("")
+        lines += _skill_against_n([r for r in results if r["setup"] == setup])
     (out / "results.md").write_text("\n".join(lines))
+
+
+def _skill_against_n(results: list[dict]) -> list[str]:
+    """Markdown lines of a filter × N skill table (mean ± s.e.; the best filter at each N
+    in bold, the Bayes limit excluded); none when no filter has two ensemble sizes."""
+    filters = list(dict.fromkeys(r["filter"] for r in results if r["filter"] != BAYES))
+    sizes = sorted({int(r["N"]) for r in results if r["filter"] != BAYES})
+    if len(sizes) < 2:
+        return []
+    cell = {(r["filter"], int(r["N"])): r for r in results}
+    best = {}
+    for n in sizes:
+        skills = [(cell[f, n]["skill"], f) for f in filters
+                  if (f, n) in cell and math.isfinite(cell[f, n]["skill"])]
+        if skills:
+            best[n] = min(skills)[1]
+    lines = ["Skill against ensemble size (best at each N in bold):", "",
+             "| filter | " + " | ".join(f"N = {n}" for n in sizes) + " |",
+             "|---|" + "---|" * len(sizes)]
+    for f in filters:
+        vals = []
+        for n in sizes:
+            r = cell.get((f, n))
+            v = "—" if r is None else _fmt(r["skill"], r["skill_se"])
+            vals.append(f"**{v}**" if best.get(n) == f else v)
+        lines.append(f"| {f} | " + " | ".join(vals) + " |")
+    lines += [f"| *{r['filter']} (N = {int(r['N'])})* | " + " | ".join(
+        [_fmt(r["skill"], r["skill_se"])] * len(sizes)) + " |"
+        for r in results if r["filter"] == BAYES]
+    return lines + [""]
