@@ -31,7 +31,7 @@ def test_experiment_writes_cells_and_results(sweep):
     assert len(rows) == 7
     # the summary in the table is the file's own summary
     by = {(r["filter"], int(r["N"])): r for r in rows}
-    s = summarize_file(sweep / "cells" / "l63-a_enkf_N8.nc")
+    s = summarize_file(str(sweep / "cells" / "l63-a_enkf_N8.nc"))  # a str path works too
     assert abs(float(by[("EnKF", 8)]["skill"]) - s["skill"]) < 1e-9
     assert s["runs"] == 2 and s["filter"] == "EnKF"
     # the Bayes limit runs on the true model with many particles, on the same twins

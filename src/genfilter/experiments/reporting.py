@@ -49,9 +49,10 @@ def _state_names(ds) -> tuple[list[str], list[str]]:
     return dims, names
 
 
-def summarize_file(path: Path) -> dict[str, Any]:
+def summarize_file(path: str | Path) -> dict[str, Any]:
     """One row: label, experiment, N, runs, the four metrics ± standard error, mean ESS,
     wall seconds, and whether the particles were saved."""
+    path = Path(path)
     with _open(path) as ds:
         row: dict[str, Any] = {
             "file": path.name, "experiment": ds.attrs.get("experiment", ""),
