@@ -146,7 +146,8 @@ def run_experiment(experiment: str, scale: str | Scale = "quick", out: str | Pat
     out = Path(out) if out is not None else Path("outputs") / f"{experiment}-{scale}"
     cells_dir = out / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
-    todo = [c for c in _cells(experiment, sc, rows) if c[0] in setups]
+    cells = _cells(experiment, sc, rows)
+    todo = [c for c in cells if c[0] in setups]
     for i, (setup, label, n) in enumerate(todo):
         path = _cell_path(cells_dir, setup, label, n)
         if not path.exists():
@@ -159,7 +160,7 @@ def run_experiment(experiment: str, scale: str | Scale = "quick", out: str | Pat
     # the tables hold every finished cell of the experiment, the other setups' too: two
     # processes (``--setup a`` and ``--setup b``) then do not overwrite each other's rows
     results = [{"setup": setup, **summarize_file(path)}
-               for setup, label, n in _cells(experiment, sc, rows)
+               for setup, label, n in cells
                if (path := _cell_path(cells_dir, setup, label, n)).exists()]
     _write_results(out, experiment, scale, sc, results)
     return out
