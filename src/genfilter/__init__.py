@@ -15,7 +15,7 @@ from .observations import (
     Subsample, diagonal_noise, full_noise, isotropic_noise, synthetic_observations,
 )
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "metrics",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["make_generator", "chunks", "draw_seed"]
+__all__ = ["make_generator", "chunks", "draw_seed", "check_states", "check_count", "whole_steps"]
 
+import operator
 import os
 
 import torch
+from torch import Tensor
 
 
 def make_generator(generator: torch.Generator | int | None = None) -> torch.Generator:
@@ -47,3 +49,46 @@ def chunks(n: int, chunk_size: int | None):
         raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
     for start in range(0, n, chunk_size):
         yield slice(start, min(start + chunk_size, n))
+
+
+def check_states(x: Tensor, state_shape: tuple[int, ...], name: str = "x_prev") -> Tensor:
+    """Validates a batch of states: a floating tensor of shape ``(N, *state_shape)``,
+    all finite.  Raises ``ValueError`` naming the argument otherwise."""
+
+    if not torch.is_tensor(x):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not torch.is_floating_point(x):
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if tuple(x.shape[1:]) != tuple(state_shape) or x.ndim != len(state_shape) + 1:
+        raise ValueError(
+            f"{name} must have shape (N, {', '.join(map(str, state_shape))}), "
+            f"got {tuple(x.shape)}"
+        )
+    if not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).flatten(1).any(dim=1).nonzero().flatten()
+        raise ValueError(
+            f"{name} contains non-finite values in {bad.numel()} particle(s), "
+            f"first indices {bad[:5].tolist()}"
+        )
+    return x
+
+
+def check_count(value: int, name: str, minimum: int) -> int:
+    """Validates an integer count ``>= minimum`` (error naming ``name``); returns it."""
+    try:
+        ok = not isinstance(value, bool) and operator.index(value) >= minimum
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return operator.index(value)
+
+
+def whole_steps(interval: float, dt: float) -> int:
+    """Number of internal steps ``dt`` in one snapshot ``interval``; it must be whole."""
+    steps = round(interval / dt)
+    if steps < 1 or abs(steps * dt - interval) > 1e-9 * max(1.0, interval):
+        raise ValueError(
+            f"interval ({interval}) must be a whole number of internal steps dt ({dt})"
+        )
+    return steps

@@ -1,6 +1,7 @@
-r"""Ensemble verification metrics: skill, spread, SSR, CRPS, energy score, ranks (SPEC §6).
+r"""Ensemble verification metrics: skill, spread, SSR, CRPS, energy score, ranks
+(Savary, Rozet & Louppe 2026, App. C; docs/method.md#metrics).
 
-Every filter is scored by the same functions (paper App. C; DAPPER's habit). An ensemble is
+Every filter is scored by the same functions (the paper's App. C; DAPPER's habit). An ensemble is
 a tensor ``(N, *S)`` (members first), the truth a tensor ``(*S)``, and a weighted ensemble
 (particle filter) carries normalised log-weights ``(N,)``; ``None`` means uniform weights.
 All computations run in float64 and every result is a float64 tensor (ranks: int64).
@@ -11,6 +12,22 @@ per variable ``(S[a],)`` averaged over the other state axes (e.g. per channel of
 ``(C, H, W)``, or per component of a Lorenz-63 state ``(3,)``). Averages over grid points are
 plain means (no latitude weighting, as in the official code). :func:`summarize` then averages
 per-step values over steps, the SSR as the mean of per-step ratios (as the paper does).
+
+References:
+    | Training-Free Bayesian Filtering with Generative Emulators (Savary et al., 2026)
+    | https://arxiv.org/abs/2605.20028
+
+    | Strictly Proper Scoring Rules, Prediction, and Estimation (Gneiting & Raftery, 2007)
+    | https://doi.org/10.1198/016214506000001437
+
+    | Fair Scores for Ensemble Forecasts (Ferro, 2014)
+    | Quarterly Journal of the Royal Meteorological Society 140, 1917-1923
+
+    | Why Should Ensemble Spread Match the RMSE of the Ensemble Mean? (Fortin et al., 2014)
+    | Journal of Hydrometeorology 15, 1708-1713
+
+    | Interpretation of Rank Histograms for Verifying Ensemble Forecasts (Hamill, 2001)
+    | Monthly Weather Review 129, 550-560
 """
 
 from __future__ import annotations
@@ -174,7 +191,7 @@ def _crps_components(x: Tensor, y: Tensor, w: Tensor | None, fair: bool) -> Tens
 
 
 def ensemble_mean(particles: Tensor, log_weights: Tensor | None = None) -> Tensor:
-    r"""(Weighted) ensemble mean (SPEC §6).
+    r"""(Weighted) ensemble mean (docs/method.md#skill-and-spread).
 
     .. math:: \bar x = \sum_i w_i x_i \qquad (w_i = 1/N \text{ when unweighted})
 
@@ -196,7 +213,8 @@ def skill(
     *,
     variable_axis: int | None = None,
 ) -> Tensor:
-    r"""Skill: RMSE of the (weighted) ensemble mean against the truth (SPEC §6).
+    r"""Skill: RMSE of the (weighted) ensemble mean against the truth (Savary et al. 2026,
+    App. C.1; docs/method.md#skill-and-spread).
 
     .. math:: \mathrm{skill} = \sqrt{\frac{1}{D} \sum_d (\bar x_d - x^*_d)^2}
 
@@ -223,7 +241,8 @@ def spread(
     *,
     variable_axis: int | None = None,
 ) -> Tensor:
-    r"""Spread: root mean (over components) of the unbiased ensemble variance (SPEC §6).
+    r"""Spread: root mean (over components) of the unbiased ensemble variance (Savary et al.
+    2026, App. C.2, Eq. 36; docs/method.md#skill-and-spread).
 
     .. math:: \mathrm{spread} =
         \sqrt{\frac{1}{D} \sum_d \frac{1}{N-1} \sum_i (x_{i,d} - \bar x_d)^2}
@@ -254,7 +273,8 @@ def ssr(
     variable_axis: int | None = None,
     fortin: bool = False,
 ) -> Tensor:
-    r"""Spread–skill ratio of one step (SPEC §6): 1 is calibrated, < 1 over-confident.
+    r"""Spread–skill ratio of one step (Savary et al. 2026, App. C.3; docs/method.md#ssr):
+    1 is calibrated, < 1 over-confident.
 
     .. math:: \mathrm{SSR} = \frac{\mathrm{spread}}{\mathrm{skill}}
         \quad \Bigl(\times \sqrt{\tfrac{N+1}{N}} \text{ with } \texttt{fortin=True}\Bigr)
@@ -291,12 +311,13 @@ def crps(
     fair: bool = False,
     variable_axis: int | None = None,
 ) -> Tensor:
-    r"""Ensemble CRPS, energy form (SPEC §6, paper Eq. 37), averaged over components.
+    r"""Ensemble CRPS, energy form (Savary et al. 2026, App. C.4, Eq. 37; Gneiting & Raftery
+    2007; docs/method.md#crps), averaged over components.
 
     .. math:: \mathrm{CRPS}_d = \frac{1}{N} \sum_i |x_{i,d} - x^*_d|
         - \frac{1}{2N^2} \sum_{i,j} |x_{i,d} - x_{j,d}|
 
-    ``fair=True`` uses :math:`\frac{1}{2N(N-1)}` in the second term. Weighted ensembles use
+    ``fair=True`` uses :math:`\frac{1}{2N(N-1)}` in the second term (Ferro 2014). Weighted ensembles use
     :math:`\sum_i w_i |x_{i,d} - x^*_d| - \frac12 \sum_{i,j} w_i w_j |x_{i,d} - x_{j,d}|`
     (the fair form is not defined for them). The pairwise term is computed in
     O(N log N) per component by sorting, never as an N x N matrix. Matches
@@ -328,7 +349,8 @@ def energy_score(
     *,
     chunk_size: int | None = None,
 ) -> Tensor:
-    r"""Energy score over all state components (SPEC §6, beyond the paper).
+    r"""Energy score over all state components (Gneiting & Raftery 2007; beyond the paper;
+    docs/method.md#energy-score).
 
     .. math:: \mathrm{ES} = \frac{1}{N} \sum_i \|x_i - x^*\|
         - \frac{1}{2N^2} \sum_{i,j} \|x_i - x_j\|
@@ -369,7 +391,8 @@ def energy_score(
 
 
 def rank(particles: Tensor, truth: Tensor) -> Tensor:
-    r"""Rank of the truth within the ensemble, per component (SPEC §6, rank histograms).
+    r"""Rank of the truth within the ensemble, per component (rank histograms, Hamill 2001;
+    docs/method.md#rank-histogram).
 
     .. math:: r_d = \#\{ i : x_{i,d} < x^*_d \} \in \{0, \dots, N\}
 
@@ -388,7 +411,8 @@ def rank(particles: Tensor, truth: Tensor) -> Tensor:
 
 
 def rank_histogram(ranks: Tensor, n_members: int) -> Tensor:
-    r"""Rank histogram: counts of each rank ``0..N`` over all entries of ``ranks`` (SPEC §6).
+    r"""Rank histogram: counts of each rank ``0..N`` over all entries of ``ranks`` (Hamill
+    2001; docs/method.md#rank-histogram).
 
     A calibrated ensemble gives a flat histogram; a U shape means under-dispersion.
 
@@ -421,7 +445,8 @@ def step_metrics(
     *,
     variable_axis: int | None = None,
 ) -> dict[str, Tensor]:
-    r"""The per-step metrics of SPEC §6: skill, spread, SSR (= spread / skill) and CRPS.
+    r"""The per-step metrics of the paper's App. C: skill, spread, SSR (= spread / skill) and
+    CRPS (docs/method.md#metrics).
 
     Arguments:
         particles: The ensemble ``(N, *S)``, ``N >= 2``.
@@ -447,7 +472,8 @@ def step_metrics(
 
 
 def summarize(metrics: dict[str, Tensor], burn_in: int = 0) -> dict[str, float]:
-    r"""Averages per-step metrics over steps ``burn_in..K-1`` and over variables (SPEC §6).
+    r"""Averages per-step metrics over steps ``burn_in..K-1`` and over variables
+    (docs/method.md#metrics).
 
     Each metric is averaged as given; the SSR is therefore the mean over steps of the
     per-step ratio (as in the paper and the official code),

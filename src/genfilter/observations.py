@@ -1,4 +1,5 @@
-r"""Observation operators and observations (SPEC §1, SPEC_BASELINES §B0).
+r"""Observation operators and observations (Savary, Rozet & Louppe 2026, §2.1, Eq. 2–3;
+docs/method.md#filtering-problem).
 
 An observation is :math:`y = H(x) + \varepsilon`, :math:`\varepsilon \sim \mathcal{N}(0,
 \Sigma_y)`.  Operators map a batch of states ``(N, *S)`` to a batch of observation vectors
@@ -13,6 +14,10 @@ reduced observation.
 Operators also report the grid *locations* of what they observe (``locations(state_shape)``,
 shape ``(M, d)`` in grid-index units) so that localised filters (LETKF) can compute
 distances that respect the grid.
+
+References:
+    | Training-Free Bayesian Filtering with Generative Emulators (Savary et al., 2026)
+    | https://arxiv.org/abs/2605.20028
 """
 
 from __future__ import annotations
@@ -189,7 +194,8 @@ class Subsample(ObservationOperator):
 
 class Coarsen(ObservationOperator):
     r"""Observes averages over non-overlapping ``factor``-wide blocks (average pooling)
-    along the trailing ``dims`` axes (SPEC §8, the Navier–Stokes coarsening operators).
+    along the trailing ``dims`` axes (the Navier–Stokes coarsening operators of Savary et al.
+    2026, §4.2).
 
     Arguments:
         factor: The block width; every subsampled axis must be divisible by it.
@@ -393,7 +399,7 @@ def _check_noise(noise: Covariance, M: int) -> None:
 @dataclass
 class Observation:
     r"""One observation :math:`y = H(x) + \varepsilon`, :math:`\varepsilon \sim
-    \mathcal{N}(0, \Sigma_y)` (SPEC §1).
+    \mathcal{N}(0, \Sigma_y)` (docs/method.md#filtering-problem).
 
     Arguments:
         y: The observed values, shape ``(M,)``; ``NaN`` marks a missing value.
@@ -475,7 +481,8 @@ class Observation:
         r"""Gaussian log-likelihood :math:`\log \mathcal{N}(y; H(x), \Sigma_y / \beta)` with
         normalising constant, for states ``(N, *S)``; returns ``(N,)``.
 
-        ``inflation`` is :math:`\beta \in (0, 1]` of SPEC §3.3 (``Σ_y`` divided by β).
+        ``inflation`` is the :math:`\beta \in (0, 1]` of docs/method.md#inflation (``Σ_y``
+        divided by β).
         Missing entries of ``y`` are ignored.
         """
         beta = float(inflation)

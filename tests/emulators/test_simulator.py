@@ -25,12 +25,12 @@ def x63(l63):
 
 
 def test_is_an_emulator(l63):
-    emulator = l63.as_emulator(chunk_size=5, mean_samples=8)
+    emulator = SimulatorEmulator(l63, chunk_size=5, mean_samples=8)
     assert isinstance(emulator, SimulatorEmulator)
     assert isinstance(emulator, Emulator)
     assert emulator.state_shape == (3,)
     assert (emulator.chunk_size, emulator.mean_samples) == (5, 8)
-    assert NavierStokes2D(resolution=32).as_emulator().state_shape == (32, 32)
+    assert SimulatorEmulator(NavierStokes2D(resolution=32)).state_shape == (32, 32)
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,7 @@ def test_is_an_emulator(l63):
 )
 def test_sample_is_one_system_step(system):
     x = system.attractor_states(4, _gen(1), burn_in=0.1)
-    sample = system.as_emulator().sample(x, generator=_gen(2))
+    sample = SimulatorEmulator(system).sample(x, generator=_gen(2))
     assert sample.shape == x.shape
     assert torch.equal(sample, system.step(x, 1, _gen(2)))
 
@@ -73,7 +73,7 @@ def test_predict_mean_of_a_deterministic_system_is_the_step():
     system = Lorenz96()
     x = system.attractor_states(3, _gen(8), burn_in=1.0)
     torch.testing.assert_close(
-        system.as_emulator(mean_samples=5).predict_mean(x), system.step(x, 1)
+        SimulatorEmulator(system, mean_samples=5).predict_mean(x), system.step(x, 1)
     )
 
 
@@ -81,11 +81,11 @@ def test_sample_posterior_is_refused_with_a_clear_error(l63, x63):
     with pytest.raises(
         TypeError, match="cannot sample the optimal proposal.*DiffusionEmulator.*BPF, EnKF"
     ):
-        l63.as_emulator().sample_posterior(x63, obs=None)
+        SimulatorEmulator(l63).sample_posterior(x63, obs=None)
 
 
 def test_bad_inputs_raise_errors_naming_x_prev(l63):
-    emulator = l63.as_emulator()
+    emulator = SimulatorEmulator(l63)
     with pytest.raises(ValueError, match="x_prev"):
         emulator.sample(torch.zeros(4, 2))
     with pytest.raises(ValueError, match="x_prev"):

@@ -40,11 +40,11 @@ def test_resampling_threshold():
     obs = Observation(torch.zeros(2, dtype=torch.float64), Select([0, 2]), isotropic_noise(0.5))
     f0 = BootstrapPF(em, resample_threshold=0.0, generator=1)
     e, info = f0.step(f0.init(x0), obs)
-    assert not info.extra["resampled"] and not e.is_uniform()
+    assert not info.resampled and not e.is_uniform()
     assert abs(torch.logsumexp(e.log_weights, 0).item()) < 1e-10
     f1 = BootstrapPF(em, resample_threshold=1.0, generator=1)
     e, info = f1.step(f1.init(x0), obs)
-    assert info.extra["resampled"] and e.is_uniform()
+    assert info.resampled and e.is_uniform()
 
 
 def test_all_incompatible_particles_raise():

@@ -75,7 +75,7 @@ def test_inflation_scales_analysis_anomalies():
     e1, _ = EnKF(em, generator=1).step(EnKF(em).init(x0), obs)
     e2, info = EnKF(em, inflation=1.5, generator=1).step(EnKF(em).init(x0), obs)
     assert torch.allclose(e2.particles - e2.particles.mean(0), 1.5 * (e1.particles - e1.particles.mean(0)))
-    assert info.extra["spread_analysis"] < info.extra["spread_forecast"] * 1.5
+    assert info.spread_analysis < info.spread_forecast * 1.5
 
 
 def test_bad_hyperparameters():

@@ -134,7 +134,7 @@ def test_zero_damping_is_no_observation_and_none_is_forecast_only():
     f = EnSF(Identity(), steps=50, generator=5)
     ens, info = f.step(f.init(xf), None)
     assert torch.equal(ens.particles, xf)
-    assert info.extra["spread_forecast"] == info.extra["spread_analysis"]
+    assert info.spread_forecast == info.spread_analysis
 
 
 # ---- with an observation ----------------------------------------------------------------
@@ -184,12 +184,8 @@ def test_clipped_score_components_are_counted():
     for clip, expect in ((0.5, True), (1000.0, False)):
         f = EnSF(Identity(), steps=50, score_clip=clip, generator=1)
         _, info = f.step(f.init(x0), obs)
-        assert set(info.extra) >= {
-            "spread_forecast",
-            "spread_analysis",
-            "clipped",
-            "clipped_fraction",
-        }
+        assert info.spread_forecast is not None and info.spread_analysis is not None
+        assert set(info.extra) >= {"clipped", "clipped_fraction"}
         assert (info.extra["clipped"] > 0) == expect
         assert 0.0 <= info.extra["clipped_fraction"] <= 1.0
 
@@ -297,8 +293,13 @@ def test_mixture_blocks_do_not_change_a_bit():
     q, c = 8 * torch.randn(n, 3, generator=g), 8 * torch.randn(n, 3, generator=g)
     v, bias = torch.randn(n, 3, generator=g), torch.randn(n, generator=g)
     ref, ref_arg = _mixture_averages(q, c, 0.3, v, (None, bias), chunk=n)
-    for chunk in (None, 1, 64, 100):
+    for chunk in (None, 64, 100):
         out, arg = _mixture_averages(q, c, 0.3, v, (None, bias), chunk=chunk)
         assert torch.equal(arg, ref_arg)
         for a, b in zip(out, ref):
             assert torch.equal(a, b), chunk
+    # one row per block is a matrix-vector product: BLAS may use another kernel (measured on
+    # an Intel Xeon: last-bit differences), so only agreement to rounding is guaranteed
+    out, arg = _mixture_averages(q, c, 0.3, v, (None, bias), chunk=1)
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)  # float32 values

@@ -95,7 +95,7 @@ def test_inflation_holds_ess_in_the_interval():
                       isotropic_noise(0.05))
     f = FAAPF(em, generator=2)  # default interval [50/256, 60/256] of N
     ens, info = f.step(f.init(x0), obs)
-    assert info.extra["ess_untempered"] < 50
+    assert info.ess_untempered < 50
     assert info.inflation < 1.0
     assert 50 <= info.ess <= 60
     # with a vague observation no inflation is needed: β = 1
@@ -113,8 +113,8 @@ def test_first_step_from_identical_particles_skips_weighting():
                       isotropic_noise(0.1))
     f = FAAPF(em, generator=0)
     ens, info = f.step(f.init(x0), obs)
-    assert info.extra.get("skipped_weights") and info.inflation == 1.0 and info.ess == 64
-    assert info.extra["unique_ancestors"] == 64
+    assert info.skipped_weights and info.inflation == 1.0 and info.ess == 64
+    assert info.unique_ancestors == 64
     assert ens.is_uniform()
 
 

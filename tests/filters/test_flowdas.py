@@ -66,7 +66,7 @@ def test_one_step_matches_the_closed_form_optimal_proposal():
     print(f"FlowDAS one step: covariance error {err:.3f}")
     assert err < 0.10
     assert ens.is_uniform() and info.ess == N
-    assert math.isnan(info.extra["spread_forecast"]) and info.extra["spread_analysis"] > 0
+    assert math.isnan(info.spread_forecast) and info.spread_analysis > 0
 
 
 def test_each_member_is_conditioned_on_its_own_previous_state():

@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 
+from genfilter.emulators.simulator import SimulatorEmulator
+
 from conftest import make_lg_model, simulate_lg
 from genfilter.filters.base import assimilate
 from genfilter.filters.kalman import KalmanFilter
@@ -313,12 +315,12 @@ def test_missing_values_and_forecast_steps(make):
     without, _ = f.step(f.init(xf), Observation(y[[0, 2]], Select([0, 6]), isotropic_noise(1.0)))
     assert torch.allclose(with_nan.particles, without.particles, atol=1e-12, rtol=0)
     assert info.ess == 8.0 and with_nan.is_uniform()
-    assert info.extra["spread_analysis"] < info.extra["spread_forecast"]
+    assert info.spread_analysis < info.spread_forecast
     for obs in (None, Observation(torch.full((2,), float("nan"), dtype=f64), Select([0, 1]),
                                   isotropic_noise(1.0))):
         ens, info = f.step(f.init(xf), obs)
         assert torch.equal(ens.particles, xf)
-        assert info.extra["spread_analysis"] == info.extra["spread_forecast"]
+        assert info.spread_analysis == info.spread_forecast
 
 
 # --------------------------------------------------------------------------------------
@@ -401,7 +403,7 @@ def test_letkf_on_lorenz96_beats_climatology():
     truth = system.trajectory(x0, 100, g)[1:, 0]
     obs = synthetic_observations(truth, Identity(), isotropic_noise(1.0), generator=g)
     ens0 = system.attractor_states(20, torch.Generator().manual_seed(5), dtype=f64)
-    f = LETKF(system.as_emulator(), radius=4.0, inflation=1.05, generator=1)
+    f = LETKF(SimulatorEmulator(system), radius=4.0, inflation=1.05, generator=1)
     run = assimilate(f, ens0, obs, progress=False)
     rmse = (run.means - truth).pow(2).mean(1).sqrt()[20:].mean()
     climatology = truth.std(0).mean()

@@ -4,6 +4,7 @@ from .base import Emulator
 from .diffusion import SAMPLERS, DiffusionEmulator
 from .guidance import GuidanceWindow, ProjectedMMPSDenoiser
 from .linear_gaussian import ConditionalGaussianDenoiser, LinearGaussianEmulator
+from .jittered import Jittered
 from .simulator import SimulatorEmulator
 
 __all__ = [
@@ -15,4 +16,5 @@ __all__ = [
     "LinearGaussianEmulator",
     "ConditionalGaussianDenoiser",
     "SimulatorEmulator",
+    "Jittered",
 ]

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from .._utils import check_states
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..observations import Observation
 
@@ -45,25 +47,3 @@ class Emulator(Protocol):
     ) -> Tensor:
         r"""Draws from the optimal proposal :math:`p(x^{k+1} \mid x^k, y^{k+1})` (SPEC §4)."""
         ...
-
-
-def check_states(x: Tensor, state_shape: tuple[int, ...], name: str = "x_prev") -> Tensor:
-    """Validates a batch of states: a floating tensor of shape ``(N, *state_shape)``,
-    all finite.  Raises ``ValueError`` naming the argument otherwise."""
-
-    if not torch.is_tensor(x):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not torch.is_floating_point(x):
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if tuple(x.shape[1:]) != tuple(state_shape) or x.ndim != len(state_shape) + 1:
-        raise ValueError(
-            f"{name} must have shape (N, {', '.join(map(str, state_shape))}), "
-            f"got {tuple(x.shape)}"
-        )
-    if not torch.isfinite(x).all():
-        bad = (~torch.isfinite(x)).flatten(1).any(dim=1).nonzero().flatten()
-        raise ValueError(
-            f"{name} contains non-finite values in {bad.numel()} particle(s), "
-            f"first indices {bad[:5].tolist()}"
-        )
-    return x

@@ -364,7 +364,7 @@ def _atomic_save(obj: dict, path: Path) -> None:
 def _versions() -> dict[str, str]:
     import azula
 
-    from .. import __version__
+    from .._version import __version__
 
     return {
         "genfilter": str(__version__),

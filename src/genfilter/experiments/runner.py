@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from .._utils import make_generator
 from ..filters.base import FilterRun, assimilate
 from ..observations import Identity, Select, Subsample

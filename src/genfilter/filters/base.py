@@ -16,6 +16,8 @@ __all__ = [
     "uniform_log_weights",
     "effective_sample_size",
     "check_particles",
+    "check_finite",
+    "TRACES",
     "ensemble_spread",
     "inflate",
     "EnsembleFilter",
@@ -62,6 +64,19 @@ def check_particles(particles: Tensor, name: str = "particles", min_members: int
             f"{bad[:5].tolist()}"
         )
     return particles
+
+
+def check_finite(x: Tensor, what: str) -> Tensor:
+    """Raises ``FloatingPointError`` naming ``what`` when ``x`` ``(N, *S)`` has NaN or
+    ``±inf`` values (the count and first indices of the bad members)."""
+    finite = torch.isfinite(x).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten()
+        raise FloatingPointError(
+            f"{what} has non-finite values (NaN or ±inf) in {bad.numel()} member(s), first "
+            f"indices {bad[:5].tolist()}"
+        )
+    return x
 
 
 def ensemble_spread(x: Tensor) -> float:
@@ -124,22 +139,57 @@ class Ensemble:
 
 @dataclass
 class StepInfo:
-    """What one filter step reports (plain floats and small tensors).
+    """What one filter step reports (plain floats; every field goes into the run file).
 
     Attributes:
         ess: Effective sample size of the weights used at this step (``N`` for unweighted
-            ensembles).
-        inflation: The likelihood inflation β (SPEC §3.3); ``1.0`` means none.
+            ensembles), after inflation.
+        inflation: The likelihood inflation β (docs/method.md#inflation); ``1.0``: none.
         log_evidence: Estimate of :math:`\\log p(y^k \\mid y^{1:k-1})`, or ``None``.
         seconds: Wall time of the step.
-        extra: Filter-specific diagnostics (spread before/after analysis, ...).
+        ess_untempered: ESS of the un-inflated weights (β = 1), weighted filters only.
+        target_met: Whether the ESS reached its target interval (``None``: no ESS control
+            at this step); ``False`` means weight collapse that inflation could not undo.
+        bisection_iterations: Steps of the inflation bisection.
+        unique_ancestors: Distinct ancestors drawn by resampling (``None``: no resampling).
+        resampled: Whether the particles were resampled at this step.
+        skipped_weights: FA-APF skipped the weights (all particles identical).
+        spread_forecast, spread_analysis: Ensemble spread before and after the analysis
+            (forecast–analysis filters).
+        extra: Further filter-specific counters (scalars), e.g. EnSF's clipped scores.
     """
 
     ess: float
     inflation: float = 1.0
     log_evidence: float | None = None
     seconds: float = 0.0
+    ess_untempered: float | None = None
+    target_met: bool | None = None
+    bisection_iterations: int = 0
+    unique_ancestors: int | None = None
+    resampled: bool = False
+    skipped_weights: bool = False
+    spread_forecast: float | None = None
+    spread_analysis: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+TRACES = {
+    "ess": ("effective sample size of the weights (after inflation)", "members"),
+    "inflation": ("observation-covariance inflation beta (1: none)", "1"),
+    "log_evidence": ("log-evidence increment log p(y^k | y^{1:k-1})", "nats"),
+    "seconds": ("wall time of the step", "s"),
+    "ess_untempered": ("effective sample size before inflation (beta = 1)", "members"),
+    "target_met": ("1 if the ESS reached its target interval, 0 if not (weight collapse), "
+                   "NaN without ESS control", "1"),
+    "bisection_iterations": ("bisection steps of the inflation search", "1"),
+    "unique_ancestors": ("distinct ancestors drawn by resampling", "members"),
+    "resampled": ("1 if the particles were resampled at this step", "1"),
+    "spread_forecast": ("ensemble spread of the forecast", "state units"),
+    "spread_analysis": ("ensemble spread after the analysis", "state units"),
+}
+"""The typed :class:`StepInfo` fields recorded per step in a run file: name -> (long
+name, units)."""
 
 
 @runtime_checkable
@@ -167,20 +217,28 @@ class EnsembleFilter:
                                 extra: dict | None = None) -> tuple[Tensor, Tensor, StepInfo]:
         """Forecast every member with ``emulator.sample``, then, if ``obs`` has observed
         values, ``analysis(forecast, obs) -> (analysis, diagnostics)``.  Returns the
-        forecast, the analysis and a StepInfo with spread before/after (§B0)."""
+        forecast, the analysis and a StepInfo with the spread before and after the analysis
+        (docs/method.md#ensemble-kalman-filters).
+
+        Raises:
+            FloatingPointError: the forecast has non-finite members (the analysis would
+                spread them to every member).
+        """
         t0 = time.perf_counter()
         check_particles(ensemble.particles, "ensemble.particles")
         xf = self.emulator.sample(ensemble.particles, generator=self.generator)
-        info_extra = {"spread_forecast": ensemble_spread(xf), **(extra or {})}
+        check_finite(xf, f"{type(self).__name__}: the forecast")
+        info_extra = dict(extra or {})
         reduced = obs.observed() if obs is not None else None
         if reduced is None or reduced.y.shape[0] == 0:
             xa = xf
         else:
             xa, diag = analysis(xf, reduced)
             info_extra.update(diag)
-        info_extra["spread_analysis"] = ensemble_spread(xa)
         info = StepInfo(ess=float(ensemble.size), inflation=1.0,
-                        seconds=time.perf_counter() - t0, extra=info_extra)
+                        seconds=time.perf_counter() - t0,
+                        spread_forecast=ensemble_spread(xf), spread_analysis=ensemble_spread(xa),
+                        extra=info_extra)
         return xf, xa, info
 
 

@@ -20,12 +20,13 @@ from .base import (
     Ensemble,
     EnsembleFilter,
     StepInfo,
+    check_finite,
     check_particles,
     effective_sample_size,
     uniform_log_weights,
 )
 from .resampling import SCHEMES, resample
-from .tempering import find_inflation
+from .weighting import check_ess_interval, reweight
 
 
 class BootstrapPF(EnsembleFilter):
@@ -56,11 +57,7 @@ class BootstrapPF(EnsembleFilter):
             raise ValueError(f"resample_threshold must be in [0, 1], got {resample_threshold}")
         if resampling not in SCHEMES:
             raise ValueError(f"resampling must be one of {sorted(SCHEMES)}, got {resampling!r}")
-        if ess_interval is not None:
-            lo, hi = (float(v) for v in ess_interval)
-            if not (0.0 < lo <= hi <= 1.0):
-                raise ValueError(f"ess_interval must be fractions of N in (0, 1], got {ess_interval}")
-            ess_interval = (lo, hi)
+        ess_interval = check_ess_interval(ess_interval)
         self.emulator = emulator
         self.resample_threshold = float(resample_threshold)
         self.resampling = resampling
@@ -69,40 +66,30 @@ class BootstrapPF(EnsembleFilter):
 
 
     def step(self, ensemble: Ensemble, obs: Observation | None) -> tuple[Ensemble, StepInfo]:
+        """Propagate, weight (with optional inflation), resample when the ESS is low."""
         t0 = time.perf_counter()
         check_particles(ensemble.particles, "ensemble.particles")
         N = ensemble.size
         x = self.emulator.sample(ensemble.particles, generator=self.generator)
-        lw = ensemble.log_weights.double()
+        check_finite(x, "BootstrapPF: the forecast")
         reduced = obs.observed() if obs is not None else None
-        beta, log_evidence, extra = 1.0, None, {}
+        info = StepInfo(ess=ensemble.ess)
+        lw = ensemble.log_weights.double()
         if reduced is not None and reduced.y.shape[0] > 0:
-            ll = reduced.log_likelihood(x).double()
-            if bool(torch.isnan(ll).any()):
-                raise FloatingPointError("BPF log-likelihoods are NaN (non-finite particles?)")
-            if bool(torch.isneginf(ll).all()):
-                raise ValueError(
-                    "all BPF log-likelihoods are -inf: no particle is compatible with the observation"
-                )
-            log_evidence = float(torch.logsumexp(lw + ll, 0))
-            if self.ess_interval is not None:
-                res = find_inflation(ll, max(1.0, self.ess_interval[0] * N),
-                                     max(1.0, self.ess_interval[1] * N), prior_log_weights=lw)
-                lw, beta = res.log_weights, res.beta
-                extra["ess_untempered"] = res.ess_untempered
-            else:
-                lw = lw + ll
-                lw = lw - torch.logsumexp(lw, 0)
-        ess = effective_sample_size(lw)
-        resampled = ess < self.resample_threshold * N or (
+            rw = reweight(lw, reduced.log_likelihood(x), self.ess_interval, who="BootstrapPF")
+            lw = rw.log_weights
+            info = StepInfo(ess=rw.ess, inflation=rw.inflation, log_evidence=rw.log_evidence,
+                            ess_untempered=rw.ess_untempered, target_met=rw.target_met,
+                            bisection_iterations=rw.bisection_iterations)
+        else:
+            info.ess = effective_sample_size(lw)
+        info.resampled = info.ess < self.resample_threshold * N or (
             self.resample_threshold >= 1.0 and reduced is not None
         )
-        if resampled:
+        if info.resampled:
             anc = resample(lw, self.resampling, generator=self.generator)
             x = x[anc]
             lw = uniform_log_weights(N)
-            extra["unique_ancestors"] = int(torch.unique(anc).numel())
-        extra["resampled"] = bool(resampled)
-        info = StepInfo(ess=ess, inflation=beta, log_evidence=log_evidence,
-                        seconds=time.perf_counter() - t0, extra=extra)
+            info.unique_ancestors = int(torch.unique(anc).numel())
+        info.seconds = time.perf_counter() - t0
         return Ensemble(x, lw.to(ensemble.log_weights.dtype)), info

@@ -34,11 +34,12 @@ from .base import (
     Ensemble,
     EnsembleFilter,
     StepInfo,
+    check_finite,
     check_particles,
     uniform_log_weights,
 )
 from .resampling import SCHEMES, resample
-from .tempering import find_inflation
+from .weighting import check_ess_interval, reweight
 
 
 def _gaussian_log_density(residual: Tensor, cov: Tensor) -> Tensor:
@@ -95,13 +96,7 @@ class FAAPF(EnsembleFilter):
             raise ValueError(f"weights must be 'dirac' or 'gaussian', got {weights!r}")
         if weights == "gaussian" and not callable(getattr(emulator, "predict_obs_moments", None)):
             raise TypeError("weights='gaussian' needs an emulator with predict_obs_moments()")
-        if ess_interval is not None:
-            lo, hi = (float(v) for v in ess_interval)
-            if not (0.0 < lo <= hi <= 1.0):
-                raise ValueError(
-                    f"ess_interval must be fractions 0 < N_min <= N_max <= 1 of N, got {ess_interval}"
-                )
-            ess_interval = (lo, hi)
+        ess_interval = check_ess_interval(ess_interval)
         if resampling not in SCHEMES:
             raise ValueError(f"resampling must be one of {sorted(SCHEMES)}, got {resampling!r}")
         self.emulator = emulator
@@ -118,6 +113,7 @@ class FAAPF(EnsembleFilter):
         r"""Per-particle :math:`\log \hat p(y \mid x_i^k)` ``(N,)`` (SPEC §3.2, un-inflated)."""
         if self.weights == "dirac":
             mu = self.emulator.predict_mean(particles, generator=self.generator)
+            check_finite(mu, "FAAPF: the emulator's predict_mean")
             return obs.log_likelihood(mu).double()
         M = obs.y.shape[0]
         if M > self.max_obs_gaussian:
@@ -126,6 +122,7 @@ class FAAPF(EnsembleFilter):
                 f"{self.max_obs_gaussian}. Use weights='dirac' or raise max_obs_gaussian."
             )
         _, hmu, hvh = self.emulator.predict_obs_moments(particles, obs, generator=self.generator)
+        check_finite(hmu, "FAAPF: the emulator's predicted observation mean")
         R = noise_matrix(obs.noise, M).to(torch.float64)
         cov = R + hvh.double()
         cov = (cov + cov.transpose(-1, -2)) / 2
@@ -133,62 +130,45 @@ class FAAPF(EnsembleFilter):
 
     # ------------------------------------------------------------------ step
     def step(self, ensemble: Ensemble, obs: Observation | None) -> tuple[Ensemble, StepInfo]:
+        """One FA-APF step (paper Algorithm 1; docs/method.md#fa-apf)."""
         t0 = time.perf_counter()
         x = ensemble.particles
         N = x.shape[0]
         check_particles(x, "ensemble.particles")
         reduced = obs.observed() if obs is not None else None
         if reduced is None or reduced.y.shape[0] == 0:
-            # forecast only: draw ancestors if weighted, then propagate
-            if ensemble.is_uniform():
-                anc = torch.arange(N)
-            else:
-                anc = resample(ensemble.log_weights, self.resampling, generator=self.generator)
-            new = self.emulator.sample(x[anc], generator=self.generator)
-            info = StepInfo(ess=ensemble.ess, seconds=time.perf_counter() - t0)
-            return Ensemble(new, uniform_log_weights(N)), info
-
-        prior_lw = ensemble.log_weights.double()
+            return self._forecast(ensemble, t0)
+        # 1. weights from one denoiser call per particle
         ll = self.log_likelihoods(x, reduced)
-        if bool(torch.isnan(ll).any()):
-            raise FloatingPointError(
-                "FA-APF weights are NaN for some particles: the predictive means are not finite"
-            )
-        log_evidence = float(torch.logsumexp(prior_lw + ll, 0))
-        identical = bool((x == x[:1]).all()) and ensemble.is_uniform()
-        extra: dict = {}
-        if identical and self.skip_identical:
+        if self.skip_identical and ensemble.is_uniform() and bool((x == x[:1]).all()):
+            # all particles equal (first step from one initial state): equal weights
+            rw = None
             anc = torch.arange(N)
-            beta, ess = 1.0, float(N)
-            extra["ess_untempered"] = float(N)
-            extra["skipped_weights"] = True
         else:
-            if self.ess_interval is not None:
-                res = find_inflation(
-                    ll, max(1.0, self.ess_interval[0] * N), max(1.0, self.ess_interval[1] * N),
-                    prior_log_weights=prior_lw,
-                )
-                lw, beta, ess = res.log_weights, res.beta, res.ess
-                extra["ess_untempered"] = res.ess_untempered
-                extra["bisection_iterations"] = res.iterations
-            else:
-                if bool(torch.isneginf(ll).all()):
-                    raise ValueError(
-                        "all FA-APF log-likelihoods are -inf: no particle is compatible with "
-                        "the observation"
-                    )
-                lw = prior_lw + ll
-                lw = lw - torch.logsumexp(lw, 0)
-                beta, ess = 1.0, float(torch.exp(-torch.logsumexp(2 * lw, 0)))
-                extra["ess_untempered"] = ess
-            anc = resample(lw, self.resampling, generator=self.generator)
-        extra["unique_ancestors"] = int(torch.unique(anc).numel())
+            # 2. inflation to the ESS interval; 3. ancestors by resampling
+            rw = reweight(ensemble.log_weights, ll, self.ess_interval, who="FAAPF")
+            anc = resample(rw.log_weights, self.resampling, generator=self.generator)
+        # 4. the optimal proposal, guided with the un-inflated observation noise
         new = self.emulator.sample_posterior(x[anc], reduced, generator=self.generator)
-        info = StepInfo(
-            ess=ess,
-            inflation=beta,
-            log_evidence=log_evidence,
-            seconds=time.perf_counter() - t0,
-            extra=extra,
-        )
+        if rw is None:
+            log_evidence = float(torch.logsumexp(ensemble.log_weights.double() + ll, 0))
+            info = StepInfo(ess=float(N), log_evidence=log_evidence, ess_untempered=float(N),
+                            skipped_weights=True, unique_ancestors=N, resampled=True)
+        else:
+            info = StepInfo(ess=rw.ess, inflation=rw.inflation, log_evidence=rw.log_evidence,
+                            ess_untempered=rw.ess_untempered, target_met=rw.target_met,
+                            bisection_iterations=rw.bisection_iterations,
+                            unique_ancestors=int(torch.unique(anc).numel()), resampled=True)
+        info.seconds = time.perf_counter() - t0
+        return Ensemble(new, uniform_log_weights(N)), info
+
+    def _forecast(self, ensemble: Ensemble, t0: float) -> tuple[Ensemble, StepInfo]:
+        """No observed value: draw ancestors if weighted, then propagate."""
+        N = ensemble.size
+        if ensemble.is_uniform():
+            anc = torch.arange(N)
+        else:
+            anc = resample(ensemble.log_weights, self.resampling, generator=self.generator)
+        new = self.emulator.sample(ensemble.particles[anc], generator=self.generator)
+        info = StepInfo(ess=ensemble.ess, seconds=time.perf_counter() - t0)
         return Ensemble(new, uniform_log_weights(N)), info

@@ -74,6 +74,6 @@ class FlowDASEnsemble(EnsembleFilter):
             x = self.emulator.sample_posterior(
                 ensemble.particles, reduced, generator=self.generator
             )
-        extra = {"spread_forecast": float("nan"), "spread_analysis": ensemble_spread(x)}
-        info = StepInfo(ess=float(N), inflation=1.0, seconds=time.perf_counter() - t0, extra=extra)
+        info = StepInfo(ess=float(N), inflation=1.0, seconds=time.perf_counter() - t0,
+                        spread_forecast=float("nan"), spread_analysis=ensemble_spread(x))
         return Ensemble(x, uniform_log_weights(N)), info

@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..emulators.simulator import StochasticSystem, _check_count
+from .base import StochasticSystem, check_count
 from .lorenz63 import StochasticLorenz63
 from .lorenz96 import Lorenz96
 from .navier_stokes import NavierStokes2D
@@ -87,6 +87,10 @@ class SystemEntry:
     burn_in: float
     chunk: int
     note: str = ""
+    training: Mapping[str, Any] = field(default_factory=dict)
+    """Defaults of ``genfilter train``: the denoiser backbone ``kind`` (``mlp`` | ``unet``),
+    whether the emulator models the ``residual`` x^{k+1} - x^k, the normalisation ``stats``
+    and the backbone keywords ``net``."""
 
     def __call__(self, **overrides: Any) -> StochasticSystem:
         return self.cls(**{**self.kwargs, **overrides})
@@ -115,6 +119,8 @@ SYSTEMS: dict[str, SystemEntry] = {
         burn_in=10.0,
         chunk=512,
         note="SPEC §8 DEFAULT",
+        training=dict(kind="mlp", residual=False, stats="per_component",
+                      net=dict(hidden=128, layers=6)),
     ),
     "lorenz96": SystemEntry(
         Lorenz96,
@@ -124,6 +130,8 @@ SYSTEMS: dict[str, SystemEntry] = {
         length=1024,
         burn_in=20.0,
         chunk=64,
+        training=dict(kind="mlp", residual=False, stats="per_component",
+                      net=dict(hidden=256, layers=6)),
     ),
     # The paper's NS data are ~1000 trajectories at 128² (SPEC_BASELINES §B8); 64 x 100
     # snapshots at 64² (50 time units each) is what one CPU core makes in ~5 minutes.
@@ -136,6 +144,8 @@ SYSTEMS: dict[str, SystemEntry] = {
         burn_in=50.0,
         chunk=16,
         note="smaller than the paper's data (CPU budget)",
+        # residual on for fields (GenCast's habit), off for the Lorenz systems
+        training=dict(kind="unet", residual=True, stats="scalar", net=dict()),
     ),
 }
 
@@ -413,7 +423,7 @@ def _to_dataset(spec: DatasetSpec, state: np.ndarray, trajectories: np.ndarray, 
     )
     ds["trajectory"].attrs["long_name"] = "index of the trajectory in the dataset (its seed stream)"
     ds["state"].attrs["long_name"] = f"{type(system).__name__} state"
-    from .. import __version__
+    from .._version import __version__
 
     ds.attrs.update(
         system=spec.system,

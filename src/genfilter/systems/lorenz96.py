@@ -28,7 +28,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..emulators.simulator import StochasticSystem, whole_steps
+from .base import StochasticSystem, whole_steps
 
 
 def lorenz96_drift(x: Tensor, forcing: float = 8.0) -> Tensor:

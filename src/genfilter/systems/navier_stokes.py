@@ -58,7 +58,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..emulators.simulator import StochasticSystem, whole_steps
+from .base import StochasticSystem, whole_steps
 
 
 def _wavenumbers(n: int, dtype: torch.dtype, device=None) -> tuple[Tensor, Tensor]:
