@@ -12,7 +12,9 @@ import sys
 
 import torch
 
-from genfilter.experiments.l63 import l63_setup, load_shipped_emulator
+from genfilter.experiments.config import parse_config
+from genfilter.experiments.l63 import load_shipped_emulator
+from genfilter.experiments.runner import build_twin_setup
 from genfilter.experiments.twin import make_twin
 from genfilter.filters import FAAPF, assimilate
 
@@ -28,7 +30,9 @@ def main(obs: str = "a") -> None:
     torch.set_num_threads(1)
     print("| seed | variant | skill | spread |\n|---|---|---|---|")
     for seed in (0, 1, 2):
-        twin = make_twin(l63_setup(obs, cycles=100, burn_in=10), seed)
+        cfg = parse_config({"setup": f"l63-{obs}", "filter": {"method": "fa-apf", "particles": 32},
+                            "steps": 100, "burn_in": 10})
+        twin = make_twin(build_twin_setup(cfg), seed)
         x0 = twin.initial_ensemble(32)
         for name, (em_kw, f_kw) in VARIANTS.items():
             f = FAAPF(load_shipped_emulator(**em_kw), generator=seed + 1, **f_kw)

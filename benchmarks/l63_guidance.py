@@ -1,5 +1,6 @@
-"""The MMPS guidance hazard on the shipped Lorenz-63 emulator (SPEC §4), measured on the
-proposal itself, and the transition covariance the "gaussian" weights need.
+"""The MMPS guidance hazard on the shipped Lorenz-63 emulator (a learned denoiser's Tweedie
+covariance is least reliable at high noise; docs/method.md#projected-covariance), measured on
+the proposal itself, and the transition covariance the "gaussian" weights need.
 
 Part 1 — proposal: 30 attractor states x^k, an observation of a true next state (noise std
 0.25), the exact optimal proposal by importance-weighting 50 000 true-model draws, 256 MMPS

@@ -1,11 +1,12 @@
 """Training cost of the default Navier–Stokes U-Net emulator at 64 × 64, and an ESTIMATE of
-its GPU training time (SPEC §8: "< 1 h at 64²" target).
+its GPU training time (the project's target: under 1 h at 64²; docs/systems.md).
 
 Measured here (CPU, one torch thread):
 
 * parameters of ``denoiser_config("unet", (64, 64))`` (the network `genfilter train ns2d`
   builds without ``--quick``);
-* wall time of one training step (the SPEC §2 loss ``denoising_loss`` + backward + grad clip
+* wall time of one training step (the denoising loss ``denoising_loss``, Savary, Rozet &
+  Louppe 2026, Eq. 14, docs/method.md#diffusion-emulator; + backward + grad clip
   + AdamW step, exactly the operations of ``train_emulator``), per sample, for a few batch
   sizes;
 * FLOPs per sample of the forward and of forward + backward, counted with

@@ -15,11 +15,13 @@ Bocquet (2011; 2015).  Conversions to genfilter's conventions:
 - DAPPER's ``EnKF('Sqrt', rot=True)`` is a symmetric-square-root ETKF with random rotation
   (genfilter's ``ETKF(rotate=True)``).
 
-Setups: Lorenz-63 of sakov2012 — all three components observed, R = 2 I, every 0.25
-(DAPPER: RK4 dt 0.01; here the deterministic Euler dt 1e-3 of
-``StochasticLorenz63(epsilon=0)``), initial ensemble = truth's initial state + N(0, 2 I);
-Lorenz-96 of sakov2008 — exactly the baseline table's setup.  1000 cycles as in DAPPER
-(``KObs = 1000``), burn-in 100, 5 seeds.
+Setups (configs, :mod:`genfilter.experiments.config`, with ``emulator: true``): Lorenz-63
+of sakov2012 — all three components observed, R = 2 I, every 0.25 (DAPPER: RK4 dt 0.01;
+here the deterministic Euler dt 1e-3 of ``StochasticLorenz63(epsilon=0)``), initial
+ensemble = truth's initial state + N(0, 2 I); Lorenz-96 of sakov2008 — exactly the baseline
+table's setup (named setup ``l96``).  1000 cycles as in DAPPER (``KObs = 1000``), burn-in
+100, 5 runs: one config of seed 0 per row, run ``r`` the twin of seed ``r``
+(:func:`~genfilter.experiments.runner.run_summary`).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/published_setups.py [--seeds 5 --cycles 1000]
 """
@@ -32,11 +34,11 @@ import time
 
 import torch
 
-from genfilter.experiments.baselines import filter_factory
+from genfilter.experiments.config import ExperimentConfig, parse_config
+from genfilter.experiments.runner import build_emulator, build_twin_setup, run_summary
 from genfilter.experiments.tuning import format_mean_sem
-from genfilter.experiments.twin import TwinSetup, climatology, lorenz96_setup, run_twin
-from genfilter.observations import Identity
-from genfilter.systems.lorenz63 import StochasticLorenz63
+
+METHODS = {"EnKF": "enkf", "ETKF": "etkf", "LETKF": "letkf"}
 
 # (label, filter, N, genfilter params, DAPPER method, published rmse.a)
 L63 = [
@@ -57,24 +59,24 @@ L96 = [
 ]
 
 
-def sakov2012_setup(cycles: int, burn_in: int) -> TwinSetup:
-    return TwinSetup(
-        name="lorenz63-sakov2012", system=StochasticLorenz63(epsilon=0.0, interval=0.25),
-        operator=Identity(), noise_std=math.sqrt(2.0), cycles=cycles, burn_in=burn_in,
-        init_std=math.sqrt(2.0), spinup=10.0,
-        description="deterministic Lorenz-63, all observed, R = 2 I, every 0.25",
-    )
+SAKOV2012 = {
+    "system": "lorenz63", "system_options": {"epsilon": 0.0, "interval": 0.25},
+    "observations": {"operator": "identity", "noise_std": math.sqrt(2.0)},
+    "initial": {"recipe": "perturbed", "std": math.sqrt(2.0), "spinup": 10.0},
+    "dtype": "float64",
+}
+"""Lorenz-63 of sakov2012: deterministic, all observed, R = 2 I, every 0.25."""
+SAKOV2008 = {"setup": "l96"}
+"""Lorenz-96 of sakov2008: the baseline table's setup."""
 
 
-def _factory(name, params, clim):
-    if name == "LETKF":
-        p = dict(params)
-        rotate = p.pop("rotate", False)
-        from genfilter.filters.letkf import LETKF
-
-        return lambda em, g: LETKF(em, radius=p["radius"], inflation=p["inflation"],
-                                   rotate=rotate, generator=g)
-    return filter_factory(name, params, clim)
+def config(name: str, fields: dict, method: str, N: int, params: dict, runs: int,
+           cycles: int, burn_in: int) -> ExperimentConfig:
+    return parse_config({
+        "name": name, **fields, "emulator": "true",
+        "filter": {"method": METHODS[method], "particles": N, "options": dict(params)},
+        "steps": cycles, "burn_in": burn_in, "runs": runs, "seed": 0, "save": "moments",
+    })
 
 
 def main() -> None:
@@ -88,15 +90,19 @@ def main() -> None:
     print("| setup | genfilter filter | N | genfilter params | RMSE (mean ± s.e.) | "
           "DAPPER method | published rmse.a | seconds |")
     print("|---|---|---|---|---|---|---|---|")
-    for title, setup, cases in (
-        ("L63 sakov2012", sakov2012_setup(args.cycles, args.burn_in), L63),
-        ("L96 sakov2008", lorenz96_setup(args.cycles, args.burn_in), L96),
+    for title, name, fields, cases in (
+        ("L63 sakov2012", "lorenz63-sakov2012", SAKOV2012, L63),
+        ("L96 sakov2008", "lorenz96-sakov2008", SAKOV2008, L96),
     ):
-        clim = climatology(setup)
-        for label, name, N, params, dapper, published in cases:
+        setup = emulator = None
+        for label, method, N, params, dapper, published in cases:
+            cfg = config(name, fields, method, N, params, args.seeds, args.cycles, args.burn_in)
+            if setup is None:  # one twin setup per system: every row sees the same twins
+                setup = build_twin_setup(cfg)
+                emulator = build_emulator(cfg, setup)
             t0 = time.perf_counter()
-            runs = [run_twin(_factory(name, params, clim), setup, N, seed)
-                    for seed in range(args.seeds)]
+            runs = [run_summary(cfg, r, setup, emulator) for r in range(cfg.runs)]
+            errors = sorted({r["error"] for r in runs if r["error"]})
             skill = [r["skill"] for r in runs]
             m = sum(skill) / len(skill)
             se = (math.sqrt(sum((v - m) ** 2 for v in skill) / (len(skill) - 1) / len(skill))
@@ -104,7 +110,8 @@ def main() -> None:
             text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                              for k, v in params.items())
             print(f"| {title} | {label} | {N} | {text} | {format_mean_sem(m, se)} | "
-                  f"`{dapper}` | {published:.2f} | {time.perf_counter() - t0:.0f} |", flush=True)
+                  f"`{dapper}` | {published:.2f} | {time.perf_counter() - t0:.0f} |"
+                  + (f" errors: {errors}" if errors else ""), flush=True)
 
 
 if __name__ == "__main__":

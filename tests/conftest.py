@@ -1,5 +1,6 @@
 """Shared fixtures: a random stable linear-Gaussian model in D = 4 with M = 2 observed
-components (the reference case of the core-library issue)."""
+components, the reference case where the exact Kalman filter gives the posterior the
+filters must reproduce (docs/method.md#linear-gaussian-reference)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Properties of genfilter.metrics (SPEC §6): skill, spread, SSR, CRPS, energy score, ranks."""
+"""Properties of genfilter.metrics (docs/method.md#metrics): skill, spread, SSR, CRPS, energy
+score, ranks."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def _naive_crps(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, fair=F
 
 
 # --------------------------------------------------------------------------------------------
-# Hand-computed values (formulas of SPEC §6 evaluated on paper)
+# Hand-computed values (formulas of docs/method.md#metrics evaluated on paper)
 # --------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Properties of observation operators and Observation (SPEC §1, §B0)."""
+"""Properties of observation operators and Observation (docs/method.md#filtering-problem)."""
 
 from __future__ import annotations
 

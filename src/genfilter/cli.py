@@ -1,4 +1,8 @@
-"""The ``genfilter`` command line (DESIGN.md, Command line)."""
+"""The ``genfilter`` command line: parses, calls the library, prints (README, Command line).
+
+Every command prints where its outputs went.  Bad input and faults end with one line that
+names the field or file and the cause, and exit code 2 (:func:`_clean_errors`).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,39 @@ import sys
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.2x vendors click
+    from typer import _click as click
+except ImportError:  # pragma: no cover - older typer depends on click
+    import click
+
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (a bad option value, a missing argument) end with one line and exit
+    code 2, like every other failure, instead of click's usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx is not None else str(exc))
+            sys.exit(0)
+        except click.ClickException as exc:
+            click.echo("error: " + " ".join(exc.format_message().split()), err=True)
+            sys.exit(2)
+        except typer.Exit as exc:
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
 
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="Bayesian filtering with generative emulators: FA-APF and baselines.",
     no_args_is_help=True,
     add_completion=False,
@@ -25,8 +60,10 @@ def _clean_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
-            typer.echo(f"error: {exc}", err=True)
+        except (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError,
+                PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            typer.echo(f"error: {text}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -54,60 +91,22 @@ def demo(
     particles: int = typer.Option(None, min=2, help="Ensemble size N (default 32, or 256 for linear-gaussian)."),
     steps: int = typer.Option(None, min=2, help="Assimilation steps (default 100, or 30)."),
     obs: str = typer.Option("a", help="Lorenz-63 observation setup: a (x1, x3) or b (x1)."),
-    dim: int = typer.Option(8, min=2, help="State dimension D of the linear-Gaussian twin."),
-    seed: int = typer.Option(0, min=0, help="Random seed (truth, observations and filters)."),
+    seed: int = typer.Option(0, min=0, help="Seed of the twin (truth, observations) and filters."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """The main job: FA-APF vs BPF vs EnKF on stochastic Lorenz-63 with the shipped emulator
     (or, with --system linear-gaussian, against the exact Kalman filter)."""
-    out.mkdir(parents=True, exist_ok=True)
-    if system == "linear-gaussian":
-        from .experiments.linear_gaussian import format_table, make_twin, plot_runs, run_filters
+    from .experiments.demo import demo_configs, run_demo
 
-        particles, steps = particles or 256, steps or 30
-        twin = make_twin(D=dim, observed=max(1, dim // 2), steps=steps, seed=seed)
-        typer.echo(
-            f"Linear-Gaussian twin: D = {dim}, {max(1, dim // 2)} observed components (noise std "
-            f"0.5), {steps} steps, N = {particles}"
-        )
-        table, runs = run_filters(twin, particles=particles, seed=seed, progress=progress)
-        figures = [plot_runs(twin, runs, out / "trajectories.png")]
-        dims, burn = ["component"], 5
-    elif system == "lorenz63":
-        from .experiments.l63 import (
-            SETUPS,
-            format_table,
-            load_shipped_emulator,
-            plot_demo,
-            run_demo,
-            shipped_checkpoint,
-        )
-
-        particles, steps = particles or 32, steps or 100
-        if obs not in SETUPS:
-            raise ValueError(f"--obs must be one of {sorted(SETUPS)}, got {obs!r}")
-        burn = 10 if steps > 20 else 0
-        em = load_shipped_emulator()
-        typer.echo(
-            f"Stochastic Lorenz-63, setup ({obs}): {SETUPS[obs]['description']}; {steps} steps, "
-            f"N = {particles}; every filter uses the shipped emulator {shipped_checkpoint().name}"
-        )
-        table, runs, twin = run_demo(em, particles=particles, cycles=steps, burn_in=burn,
-                                     seed=seed, obs=obs, progress=progress)
-        figures = plot_demo(twin, runs, out)
-        dims = ["component"]
-    else:
-        raise ValueError(f"--system must be lorenz63 or linear-gaussian, got {system!r}")
-    text = format_table(table)
-    typer.echo(f"\nAverages over steps after a burn-in of {burn} (skill = RMSE of the ensemble mean):\n")
-    typer.echo(text)
-    (out / "table.md").write_text(text + "\n")
-    (out / "table.json").write_text(json.dumps(table, indent=2))
-    for name, run in runs.items():
-        slug = "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
-        run.to_xarray(state_dims=dims).to_netcdf(out / f"run_{slug}.nc", engine="h5netcdf")
-    typer.echo(f"\nOutputs in {out}/: table.md, table.json, run_*.nc, "
-               + ", ".join(f.name for f in figures))
+    cfg = next(iter(demo_configs(system, obs, particles, steps, seed).values()))
+    typer.echo(f"{cfg.name}: N = {cfg.filter.particles}, {cfg.steps} steps, emulator "
+               f"{cfg.emulator}; rows written to {out}/")
+    table, written = run_demo(system, out, obs=obs, particles=particles, steps=steps,
+                              seed=seed, progress=progress, echo=typer.echo)
+    typer.echo(f"\nAverages over steps after a burn-in of {cfg.burn_in} (skill = RMSE of the "
+               "ensemble mean):\n")
+    typer.echo(table)
+    typer.echo(f"\nOutputs in {out}/: " + ", ".join(sorted({p.name for p in written})))
 
 
 @app.command()
@@ -137,14 +136,6 @@ def data(
     typer.echo(f"Dataset written to {path}")
 
 
-TRAIN_DEFAULTS = {
-    # kind, residual (SPEC §2: on for fields, off for Lorenz), normalisation, network kwargs
-    "lorenz63": dict(kind="mlp", residual=False, stats="per_component", net=dict(hidden=128, layers=6)),
-    "lorenz96": dict(kind="mlp", residual=False, stats="per_component", net=dict(hidden=256, layers=6)),
-    "ns2d": dict(kind="unet", residual=True, stats="scalar", net=dict()),
-}
-
-
 @app.command()
 @_clean_errors
 def train(
@@ -161,67 +152,17 @@ def train(
     device: str = typer.Option("cpu", help="Torch device (cpu, cuda)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Train a diffusion emulator on a dataset made by `genfilter data` (SPEC §2)."""
-    from .emulators.networks import denoiser_config
-    from .emulators.training import TrainingConfig, train_emulator
-    from .systems.datasets import SYSTEMS, consecutive_pairs, load_split
+    """Train a diffusion emulator on a dataset made by `genfilter data` (docs/training.md)."""
+    from .experiments.emulator_jobs import train_system
 
-    if system not in TRAIN_DEFAULTS:
-        raise typer.BadParameter(f"unknown system {system!r}; choose from {sorted(SYSTEMS)}")
-    d = TRAIN_DEFAULTS[system]
-    data_dir = data_dir or Path("data") / system
-    if not (data_dir / "train.nc").exists():
-        raise typer.BadParameter(f"no dataset in {data_dir}: run `genfilter data {system}` first")
-    out = out or Path("checkpoints") / f"{system}.pt"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    train_ds = load_split(data_dir, "train")
-    x_prev, x_next = consecutive_pairs(train_ds)
-    valid = consecutive_pairs(load_split(data_dir, "valid"))
-    net = dict(d["net"])
-    if hidden is not None and d["kind"] == "mlp":
-        net["hidden"] = hidden
-    if quick and d["kind"] == "unet":
-        net["quick"] = True
-    cfg = denoiser_config(d["kind"], tuple(x_prev.shape[1:]), **net)
-    tc = TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule="cosine",
-                        seed=seed, device=device, checkpoint_every=max(1, epochs // 10))
-    typer.echo(f"Training on {x_prev.shape[0]} pairs ({system}, {d['kind']}), "
-               f"{valid[0].shape[0]} validation pairs -> {out}")
-    result = train_emulator(x_prev, x_next, valid=valid, denoiser_config=cfg,
-                            residual=d["residual"], stats=d["stats"], config=tc, out=out,
-                            resume=resume, progress=progress)
-    _annotate_checkpoint(out, system=system, system_kwargs=train_ds.attrs.get("system_kwargs", "{}"),
-                         dataset=str(data_dir), command=" ".join(sys.argv))
+    result = train_system(system, data_dir, out, epochs=epochs, batch_size=batch_size, lr=lr,
+                          hidden=hidden, seed=seed, quick=quick, resume=resume, device=device,
+                          progress=progress, command=" ".join(sys.argv), echo=typer.echo)
     hist = result.history
     if hist.get("valid_loss"):
-        typer.echo(f"validation loss: first {hist['valid_loss'][0]:.4f}, last {hist['valid_loss'][-1]:.4f}")
-    typer.echo(f"Checkpoint written to {out}")
-
-
-def _annotate_checkpoint(path: Path, **meta) -> None:
-    """Records which system/dataset a checkpoint was trained on (in its ``meta``)."""
-    import os
-
-    import torch
-
-    ckpt = torch.load(path, weights_only=True, map_location="cpu")
-    ckpt.setdefault("meta", {}).update(meta)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
-
-
-def _system_of_checkpoint(path: Path, system: str | None):
-    import torch
-
-    from .systems.datasets import make_system
-
-    meta = torch.load(path, weights_only=True, map_location="cpu").get("meta", {})
-    name = system or meta.get("system")
-    if name is None:
-        raise typer.BadParameter("the checkpoint does not record its system: pass --system")
-    kwargs = json.loads(meta.get("system_kwargs", "{}")) if name == meta.get("system") else {}
-    return name, make_system(name, **kwargs)
+        typer.echo(f"validation loss: first {hist['valid_loss'][0]:.4f}, "
+                   f"last {hist['valid_loss'][-1]:.4f}")
+    typer.echo(f"Checkpoint written to {out or Path('checkpoints') / f'{system}.pt'}")
 
 
 @app.command()
@@ -240,24 +181,11 @@ def validate(
 ) -> None:
     """Compare an emulator with the true model: one-step energy distance (vs the noise floor
     of two independent true-model sample sets) and free-rollout climatology."""
-    import torch
+    from .experiments.emulator_jobs import validate_checkpoint
 
-    from .emulators.training import load_emulator
-    from .emulators.validation import one_step_validation, rollout_validation, validation_table
-
-    name, sys_ = _system_of_checkpoint(checkpoint, system)
-    em = load_emulator(checkpoint, steps=steps, sampler=sampler)
-    g = torch.Generator().manual_seed(seed)
-    x0 = sys_.attractor_states(max(states, rollout_members), generator=g)
-    one = one_step_validation(em, sys_, x0[:states], samples=samples, generator=g)
-    roll = None
-    if rollout > 0:
-        roll = rollout_validation(em, sys_, x0[:rollout_members], length=rollout, generator=g,
-                                  progress=progress)
-    typer.echo(f"Emulator {checkpoint} vs the true {name} model ({sampler}, {steps} steps):\n")
-    typer.echo(validation_table(one, roll))
-
-
+    typer.echo(validate_checkpoint(checkpoint, system, states=states, samples=samples,
+                                   rollout=rollout, rollout_members=rollout_members,
+                                   steps=steps, sampler=sampler, seed=seed, progress=progress))
 
 
 @app.command("filter")
@@ -322,6 +250,35 @@ def experiment(
                + ", ".join(sorted({p.name for p in written})))
 
 
+@app.command()
+@_clean_errors
+def baselines(
+    system: str = typer.Option("lorenz63", help="lorenz63 (setup l63-det) or lorenz96 (setup l96)."),
+    quick: bool = typer.Option(False, "--quick", help="Smoke run: 3 short runs, one short tuning twin."),
+    sizes: str = typer.Option(None, help="Comma-separated ensemble sizes (default per system)."),
+    runs: int = typer.Option(None, min=1, help="Evaluation twins (default 10)."),
+    cycles: int = typer.Option(None, min=2, help="Cycles per run (default 400)."),
+    burn_in: int = typer.Option(None, min=0, help="Cycles not scored (default 100)."),
+    filters: str = typer.Option(None, help="Comma-separated subset: BPF,EnKF,ETKF,LETKF,EnSF,EnFF."),
+    tune: bool = typer.Option(True, help="Tune every filter per N (--no-tune: stored values)."),
+    show_tuning: bool = typer.Option(False, help="Print every tuning table."),
+    out: Path = typer.Option(None, help="Also write the markdown here."),
+    json_path: Path = typer.Option(None, "--json", help="Write every run's summary as JSON here."),
+    from_json: Path = typer.Option(None, help="Print a table stored with --json instead of computing one."),
+    progress: bool = typer.Option(True, help="Progress lines on stderr."),
+) -> None:
+    """The baseline tables: every classical and score-based filter on the deterministic
+    Lorenz-63 / Lorenz-96 twins with the true model, tuned, 10 runs (docs/baselines.md)."""
+    from .experiments.baselines import run_baselines
+
+    run_baselines(system, quick=quick,
+                  sizes=[int(s) for s in sizes.split(",")] if sizes else None,
+                  runs=runs, cycles=cycles, burn_in=burn_in,
+                  filters=filters.split(",") if filters else None, tune=tune,
+                  show_tuning=show_tuning, out=out, json_path=json_path, from_json=from_json,
+                  progress=progress, echo=typer.echo)
+
+
 @app.command("report")
 @_clean_errors
 def report_(
@@ -352,7 +309,7 @@ def diagnose_proposal(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Compares the shipped Lorenz-63 emulator's MMPS proposal with the exact optimal
-    proposal p(x^{k+1} | x^k, y), sampled by importance-weighting true-model draws (SPEC §4)."""
+    proposal p(x^{k+1} | x^k, y), sampled by importance-weighting true-model draws (docs/method.md#optimal-proposal)."""
     from .experiments.proposal import format_study, l63_proposal_study
 
     if not setup or set(setup) - {"a", "b"}:

@@ -1,5 +1,5 @@
-"""Projected MMPS guidance and the deconvolved transition covariance (SPEC §4;
-emulators/guidance.py)."""
+"""Projected MMPS guidance and the deconvolved transition covariance
+(docs/method.md#projected-covariance; emulators/guidance.py)."""
 
 from __future__ import annotations
 

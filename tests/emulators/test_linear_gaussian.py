@@ -1,5 +1,5 @@
 """Properties of the DiffusionEmulator code path, checked on the exact linear-Gaussian
-denoiser where every quantity has a closed form (SPEC §2–§4)."""
+denoiser where every quantity has a closed form (docs/method.md#linear-gaussian-reference)."""
 
 from __future__ import annotations
 
@@ -66,7 +66,8 @@ def test_predict_mean_is_transition_mean():
 
 
 def test_predict_obs_moments_match_closed_form():
-    """"gaussian" weights ingredients: H(μ) and H V Hᵀ ≈ H Q Hᵀ at t = 1 (Tweedie, SPEC §2)."""
+    """"gaussian" weights ingredients: H(μ) and H V Hᵀ ≈ H Q Hᵀ at t = 1 (Tweedie,
+    docs/method.md#tweedie-covariance)."""
     model = make_lg_model()
     em = _emulator(model, mean=-0.2, std=1.5)
     obs = _obs()
@@ -94,8 +95,8 @@ def test_posterior_matches_optimal_proposal():
 
 
 def test_posterior_discretisation_error_shrinks_with_steps():
-    """(b) The sampler's discretisation error on the posterior variance shrinks as the
-    number of steps grows (DDIM η = 1: the SPEC §2 hazard, −45 % at 16 steps)."""
+    """(b) The sampler's discretisation error on the posterior variance shrinks as the number of
+    steps grows (DDIM η = 1 under-disperses, −45 % at 16 steps; docs/method.md#sampling)."""
     model = make_lg_model()
     x0, obs = _x0(model, n=8000), _obs()
     errors = []

@@ -1,4 +1,4 @@
-"""Properties of the emulator backbones and the denoiser factory (SPEC §2)."""
+"""Properties of the emulator backbones and the denoiser factory (docs/training.md)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ N = 24  # the smallest grid NavierStokes2D accepts; divisible by the quick U-Net
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("ns_emulator")
-    # 4 trajectories x 9 snapshots every 0.5 (SPEC §8 interval), short burn-in: 3 train
+    # 4 trajectories x 9 snapshots every 0.5 (the system's interval), short burn-in: 3 train
     # trajectories (24 pairs) and 1 validation trajectory (8 pairs).
     spec = DatasetSpec("ns2d", system_kwargs={"resolution": N}, trajectories=4, length=9,
                        burn_in=1.0, split=(0.75, 0.25, 0.0))

@@ -1,5 +1,6 @@
-"""Properties of the emulator training loop, checkpoints and resume (SPEC §2, DESIGN
-conventions), on synthetic linear-Gaussian pairs x' = A x + b + 0.3 ε in D = 3."""
+"""Properties of the emulator training loop, checkpoints and resume (docs/training.md;
+docs/method.md#diffusion-emulator), on synthetic linear-Gaussian pairs
+x' = A x + b + 0.3 ε in D = 3."""
 
 from __future__ import annotations
 

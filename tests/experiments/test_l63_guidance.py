@@ -1,7 +1,7 @@
-"""The SPEC §4 hazard on the shipped Lorenz-63 emulator, measured on the proposal itself:
-observing x1 only, raw MMPS guidance ("tweedie") throws the unobserved components far off
-the exact optimal proposal; the projected covariance keeps them close (docs/results/l63.md
-gives the 30-pair numbers: variance ratios 210/135 against 1.03/1.11)."""
+"""The guidance hazard (docs/method.md#projected-covariance) on the shipped Lorenz-63 emulator,
+measured on the proposal itself: observing x1 only, raw MMPS guidance ("tweedie") throws the
+unobserved components far off the exact optimal proposal; the projected covariance keeps them close
+(docs/results/l63.md gives the 30-pair numbers: variance ratios 210/135 against 1.03/1.11)."""
 
 from __future__ import annotations
 

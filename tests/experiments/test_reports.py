@@ -96,7 +96,7 @@ def test_report_and_experiment_errors(tmp_path):
     res = CliRunner().invoke(app, ["report", str(tmp_path / "none.nc")])
     assert res.exit_code == 2 and "no such file" in res.output
     res = CliRunner().invoke(app, ["report", str(tmp_path)])
-    assert res.exit_code == 2 and "no .nc files" in res.output
+    assert res.exit_code == 2 and "no .nc run files" in res.output
     res = CliRunner().invoke(app, ["experiment", "l63-table9"])
     assert res.exit_code == 2 and "l63-table1" in res.output
     res = CliRunner().invoke(app, ["experiment", "l63-table1", "--quick", "--full"])

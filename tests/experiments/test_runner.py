@@ -1,5 +1,6 @@
-"""Experiment configs, `genfilter filter` and its netCDF output, resume (issue: Lorenz-63
-results)."""
+"""Experiment configs validate and name the faulty field in every error; `genfilter filter`
+writes its netCDF output, and an interrupted run resumes to the same result as an
+uninterrupted one."""
 
 from __future__ import annotations
 
@@ -19,12 +20,15 @@ from typer.testing import CliRunner
 
 from genfilter.cli import app
 from genfilter.experiments.config import ConfigError, load_config, parse_config
+from genfilter.experiments.setups import SETUPS
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _raw(**changes):
     raw = yaml.safe_load((CONFIGS / "l63-a.yaml").read_text())
+    # expand the named setup so that its sections (observations, initial) can be changed
+    raw = {**SETUPS[raw.pop("setup")].fields(), **raw}
     for key, value in changes.items():
         node = raw
         *head, last = key.split(".")

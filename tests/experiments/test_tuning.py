@@ -1,6 +1,7 @@
-"""Properties of the tuning helper (genfilter.experiments.tuning) and of run_twin's
+"""Properties of the tuning helper (genfilter.experiments.tuning) and of run_summary's
 bookkeeping, on a linear-Gaussian toy twin whose best hyperparameter is known in closed
-form."""
+form.  The toy system and the toy filter are registered (SYSTEMS, FILTERS) for this module,
+so tuning runs through the same config pipeline as every experiment."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import math
 import pytest
 import torch
 
-from genfilter.emulators.simulator import StochasticSystem
+from genfilter.experiments.config import (
+    ExperimentConfig,
+    FilterConfig,
+    InitialConfig,
+    ObservationConfig,
+)
+from genfilter.experiments.runner import build_emulator, build_twin_setup, run_summary
 from genfilter.experiments.tuning import (
     LogUniform,
     RandomSearch,
@@ -18,9 +25,9 @@ from genfilter.experiments.tuning import (
     grid_configurations,
     tune,
 )
-from genfilter.experiments.twin import TwinSetup, climatology, make_twin, run_twin
+from genfilter.experiments.twin import climatology, make_twin
 from genfilter.filters.base import Ensemble, StepInfo, uniform_log_weights
-from genfilter.observations import Identity
+from genfilter.systems.base import StochasticSystem
 
 f64 = torch.float64
 A, Q, R = 0.9, 1.0, 1.0  # x' = A x + N(0, Q) per component, y = x + N(0, R)
@@ -49,7 +56,7 @@ class AR1(StochasticSystem):
 class FixedGainNudging:
     """Toy filter: m ← A m + gain (y − A m) applied to every member (H = I)."""
 
-    def __init__(self, gain: float, generator=None) -> None:
+    def __init__(self, emulator, *, gain: float = 0.5, generator=None) -> None:
         if gain < 0:
             raise ValueError(f"gain must be >= 0, got {gain}")
         self.gain, self.generator = gain, generator
@@ -61,6 +68,13 @@ class FixedGainNudging:
         xf = A * ensemble.particles
         xa = xf + self.gain * (obs.y - xf)
         return Ensemble(xa, ensemble.log_weights), StepInfo(ess=float(ensemble.size))
+
+
+class Amplifying(FixedGainNudging):
+    """A filter that blows up: x ← 3x + 1."""
+
+    def step(self, ensemble, obs):
+        return Ensemble(3.0 * ensemble.particles + 1.0, ensemble.log_weights), StepInfo(ess=2.0)
 
 
 def stationary_error_var(g: float) -> float:
@@ -77,28 +91,49 @@ def kalman_gain() -> float:
     return P / (P + R)
 
 
-@pytest.fixture(scope="module")
-def toy() -> TwinSetup:
-    return TwinSetup(name="ar1", system=AR1(), operator=Identity(), noise_std=math.sqrt(R),
-                     cycles=400, burn_in=50, init_std=1.0)
+@pytest.fixture(scope="module", autouse=True)
+def toy_registry():
+    """Registers the AR(1) system and the two toy filters for this module."""
+    from genfilter.filters import FILTERS
+    from genfilter.systems.datasets import SYSTEMS, SystemEntry
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(SYSTEMS, "ar1", SystemEntry(AR1, {}, ("component",), trajectories=8,
+                                               length=16, burn_in=0.0, chunk=8))
+        mp.setitem(FILTERS, "nudging", FixedGainNudging)
+        mp.setitem(FILTERS, "amplifying", Amplifying)
+        yield
 
 
-def nudging_factory(params):
-    return lambda emulator, generator: FixedGainNudging(params["gain"], generator)
+def toy_config(params: dict, seed: int, *, steps: int = 400, burn_in: int = 50,
+               method: str = "nudging", N: int = 2) -> ExperimentConfig:
+    """The AR(1) twin (all 8 components observed, σ_y = 1; initial ensemble truth +
+    N(0, I)) with the toy filter; built directly (the toy method is not in METHODS)."""
+    return ExperimentConfig(
+        name="ar1", system="ar1", emulator="true",
+        filter=FilterConfig(method=method, particles=N, options=dict(params)),
+        observations=ObservationConfig(operator="identity", noise_std=math.sqrt(R)),
+        initial=InitialConfig(recipe="perturbed", std=1.0, spinup=20.0),
+        steps=steps, burn_in=burn_in, seed=seed, save="moments", dtype="float64",
+    )
+
+
+def short(steps: int, burn_in: int):
+    """``make_config`` of the toy twin with ``steps`` cycles."""
+    return lambda params, seed: toy_config(params, seed, steps=steps, burn_in=burn_in)
 
 
 # ------------------------------------------------------------------ finds the optimum
 
 
-def test_grid_tuning_finds_the_steady_state_kalman_gain(toy):
+def test_grid_tuning_finds_the_steady_state_kalman_gain():
     """The fixed-gain filter's RMSE is minimal at the steady-state Kalman gain (0.597 for
     A = 0.9, Q = R = 1); the grid search over 0.2..1.0 picks 0.6, and every configuration's
     mean RMSE matches the closed-form stationary error within 8 % (E sqrt(χ²₈/8) ≈ 0.97
     explains most of the small low bias)."""
     assert kalman_gain() == pytest.approx(0.597, abs=1e-3)
     grid = {"gain": [0.2, 0.4, 0.6, 0.8, 1.0]}
-    result = tune(nudging_factory, grid, toy, N=2, seeds=(10_000, 10_001), cycles=400,
-                  burn_in=50, label="nudging")
+    result = tune(toy_config, grid, seeds=(10_000, 10_001), label="nudging")
     assert result.best_params == {"gain": 0.6}
     for trial in result.trials:
         theory = math.sqrt(stationary_error_var(trial.params["gain"]))
@@ -110,18 +145,36 @@ def test_grid_tuning_finds_the_steady_state_kalman_gain(toy):
     assert ranked[0] == 0.6 and ranked[-1] == 0.2
 
 
-def test_tuning_uses_the_short_training_twin_not_the_evaluation_twin(toy):
-    """tune() runs on setup.with_cycles(cycles, burn_in) with its own seeds: the twins it
-    draws are those of the training seeds (different truth from evaluation seed 0)."""
-    result = tune(nudging_factory, {"gain": [0.5]}, toy, N=2, seeds=(10_000,), cycles=60,
-                  burn_in=10)
-    assert (result.cycles, result.burn_in, result.seeds) == (60, 10, (10_000,))
-    run = result.trials[0].runs[0]
-    assert run["seed"] == 10_000
-    short = toy.with_cycles(60, 10)
-    assert not torch.equal(make_twin(short, 10_000).truth[:60], make_twin(toy, 0).truth[:60])
-    # default burn-in of the short twin: min(setup.burn_in, cycles // 4)
-    assert tune(nudging_factory, {"gain": [0.5]}, toy, 2, (10_000,), cycles=40).burn_in == 10
+def test_tuning_seeds_are_config_seeds_on_the_configs_short_twin():
+    """tune() runs the configs' own (short) twin, one run per tuning seed, with the tuning
+    seed as the config seed: run 0 of that config is the twin of the seed (the one seed
+    scheme, run_seed), a different truth from evaluation seed 0; the score is exactly
+    run_summary's."""
+    seen = []
+
+    def make_config(params, seed):
+        seen.append(seed)
+        return toy_config(params, seed, steps=60, burn_in=10)
+
+    result = tune(make_config, {"gain": [0.5]}, seeds=(10_000, 10_001))
+    assert seen == [10_000, 10_001]
+    assert (result.cycles, result.burn_in, result.seeds, result.N) == (60, 10, (10_000, 10_001), 2)
+    assert [r["seed"] for r in result.trials[0].runs] == [10_000, 10_001]
+    cfg = toy_config({"gain": 0.5}, 10_000, steps=60, burn_in=10)
+    setup = build_twin_setup(cfg)
+    again = run_summary(cfg, 0, setup, build_emulator(cfg, setup))
+    assert result.trials[0].scores[0] == again["skill"]
+    evaluation = build_twin_setup(toy_config({"gain": 0.5}, 0, steps=60, burn_in=10))
+    assert not torch.equal(make_twin(setup, 10_000).truth, make_twin(evaluation, 0).truth)
+    # a shared setup is used as given; it must match the configs' time sequence
+    shared = tune(short(60, 10), {"gain": [0.5]}, seeds=(10_000, 10_001), setup=setup,
+                  emulator=build_emulator(cfg, setup))
+    assert shared.trials[0].scores == result.trials[0].scores
+    with pytest.raises(ValueError, match="cycles"):
+        tune(short(40, 10), {"gain": [0.5]}, seeds=(10_000,), setup=setup)
+    # the config must carry the tuning seed
+    with pytest.raises(ValueError, match="seed"):
+        tune(lambda p, s: toy_config(p, 0), {"gain": [0.5]}, seeds=(10_000,))
 
 
 # -------------------------------------------------------------------- random search
@@ -144,10 +197,10 @@ def test_random_search_is_reproducible_for_a_seed_and_stays_in_range():
     assert sum(cfg["s"] < 1e-2 for cfg in many) > 60
 
 
-def test_random_search_tuning_gives_identical_results_for_the_same_seed(toy):
+def test_random_search_tuning_gives_identical_results_for_the_same_seed():
     search = RandomSearch({"gain": Uniform(0.3, 0.9)}, samples=4, seed=11)
-    r1 = tune(nudging_factory, search, toy, 2, seeds=(10_000,), cycles=80, burn_in=20)
-    r2 = tune(nudging_factory, search, toy, 2, seeds=(10_000,), cycles=80, burn_in=20)
+    r1 = tune(short(80, 20), search, seeds=(10_000,))
+    r2 = tune(short(80, 20), search, seeds=(10_000,))
     assert [t.params for t in r1.trials] == [t.params for t in r2.trials]
     assert [t.scores for t in r1.trials] == [t.scores for t in r2.trials]
     assert r1.best_params == r2.best_params
@@ -187,44 +240,47 @@ def test_bad_ranges_are_refused():
 # ------------------------------------------------------------ failures and the table
 
 
-def test_failing_configurations_are_recorded_and_ranked_last(toy):
-    """A factory that raises (gain < 0) does not stop the search: its runs carry the
-    error, NaN scores, the diverged flag, and the configuration ranks after every
-    working one even though NaN compares as nothing."""
-    result = tune(nudging_factory, {"gain": [-1.0, 0.5, 0.3]}, toy, 2, seeds=(10_000, 10_001),
-                  cycles=60, burn_in=10)
-    bad = result.trials[0]
-    assert bad.failed == 2 and bad.diverged == 2
-    assert all(math.isnan(s) for s in bad.scores) and math.isnan(bad.mean)
-    assert "ValueError: gain must be >= 0" in bad.runs[0]["error"]
-    assert result.ranked[-1] is bad
+def test_failing_configurations_are_recorded_and_ranked_last():
+    """A filter that refuses its options (gain < 0) and a config that cannot be built do
+    not stop the search: their runs carry the error, NaN scores, the diverged flag, and the
+    configurations rank after every working one even though NaN compares as nothing."""
+    from genfilter.experiments.config import ConfigError
+
+    def make_config(params, seed):
+        if params["gain"] > 1.0:
+            raise ConfigError(f"config field 'filter.options.gain': too large, got {params['gain']}")
+        return toy_config(params, seed, steps=60, burn_in=10)
+
+    result = tune(make_config, {"gain": [-1.0, 0.5, 0.3, 2.0]}, seeds=(10_000, 10_001))
+    bad, unbuilt = result.trials[0], result.trials[3]
+    for trial in (bad, unbuilt):
+        assert trial.failed == 2 and trial.diverged == 2
+        assert all(math.isnan(s) for s in trial.scores) and math.isnan(trial.mean)
+    assert "gain must be >= 0" in bad.runs[0]["error"]
+    assert "too large" in unbuilt.runs[0]["error"]
+    assert set(map(id, result.ranked[-2:])) == {id(bad), id(unbuilt)}
     assert result.best_params["gain"] in (0.5, 0.3)
 
 
-def test_run_twin_flags_divergence_above_the_climatological_sd(toy):
+def test_run_summary_flags_divergence_above_the_climatological_sd():
     """The fixed-gain filter at gain 0.6 stays far below the climatological sd (≈ 2.29 for
     A = 0.9, Q = 1) and is not flagged; a filter that amplifies its members (x ← 3x + 1)
     is flagged ``diverged`` (its members overflow, which is recorded as an error)."""
-    clim = climatology(toy)
+    cfg = toy_config({"gain": 0.6}, 0)
+    setup = build_twin_setup(cfg)
+    clim = climatology(setup)
     assert clim.sd == pytest.approx(math.sqrt(Q / (1 - A**2)), rel=0.05)
-    good = run_twin(nudging_factory({"gain": 0.6}), toy, 2, 0)
+    good = run_summary(cfg, 0, setup)
     assert not good["diverged"] and good["error"] is None and good["skill"] < clim.sd
     assert set(good) >= {"skill", "spread", "ssr", "crps", "seconds", "diverged", "error"}
-
-    def amplifying(emulator, generator):
-        f = FixedGainNudging(0.0)
-        f.step = lambda ens, obs: (Ensemble(3.0 * ens.particles + 1.0, ens.log_weights),
-                                   StepInfo(ess=2.0))
-        return f
-
-    bad = run_twin(amplifying, toy, 2, 0)
+    bad = run_summary(toy_config({}, 0, method="amplifying"), 0, setup)
     assert bad["diverged"]
     assert bad["error"] is not None or bad["skill"] > clim.sd
 
 
-def test_the_markdown_table_lists_every_configuration_best_first(toy):
-    result = tune(nudging_factory, {"gain": [0.2, 0.6, -1.0]}, toy, 2,
-                  seeds=(10_000, 10_001), cycles=60, burn_in=10, label="nudging")
+def test_the_markdown_table_lists_every_configuration_best_first():
+    result = tune(short(60, 10), {"gain": [0.2, 0.6, -1.0]}, seeds=(10_000, 10_001),
+                  label="nudging")
     assert isinstance(result, TuningResult)
     text = result.table()
     lines = text.splitlines()
@@ -240,12 +296,11 @@ def test_the_markdown_table_lists_every_configuration_best_first(toy):
     assert result.table(top=1).count("\n") == 4
 
 
-def test_refinement_reruns_the_best_configurations_on_more_seeds_and_ranks_them_first(toy):
+def test_refinement_reruns_the_best_configurations_on_more_seeds_and_ranks_them_first():
     """Second stage: the 2 best of the first pass are re-run on 3 more seeds; their mean
     and standard error are over all 5 seeds and they rank ahead of the others."""
-    result = tune(nudging_factory, {"gain": [0.2, 0.4, 0.6, 0.8, 1.0]}, toy, 2,
-                  seeds=(10_000, 10_001), cycles=150, burn_in=30, refine=2,
-                  refine_seeds=(10_002, 10_003, 10_004))
+    result = tune(short(150, 30), {"gain": [0.2, 0.4, 0.6, 0.8, 1.0]},
+                  seeds=(10_000, 10_001), refine=2, refine_seeds=(10_002, 10_003, 10_004))
     refined = [t for t in result.trials if t.refined]
     assert len(refined) == 2 and result.refine == 2
     assert all(len(t.scores) == 5 and t.runs[-1]["seed"] == 10_004 for t in refined)
@@ -255,6 +310,6 @@ def test_refinement_reruns_the_best_configurations_on_more_seeds_and_ranks_them_
     assert "best 2 re-run on seeds 10002, 10003, 10004" in result.table().splitlines()[0]
     assert "| 0/5 | 0/5 |" in result.table().splitlines()[4]
     with pytest.raises(ValueError, match="refine_seeds"):
-        tune(nudging_factory, {"gain": [0.5]}, toy, 2, seeds=(1,), refine=1, refine_seeds=(1,))
+        tune(toy_config, {"gain": [0.5]}, seeds=(1,), refine=1, refine_seeds=(1,))
     with pytest.raises(ValueError, match="refine"):
-        tune(nudging_factory, {"gain": [0.5]}, toy, 2, seeds=(1,), refine=1)
+        tune(toy_config, {"gain": [0.5]}, seeds=(1,), refine=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import numpy as np
 import torch
 import xarray as xr
 
@@ -35,8 +36,9 @@ def test_metrics_and_xarray():
                           skill(run.particles[3], truth[3], variable_axis=0))
     ds = run.to_xarray(state_dims=["component"])
     assert isinstance(ds, xr.Dataset)
-    assert ds["particles"].dims == ("step", "member", "component")
-    assert ds["metric_skill"].shape == (6, 4)
+    assert ds["particles"].dims == ("run", "step", "member", "component")
+    # the run file holds the skill averaged over variables, per step
+    assert np.allclose(ds["skill"].values[0], run.metrics["skill"].mean(-1).numpy())
     s = run.summary(burn_in=1)
     assert set(s) >= {"skill", "spread", "ssr", "crps"}
 
@@ -78,5 +80,5 @@ def test_non_finite_particles_are_an_error_naming_the_step():
             return Ensemble(ens.particles * torch.inf, ens.log_weights), StepInfo(ess=32.0)
 
     model, truth, obs, x0 = setup()
-    with pytest.raises(FloatingPointError, match="step 0"):
+    with pytest.raises(FloatingPointError, match="Exploding at step 1 of"):  # steps count from 1
         assimilate(Exploding(), x0, obs, progress=False)

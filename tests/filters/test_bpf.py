@@ -1,4 +1,4 @@
-"""Properties of the bootstrap particle filter (SPEC_BASELINES §B1)."""
+"""Properties of the bootstrap particle filter (docs/method.md#bootstrap-particle-filter)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Properties of the ensemble flow filter (SPEC_BASELINES §B5)."""
+"""Properties of the ensemble flow filter (Transue et al. 2025; docs/method.md#enff)."""
 
 from __future__ import annotations
 
@@ -40,10 +40,10 @@ def _members(seed, N, D, scale=1.0):
 
 @pytest.mark.parametrize("gamma", [0.5, 1.0, 1.5])
 def test_f2p_with_local_guidance_is_fixed_gain_nudging(gamma):
-    """§B5 interpretation: H = I, Σ_y = σ_y² I, σ_min = 1e-3 ≪ distance between members'
-    paths (N = 5, D = 50, so paths do not cross), K = 11: the analysis is
-    x_i^a = x1^(i) + (1 − (1 − γΔ)^{K−1}) (y − x1^(i)), γ = λ/σ_y², Δ = 1/(K − 1), up to
-    the source noise σ_min ξ_i (1 − γΔ)^{K−1}: bound 5 σ_min.  Measured max deviation
+    """EnFF interpretation (docs/method.md#enff): H = I, Σ_y = σ_y² I, σ_min = 1e-3 ≪ distance
+    between members' paths (N = 5, D = 50, so paths do not cross), K = 11: the analysis is
+    x_i^a = x1^(i) + (1 − (1 − γΔ)^{K−1}) (y − x1^(i)), γ = λ/σ_y², Δ = 1/(K − 1), up to the
+    source noise σ_min ξ_i (1 − γΔ)^{K−1}: bound 5 σ_min.  Measured max deviation
     2.2e-3, 1.3e-3, 0.7e-3 at γ = 0.5, 1, 1.5 (gains 0.40, 0.65, 0.80) — exactly
     σ_min max|ξ| (1 − γΔ)^{K−1}.  Strong guidance breaks it: see the next test."""
     N, D, K, sigma_y, sigma_min = 5, 50, 11, 0.5, 1e-3
@@ -64,8 +64,8 @@ def test_f2p_with_local_guidance_is_fixed_gain_nudging(gamma):
 def test_f2p_strong_guidance_switches_pairs_and_the_diagnostic_reports_it():
     """Same setup with γ = 4 (gain 0.994): the guidance drives every member so close to y
     that it becomes nearer to another member's path than to its own, the softmax switches
-    pair and the member inherits that increment — the §B5 path-crossing pitfall, here in
-    D = 50 (measured: 27 switched (member, step) pairs, deviation 0.12; switching starts
+    pair and the member inherits that increment — the path-crossing pitfall (docs/baselines.md),
+    here in D = 50 (measured: 27 switched (member, step) pairs, deviation 0.12; switching starts
     near gain 0.85 for this configuration).  ``pair_switches`` reports it."""
     N, D, K, sigma_y = 5, 50, 11, 0.5
     x0, g = _members(0, N, D)
@@ -148,10 +148,10 @@ def test_ot_without_guidance_transports_noise_onto_forecast_members(D):
 
 def test_montecarlo_guidance_lands_on_members_in_proportion_to_their_likelihood():
     """OT + Monte-Carlo guidance transports to the importance-weighted forecast ensemble
-    (§B5).  Four distinct members repeated 200 times (N = 800, D = 5), x_0, x_1 observed
-    with σ_y = 1: the fraction of outputs near member j matches w_j ∝ p(y | member j)
-    within 4 binomial sd (sd ≤ sqrt(0.25/800) ≈ 0.018); measured 0.94 / 0.01 / 0.03 / 0.02
-    against 0.91 / 0.01 / 0.05 / 0.03.  Without guidance the fractions are ≈ 1/4."""
+    (docs/method.md#enff).  Four distinct members repeated 200 times (N = 800, D = 5), x_0, x_1
+    observed with σ_y = 1: the fraction of outputs near member j matches w_j ∝ p(y | member j)
+    within 4 binomial sd (sd ≤ sqrt(0.25/800) ≈ 0.018); measured 0.94 / 0.01 / 0.03 / 0.02 against
+    0.91 / 0.01 / 0.05 / 0.03.  Without guidance the fractions are ≈ 1/4."""
     members, _ = _members(2, 4, 5, scale=2.0)
     y = members[0, :2] + 0.3
     obs = Observation(y, Select([0, 1]), isotropic_noise(1.0))

@@ -1,4 +1,5 @@
-"""Properties of the perturbed-observation EnKF (SPEC_BASELINES §B2)."""
+"""Properties of the perturbed-observation EnKF (Burgers, van Leeuwen & Evensen 1998;
+docs/method.md#enkf)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Properties of the ensemble score filter (SPEC_BASELINES §B4)."""
+"""Properties of the ensemble score filter (Bao, Zhang & Zhang 2024; docs/method.md#ensf)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class Identity:
 
 def linear_map(eps_alpha=0.5, eps_beta=0.025, K=500, solver="em"):
     """The paired-score reverse sampler without likelihood is linear, member by member:
-    Z_K = a Z_0 + c x^f + η with η ~ N(0, v).  Returns (a, c, v) from the §B4 formulas,
+    Z_K = a Z_0 + c x^f + η with η ~ N(0, v).  Returns (a, c, v) from the EnSF formulas,
     coded here independently of the filter (α, β², b, σ² at t_n = 1 − n/K)."""
     a, c, v, dt = 1.0, 0.0, 0.0, 1.0 / K
     for n in range(K):
@@ -50,9 +50,9 @@ def linear_map(eps_alpha=0.5, eps_beta=0.025, K=500, solver="em"):
 
 
 def test_prior_only_reproduces_the_spec_numeric_check():
-    """§B4 "Interpretation": paired score, no likelihood, ε_α = 0.5, ε_β = 0.025, K = 500,
-    prior member 2.0 → output mean 1.988, variance 0.026.  With N = 20000 independent
-    members the MC sd of the mean is sqrt(0.026/N) ≈ 0.0011 and of the variance
+    """The EnSF interpretation (docs/baselines.md): paired score, no likelihood, ε_α = 0.5,
+    ε_β = 0.025, K = 500, prior member 2.0 → output mean 1.988, variance 0.026.  With N = 20000
+    independent members the MC sd of the mean is sqrt(0.026/N) ≈ 0.0011 and of the variance
     0.026·sqrt(2/N) ≈ 0.00026: the mean is within 5 sd of the exact discrete value 2c and
     of 1.988 ± 0.001 (rounding), the variance within 5 sd of a² + v ≈ 0.02603."""
     N = 20000
@@ -79,7 +79,7 @@ def test_gaussian_forecast_keeps_its_mean_and_gains_eps_beta_variance(solver):
     :func:`linear_map`), with Z_0 ~ N(0, 1) and η_i ~ N(0, v) independent of x^f, so
     mean_a = c·mean_f and var_a = c²·var_f + a² + v.
     - Euler–Maruyama: c = 0.994, a² + v = 0.026, i.e. mean preserved to 0.6 % and
-      var_a ≈ var_f + ε_β — ε_β is additive inflation (§B4).
+      var_a ≈ var_f + ε_β — ε_β is additive inflation (docs/method.md#ensf).
     - probability-flow: the ODE keeps the mismatch between the start N(0, 1) and the true
       t = 1 marginal N(ε_α x^f, 1): in continuous time z_0 = x^f + √ε_β (z_1 − ε_α x^f),
       so c = 1 − ε_α √ε_β ≈ 0.92 (mean shrunk by 8 % towards 0 in normalised units) and
@@ -121,7 +121,7 @@ def test_mixture_score_without_observation_adds_eps_beta():
 
 def test_zero_damping_is_no_observation_and_none_is_forecast_only():
     """h ≡ 0 switches the likelihood off: the analysis equals the prior-only map bit for
-    bit (same generator).  In ``step``, ``obs=None`` skips the analysis (DESIGN: forecast
+    bit (same generator).  In ``step``, ``obs=None`` skips the analysis (forecast
     only) and returns the forecast itself."""
     g = torch.Generator().manual_seed(0)
     xf = torch.randn(50, 3, generator=g, dtype=torch.float64)
@@ -143,8 +143,8 @@ def test_zero_damping_is_no_observation_and_none_is_forecast_only():
 @pytest.mark.parametrize("score, N, steps", [("paired", 2000, 500), ("mixture", 500, 100)])
 def test_linear_observation_pulls_the_analysis_towards_y(score, N, steps):
     """Forecast N(0, I) in D = 2, y = 2 observing x_0 with σ_y = 0.5: the Kalman mean of
-    x_0 is 2·1/(1 + 0.25) = 1.6.  EnSF is not a Bayesian update (§B4), so we only claim
-    that the analysis mean of x_0 moves from the forecast mean towards the Kalman mean and
+    x_0 is 2·1/(1 + 0.25) = 1.6.  EnSF is not a Bayesian update (docs/method.md#ensf), so we only
+    claim that the analysis mean of x_0 moves from the forecast mean towards the Kalman mean and
     stays below y, and that the unobserved x_1 keeps its mean (5 sd).  Measured: paired
     0.00 → 0.39 (a per-member nudge of size ~ε_β), mixture −0.03 → 1.64 (variance 0.13
     against Kalman 0.2; at N = 2000, K = 500: 1.65 / 0.128)."""

@@ -1,5 +1,6 @@
-"""Properties of FA-APF (SPEC §3): Kalman exactness with "gaussian" weights on a
-linear-Gaussian model, inflation behaviour, degenerate inputs, first-step handling."""
+"""Properties of FA-APF (Savary, Rozet & Louppe 2026, Algorithm 1; docs/method.md#fa-apf): Kalman
+exactness with "gaussian" weights on a linear-Gaussian model, inflation behaviour, degenerate
+inputs, first-step handling."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def test_dirac_weights_are_biased_where_gaussian_weights_are_not():
 
 def test_inflation_holds_ess_in_the_interval():
     """With a very precise observation the untempered ESS collapses; the chosen β < 1
-    brings the ESS into [N_min, N_max] (SPEC §3.3)."""
+    brings the ESS into [N_min, N_max] (docs/method.md#inflation)."""
     model = make_lg_model()
     em = LinearGaussianEmulator(model.A, model.b, model.Q, steps=8, iterations=4)
     N = 256

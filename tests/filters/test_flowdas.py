@@ -1,4 +1,4 @@
-"""Properties of the FlowDAS-style ensemble (SPEC §5, SPEC_BASELINES §B7): every member
+"""Properties of the FlowDAS-style ensemble (docs/method.md#flowdas-style-ensemble): every member
 propagated with the emulator's optimal proposal, no weights, no resampling."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def test_one_step_matches_the_closed_form_optimal_proposal():
     p(x^{k+1} | x^k, y) — mean within 5 MC standard errors of ``exact_posterior``'s,
     covariance within 10 % (MC sd of a normalised covariance entry at N = 4000 is
     ≤ sqrt(2/N) ≈ 0.022; the 32-step discretisation adds ≈ 2 %, measured total 4 %;
-    at 16 steps it is ≈ 12 %, SPEC §2)."""
+    at 16 steps it is ≈ 12 %, docs/method.md#sampling)."""
     model = make_lg_model()
     em = LinearGaussianEmulator(model.A, model.b, model.Q, steps=32, iterations=4)
     x0 = torch.randn(1, model.D, generator=torch.Generator().manual_seed(3), dtype=torch.float64)

@@ -1,4 +1,5 @@
-"""Properties of the ETKF and the LETKF (SPEC_BASELINES §B3; Hunt, Kostelich & Szunyogh 2007)."""
+"""Properties of the ETKF and the LETKF (Hunt, Kostelich & Szunyogh 2007;
+docs/method.md#etkf-and-letkf)."""
 
 from __future__ import annotations
 
@@ -149,7 +150,7 @@ def test_etkf_keeps_dtype_and_shape_of_fields():
 
 def test_gaspari_cohn_matches_the_polynomial():
     """ρ(0) = 1, ρ = 0 from z = 2 on, continuous (value and slope) at z = 1 and z = 2,
-    decreasing, and equal to the §B3 polynomial."""
+    decreasing, and equal to the polynomial of Gaspari & Cohn (1999, eq. 4.10)."""
     z = torch.linspace(0.0, 3.0, 3001, dtype=f64)
     ref = torch.where(
         z <= 1,
@@ -251,7 +252,7 @@ def test_letkf_2d_fields_use_2d_periodic_distances():
 
 def test_r_localisation_divides_the_noise_variance_by_the_gc_weight():
     """With one observation at distance d from point j, the local analysis of j equals the
-    global ETKF with Σ_y / ρ_GC(d/c) (R-localisation, §B3 step 2)."""
+    global ETKF with Σ_y / ρ_GC(d/c) (R-localisation, Hunt et al. 2007)."""
     D, N, c = 30, 9, 3.0
     xf = random_ensemble(N, (D,), seed=4)
     obs = Observation(torch.tensor([2.0], dtype=f64), Select([10]), isotropic_noise(0.6))
@@ -414,9 +415,10 @@ def test_letkf_on_lorenz96_beats_climatology():
 
 @pytest.mark.slow
 def test_rotation_repairs_the_etkf_on_lorenz63():
-    """§B3 pitfall: deterministic Lorenz-63 (dt 0.01, all observed, R = 2 I, every 0.25),
-    N = 50, no inflation, 600 cycles: without rotation the ETKF RMSE is 0.8–1.1, with the
-    random rotation ≈ 0.55 (DAPPER's value; the perturbed-observation EnKF scores ≈ 0.55)."""
+    """Known ETKF weakness (docs/baselines.md): deterministic Lorenz-63 (dt 0.01, all observed,
+    R = 2 I, every 0.25), N = 50, no inflation, 600 cycles: without rotation the ETKF RMSE is
+    0.8–1.1, with the random rotation ≈ 0.55 (DAPPER's value; the perturbed-observation EnKF
+    scores ≈ 0.55)."""
 
     def drift(x):
         a, b, c = x.unbind(-1)

@@ -1,4 +1,4 @@
-"""Properties of genfilter.filters.resampling (SPEC §3 step 4, SPEC_BASELINES.md §B1)."""
+"""Properties of genfilter.filters.resampling (docs/method.md#resampling)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Properties of genfilter.filters.tempering (SPEC §3 step 3)."""
+"""Properties of genfilter.filters.tempering (docs/method.md#inflation)."""
 
 import math
 
@@ -14,7 +14,8 @@ def _ess_direct(log_w: torch.Tensor) -> float:
 
 
 def _log_likelihoods(seed: int, n: int, scale: float) -> torch.Tensor:
-    """Gaussian-style log-likelihoods -m_i / 2, m_i a scaled chi-square (SPEC §3.2)."""
+    """Gaussian-style log-likelihoods -m_i / 2, m_i a scaled chi-square
+    (docs/method.md#fa-apf-weights)."""
     g = torch.Generator().manual_seed(seed)
     return -0.5 * scale * (torch.randn(n, 3, generator=g, dtype=torch.float64) ** 2).sum(1)
 
@@ -162,7 +163,8 @@ def test_some_incompatible_particles_get_zero_weight():
 
 
 def test_tempering_equals_inflating_the_observation_covariance():
-    # beta * log N(y; h_i, S) and log N(y; h_i, S / beta) agree after normalisation (§3.2)
+    # beta * log N(y; h_i, S) and log N(y; h_i, S / beta) agree after normalisation
+    # (docs/method.md#inflation)
     g = torch.Generator().manual_seed(0)
     h = torch.randn(128, 4, generator=g, dtype=torch.float64) * 3
     y = torch.zeros(4, dtype=torch.float64)

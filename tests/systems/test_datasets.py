@@ -1,4 +1,4 @@
-"""Properties of genfilter.systems.datasets (trajectory datasets on disk, SPEC §8, §B8)."""
+"""Properties of genfilter.systems.datasets (trajectory datasets on disk; docs/systems.md)."""
 
 import json
 

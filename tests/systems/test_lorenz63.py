@@ -1,4 +1,5 @@
-"""Properties of genfilter.systems.lorenz63 (stochastic Lorenz-63, SPEC §8)."""
+"""Properties of genfilter.systems.lorenz63 (stochastic Lorenz-63, Savary, Rozet & Louppe
+2026, §4.1; docs/method.md#test-systems)."""
 
 import math
 
@@ -49,7 +50,8 @@ def test_interval_must_be_whole_number_of_steps():
 
 def test_torchsde_milstein_equals_plain_milstein(system, attractor64):
     # Same increments -> same result (float64 rounding only): the production path (torchsde,
-    # step-unit clock, autograd-computed Milstein correction) is exactly SPEC §8's step.
+    # step-unit clock, autograd-computed Milstein correction) is exactly the Milstein step of
+    # the module docstring.
     xi = system.draw_noise(64, generator=_gen(1), dtype=torch.float64)
     out = system.integrate(attractor64, xi)
     ref = attractor64.clone()
@@ -86,7 +88,7 @@ def _strong_errors(x0, epsilon, T, refinements, n_ref, seed, methods=("milstein"
 
 
 def test_milstein_strong_order_one(system):
-    # SPEC §8 constants, T = 0.25, 400 paths, h = T/16 ... T/256; measured slope 1.09.
+    # Default constants, T = 0.25, 400 paths, h = T/16 ... T/256; measured slope 1.09.
     x0 = system.attractor_states(400, _gen(2), burn_in=2.0, dtype=torch.float64)
     hs, errors = _strong_errors(x0, 0.3, 0.25, [16, 32, 64, 128, 256], 2048, seed=3)
     slope = np.polyfit(np.log(hs), np.log(errors["milstein"]), 1)[0]
@@ -94,7 +96,7 @@ def test_milstein_strong_order_one(system):
 
 
 def test_euler_maruyama_is_only_order_half_where_noise_dominates(system):
-    # Contrast: at SPEC's epsilon = 0.3 the O(h) drift error hides the difference (both
+    # Contrast: at the default epsilon = 0.3 the O(h) drift error hides the difference (both
     # schemes show slope ~1 for h >= 1e-3).  With epsilon = 1 the noise error dominates at
     # small h: Euler-Maruyama drops towards order 1/2 while Milstein keeps order 1
     # (measured local slopes on the two finest steps: EM 0.58, Milstein 1.11).

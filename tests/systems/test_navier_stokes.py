@@ -1,4 +1,5 @@
-"""Properties of genfilter.systems.navier_stokes (2D vorticity with stochastic forcing, §B8)."""
+"""Properties of genfilter.systems.navier_stokes (2D vorticity with stochastic forcing,
+Chen et al. 2024; docs/method.md#test-systems)."""
 
 import math
 
@@ -170,7 +171,7 @@ def test_rms_and_energy_spectrum_diagnostics():
 @pytest.mark.slow
 def test_stationary_rms_vorticity():
     # 4 trajectories, 30 time units spin-up + 40 averaged at 64^2 (~30 s on one core).
-    # Measured with --stats (8 x 100 time units): 2.338 +- 0.024 with the §B8 constants (the
+    # Measured with --stats (8 x 100 time units): 2.338 +- 0.024 with the default constants (the
     # reference data's 3.07 is not reachable with nu = 1e-3; see docs/systems.md).
     s = NavierStokes2D()
     g = _gen(11)

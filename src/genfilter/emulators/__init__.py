@@ -1,4 +1,4 @@
-"""Emulators of the transition p(x^{k+1} | x^k) (DESIGN.md)."""
+"""Emulators of the transition p(x^{k+1} | x^k) (docs/method.md#diffusion-emulator)."""
 
 from .base import Emulator
 from .diffusion import SAMPLERS, DiffusionEmulator

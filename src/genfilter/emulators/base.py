@@ -1,8 +1,9 @@
-r"""The emulator protocol: how the next state is sampled (DESIGN.md, Core types).
+r"""The emulator protocol: how the next state is sampled.
 
 An emulator represents the Markov transition :math:`p(x^{k+1} \mid x^k)` of a dynamical
-system (SPEC §1).  Filters only ever talk to this protocol, so a user can plug in any
-object with these three methods.
+system (Savary, Rozet & Louppe 2026, §2.1; docs/method.md#filtering-problem).  Filters
+only ever talk to this protocol, so a user can plug in any object with these three
+methods.
 
 Shapes: a batch of ``N`` states has shape ``(N, *state_shape)``; every method maps a batch
 to a batch of the same shape and processes it in slices of ``chunk_size`` particles when
@@ -26,7 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @runtime_checkable
 class Emulator(Protocol):
-    """Protocol of a transition emulator (DESIGN.md)."""
+    """Protocol of a transition emulator: ``sample``, ``predict_mean`` and
+    ``sample_posterior`` on batches of states."""
 
     state_shape: tuple[int, ...]
 
@@ -35,7 +37,8 @@ class Emulator(Protocol):
         ...
 
     def predict_mean(self, x_prev: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        r"""Returns :math:`\mathbb{E}[x^{k+1} \mid x^k]` (SPEC §3.1); ``(N, *S) -> (N, *S)``."""
+        r"""Returns :math:`\mathbb{E}[x^{k+1} \mid x^k]` (paper Eq. 27–28;
+        docs/method.md#tweedie-mean); ``(N, *S) -> (N, *S)``."""
         ...
 
     def sample_posterior(
@@ -45,5 +48,6 @@ class Emulator(Protocol):
         *,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        r"""Draws from the optimal proposal :math:`p(x^{k+1} \mid x^k, y^{k+1})` (SPEC §4)."""
+        r"""Draws from the optimal proposal :math:`p(x^{k+1} \mid x^k, y^{k+1})`
+        (paper §3.2; docs/method.md#optimal-proposal)."""
         ...

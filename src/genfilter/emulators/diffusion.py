@@ -1,5 +1,5 @@
 r"""Diffusion emulators: a conditional azula denoiser, a reverse-diffusion sampler and MMPS
-guidance (SPEC §2–§4).
+guidance (Savary, Rozet & Louppe 2026, §2.3 and §3; docs/method.md#diffusion-emulator).
 
 The emulator models the transition :math:`p(x^{k+1} \mid x^k)` with a denoiser
 :math:`d_\theta(u_t, t \mid c) \approx \mathbb{E}[u \mid u_t, c]` of a *target* ``u`` given
@@ -17,6 +17,22 @@ Randomness comes from an explicit ``torch.Generator``.  Every azula sampler draw
 with ``torch.randn_like``; :class:`_NoiseSource` intercepts those calls and serves slices of
 noise drawn once per diffusion step for *all* particles, so results are bit-identical
 whatever ``chunk_size`` is (chunking bounds memory only).
+
+References:
+    | Training-Free Bayesian Filtering with Generative Emulators (Savary et al., 2026)
+    | https://arxiv.org/abs/2605.20028
+
+    | Learning Diffusion Priors from Observations by Expectation Maximization (Rozet et al., 2024)
+    | https://arxiv.org/abs/2405.13712
+
+    | Elucidating the Design Space of Diffusion-Based Generative Models (Karras et al., 2022)
+    | https://arxiv.org/abs/2206.00364
+
+    | Tweedie's Formula and Selection Bias (Efron, 2011)
+    | Journal of the American Statistical Association 106, 1602-1614
+
+    | Probabilistic Weather Forecasting with Machine Learning (Price et al., 2025)
+    | https://doi.org/10.1038/s41586-024-08252-9
 """
 
 from __future__ import annotations
@@ -124,7 +140,8 @@ def _as_state_tensor(value: float | Tensor | Sequence[float], state_shape, name:
 
 
 class DiffusionEmulator(nn.Module):
-    r"""Emulator of :math:`p(x^{k+1} \mid x^k)` from a conditional azula denoiser (SPEC §2).
+    r"""Emulator of :math:`p(x^{k+1} \mid x^k)` from a conditional azula denoiser
+    (docs/method.md#diffusion-emulator).
 
     Arguments:
         denoiser: An azula :class:`~azula.denoise.Denoiser` of the target ``u`` that takes the
@@ -137,11 +154,14 @@ class DiffusionEmulator(nn.Module):
             (azula's exponential Adams–Bashforth, DPM-Solver++ multistep, order 2): on the
             exact linear-Gaussian denoiser it reproduces the transition variance within
             2 % at 32–64 steps, where DDIM with η = 1 under-disperses by 16 % at 64 steps
-            (SPEC §2 hazard; ``benchmarks/sampler_variance.py``).  ``"ddim"`` is the paper's.
+            (docs/method.md#sampling; ``benchmarks/sampler_variance.py``).  ``"ddim"`` is the
+            paper's.
         steps: Number of reverse-diffusion steps.
-        eta: Stochasticity of DDIM / Itô samplers (SPEC §2, Eq. 11).
+        eta: Stochasticity of DDIM / Itô samplers (:math:`\eta` of Savary et al. 2026,
+            Eq. 11).
         sampler_kwargs: Further keyword arguments of the sampler (e.g. ``corrections``).
-        covariance: The Tweedie covariance used by the MMPS guidance (SPEC §4):
+        covariance: The Tweedie covariance used by the MMPS guidance
+            (docs/method.md#optimal-proposal):
             ``"projected"`` (symmetrised, eigenvalues clipped at zero, exact dense solve;
             :class:`~genfilter.emulators.guidance.ProjectedMMPSDenoiser`), ``"tweedie"``
             (the raw Jacobian with a Krylov solve, as in the paper; azula's
@@ -150,7 +170,8 @@ class DiffusionEmulator(nn.Module):
             shipped Lorenz-63 emulator, setup (b): the MMPS proposal's variance in x2 was
             210× the exact proposal's with ``"tweedie"``, 1.03× with ``"projected"``
             (``benchmarks/l63_guidance.py``).
-        solver: Krylov solver of ``"tweedie"``: ``"gmres"`` (default, SPEC §4) or ``"cg"``.
+        solver: Krylov solver of ``"tweedie"``: ``"gmres"`` (default, as in the paper; a
+            learned Jacobian is not symmetric) or ``"cg"``.
         iterations: Solver iterations.
         moments_sigma: Noise level :math:`\sigma_t/\alpha_t` (target units) at which
             :meth:`predict_obs_moments` reads the transition covariance when the covariance
@@ -343,19 +364,21 @@ class DiffusionEmulator(nn.Module):
             raise FloatingPointError(
                 f"{what} produced non-finite values{at} for {bad.numel()} particle(s) "
                 f"(first {bad[:5].tolist()}); with guidance, try solver='gmres', more "
-                "iterations or guidance_sigma_max (SPEC §4)"
+                "iterations or guidance_sigma_max (docs/method.md#optimal-proposal)"
             )
 
     # ---------------------------------------------------------------- protocol
     def sample(self, x_prev: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        r"""Draws :math:`x^{k+1} \sim p_\theta(\cdot \mid x^k)` by reverse diffusion (SPEC §2);
+        r"""Draws :math:`x^{k+1} \sim p_\theta(\cdot \mid x^k)` by reverse diffusion
+        (docs/method.md#sampling);
         ``(N, *S) -> (N, *S)``."""
         check_states(x_prev, self.state_shape)
         return self._run(x_prev, lambda sl: self.denoiser, generator, "sample")
 
     def predict_mean(self, x_prev: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         r""":math:`\mathbb{E}[x^{k+1} \mid x^k] \approx d_\theta(x_1, t=1 \mid x^k)` with
-        :math:`x_1 = \sigma_1 z` — one denoiser call per particle (SPEC §3.1, paper Eq. 27–28);
+        :math:`x_1 = \sigma_1 z` — one denoiser call per particle (Savary et al. 2026, Eq.
+        27–28; docs/method.md#tweedie-mean);
         ``(N, *S) -> (N, *S)``."""
         mean, _ = self._predict(x_prev, None, generator)
         return mean
@@ -363,10 +386,12 @@ class DiffusionEmulator(nn.Module):
     def predict_obs_moments(
         self, x_prev: Tensor, obs: Observation, *, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        r"""Moment-matched predictive of the observation (SPEC §3 "gaussian" weights):
+        r"""Moment-matched predictive of the observation ("gaussian" weights,
+        docs/method.md#fa-apf-weights):
         :math:`\mu_i = \mathbb{E}[x^{k+1} \mid x_1, x_i^k]`, :math:`H(\mu_i)` and
         :math:`H_\mu V_i H_\mu^\top` with :math:`V_i = (\sigma_1^2/\alpha_1)\,\partial_{x_1}
-        \mathbb{E}[x \mid x_1, x_i^k]` (Tweedie, SPEC §2), formed by ``M`` vector–Jacobian
+        \mathbb{E}[x \mid x_1, x_i^k]` (Tweedie, docs/method.md#tweedie-covariance), formed
+        by ``M`` vector–Jacobian
         products; or, when :attr:`guidance_covariance` is ``"projected"``, :math:`V_i` is the
         transition covariance deconvolved from the PSD-projected Tweedie covariance at
         :math:`\sigma_t/\alpha_t =` ``moments_sigma`` and :math:`x_t = \alpha_t \mu_i`
@@ -447,7 +472,8 @@ class DiffusionEmulator(nn.Module):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         r"""Draws from the optimal proposal :math:`p(x^{k+1} \mid x^k, y^{k+1})` by reverse
-        diffusion with the MMPS-guided denoiser (SPEC §4, paper Algorithm 2); missing
+        diffusion with the MMPS-guided denoiser (Savary et al. 2026, §3.2 and Algorithm 2;
+        docs/method.md#optimal-proposal); missing
         entries of ``y`` are dropped.  ``(N, *S) -> (N, *S)``."""
         check_states(x_prev, self.state_shape)
         if not isinstance(obs, Observation):

@@ -1,13 +1,14 @@
-r"""Guided denoisers for the optimal proposal (SPEC §4).
+r"""Guided denoisers for the optimal proposal (Savary, Rozet & Louppe 2026, §3.2;
+docs/method.md#optimal-proposal and docs/method.md#projected-covariance).
 
 :class:`ProjectedMMPSDenoiser` is MMPS with a *projected* Tweedie covariance.  MMPS
 approximates :math:`p(x \mid x_t)` by a Gaussian with covariance
 :math:`C = (\sigma_t^2/\alpha_t)\, J`, :math:`J = \partial \hat x / \partial x_t`.  For the exact
 denoiser :math:`J` is symmetric positive semi-definite; for a learned one it is neither
-(SPEC §4), and with EDM preconditioning the network's part of :math:`C` is multiplied by
-:math:`\sigma_t`, so its errors grow with the noise level.  A negative direction of
-:math:`C` makes :math:`\Sigma_y + H C H^\top` nearly singular or indefinite and the guidance
-step explodes — measured on the shipped Lorenz-63 emulator, setup (b) (``x1`` observed):
+(docs/method.md#tweedie-covariance), and with EDM preconditioning the network's part of
+:math:`C` is multiplied by :math:`\sigma_t`, so its errors grow with the noise level.  A negative
+direction of :math:`C` makes :math:`\Sigma_y + H C H^\top` nearly singular or indefinite and the
+guidance step explodes — measured on the shipped Lorenz-63 emulator, setup (b) (``x1`` observed):
 the MMPS proposal's variance in the *unobserved* components was 210× (x2) and 135× (x3)
 the exact optimal proposal's, against 1.03× and 1.11× with the projection
 (``benchmarks/l63_guidance.py``; docs/results/l63.md).
@@ -31,6 +32,15 @@ backward passes per diffusion step, and is meant for small states (Lorenz system
 large states use the Krylov solve on the raw Jacobian (azula's ``MMPSDenoiser``).
 
 :class:`GuidanceWindow` applies a guided denoiser only where :math:`\sigma_t` is small.
+
+The projection is genfilter's, not the paper's (which uses the raw Jacobian with GMRES).
+
+References:
+    | Learning Diffusion Priors from Observations by Expectation Maximization (Rozet et al., 2024)
+    | https://arxiv.org/abs/2405.13712
+
+    | Training-Free Bayesian Filtering with Generative Emulators (Savary et al., 2026)
+    | https://arxiv.org/abs/2605.20028
 """
 
 from __future__ import annotations
@@ -106,7 +116,7 @@ def deconvolved_covariance(covariance: Tensor, ratio: Tensor | float) -> Tensor:
 
 class ProjectedMMPSDenoiser(Denoiser):
     r"""MMPS guidance with the symmetrised, eigenvalue-clipped Tweedie covariance and an
-    exact dense solve (module docstring; SPEC §4).
+    exact dense solve (module docstring; docs/method.md#projected-covariance).
 
     Arguments:
         denoiser: The unguided denoiser :math:`\hat x(x_t, t \mid \cdot)` on states
@@ -151,8 +161,8 @@ class ProjectedMMPSDenoiser(Denoiser):
 
 class GuidanceWindow(Denoiser):
     r"""Uses the guided denoiser only where :math:`\sigma_t \le \sigma_{\max}` and the
-    unguided one above it (SPEC §4, "Measured hazard": the Tweedie covariance of a learned
-    denoiser is least reliable at high noise).
+    unguided one above it (docs/method.md#projected-covariance: the Tweedie covariance of a
+    learned denoiser is least reliable at high noise; a diagnostic, not a cure).
 
     Arguments:
         guided: The guided (e.g. MMPS) denoiser.

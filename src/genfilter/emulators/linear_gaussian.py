@@ -10,7 +10,8 @@ with an affine map of ``(A, b, Q)``; for a Gaussian prior the denoiser is exact:
 .. math:: \mathbb{E}[u \mid u_t, c] = \mu + \alpha_t P (\alpha_t^2 P + \sigma_t^2 I)^{-1}
     (u_t - \alpha_t \mu), \quad \mu = F c + g
 
-computed with the eigendecomposition :math:`P = U \Lambda U^\top`.
+computed with the eigendecomposition :math:`P = U \Lambda U^\top`
+(docs/method.md#linear-gaussian-reference).
 """
 
 from __future__ import annotations
@@ -68,12 +69,12 @@ def _rowmat(x: Tensor, W: Tensor) -> Tensor:
 
 class LinearGaussianEmulator(DiffusionEmulator):
     r"""Diffusion emulator of :math:`x^{k+1} = A x^k + b + w`, :math:`w \sim N(0, Q)` with
-    an exact analytic denoiser (SPEC §2–§4 reference case).
+    an exact analytic denoiser (the reference case of docs/method.md#linear-gaussian-reference).
 
     Arguments:
         A: ``(D, D)``; b: ``(D,)``; Q: ``(D, D)`` symmetric positive definite.
         schedule: Noise schedule (default VE with :math:`\sigma \in [10^{-3}, 10^2]`, the
-            setting of SPEC §2's measurements).
+            setting of the sampler measurements in docs/core.md).
         kwargs: Passed to :class:`DiffusionEmulator` (``mean``, ``std``, ``residual``,
             ``sampler``, ``steps``, ``eta``, ``solver``, ``iterations``, ``chunk_size``...).
     """

@@ -1,5 +1,5 @@
 r"""Backbones of the diffusion emulators and the preconditioned denoiser that wraps them
-(SPEC §2).
+(docs/method.md#diffusion-emulator).
 
 A backbone :math:`b_\theta(c_\mathrm{in} u_t, c_\mathrm{time} \mid c)` receives the scaled
 noisy target, the noise level :math:`c_\mathrm{time} = \log(\sigma_t / \alpha_t)` and the
@@ -22,6 +22,16 @@ Two backbones:
 ``denoiser.denoiser_config``, a dict of str/int/float/bool/list that
 :func:`build_denoiser_from_config` turns back into the same architecture (this is what a
 checkpoint stores, see :mod:`genfilter.emulators.training`).
+
+References:
+    | Elucidating the Design Space of Diffusion-Based Generative Models (Karras et al., 2022)
+    | https://arxiv.org/abs/2206.00364
+
+    | U-Net: Convolutional Networks for Biomedical Image Segmentation (Ronneberger et al., 2015)
+    | https://arxiv.org/abs/1505.04597
+
+    | Training-Free Bayesian Filtering with Generative Emulators (Savary et al., 2026)
+    | https://arxiv.org/abs/2605.20028
 """
 
 from __future__ import annotations
@@ -107,8 +117,8 @@ class _ResidualBlock(nn.Module):
 
 
 class ResidualMLP(nn.Module):
-    r"""Residual MLP backbone for flat states (SPEC §2, §8: paper's Lorenz-63 network,
-    six hidden layers).
+    r"""Residual MLP backbone for flat states (the Lorenz-63 network of Savary et al. 2026,
+    §4.1: a residual network with six hidden layers).
 
     :math:`b(u, c_\mathrm{time} \mid c)`: input ``[u, c, e(c_time)]`` -> linear to
     ``hidden`` -> ``layers`` residual blocks (LayerNorm, SiLU, noise embedding added in
@@ -175,7 +185,8 @@ class ResidualMLP(nn.Module):
 
 
 class FieldUNet(nn.Module):
-    r"""U-Net backbone for 2D fields on a periodic torus (SPEC §2, §8 Navier–Stokes).
+    r"""U-Net backbone for 2D fields on a periodic torus (the Navier–Stokes network of Savary
+    et al. 2026, §4.2).
 
     azula's modulated :class:`~azula.nn.unet.UNet` (AdaLN-zero blocks) with
     ``periodic=True`` (circular padding in every convolution), the condition concatenated
@@ -323,7 +334,8 @@ def denoiser_config(
         state_shape: Shape ``S`` of one state.
         schedule: ``"ve"`` (:class:`~azula.noise.VESchedule` with
             :math:`\sigma_t \in [\sigma_{\min}, \sigma_{\max}]`, DEFAULT
-            :math:`[10^{-3}, 10^{2}]`, SPEC §2 measured setting) or ``"vp"``
+            :math:`[10^{-3}, 10^{2}]`, the setting of the sampler measurements in
+            docs/core.md) or ``"vp"``
             (:class:`~azula.noise.VPSchedule` with ``alpha_min``, ``sigma_min``;
             ``sigma_max`` is then unused).
         net_kwargs: Backbone arguments: for ``"mlp"`` ``hidden``, ``layers``,
@@ -421,7 +433,8 @@ def build_denoiser(
 ) -> KarrasDenoiser:
     r"""Builds a conditional EDM-preconditioned denoiser
     :math:`d_\theta(u_t, t \mid c)` (azula :class:`~azula.denoise.KarrasDenoiser`) for
-    states of shape ``state_shape``, called as ``denoiser(u_t, t, cond=c)`` (SPEC §2).
+    states of shape ``state_shape``, called as ``denoiser(u_t, t, cond=c)``
+    (docs/method.md#diffusion-emulator).
     Arguments as in :func:`denoiser_config`; the resulting config is
     ``denoiser.denoiser_config``.  Parameters are initialised from torch's global RNG
     (:func:`~genfilter.emulators.training.train_emulator` seeds it)."""

@@ -10,7 +10,7 @@ no denoiser to guide).  It is the forecast model of the "true model" rows of the
 
 from __future__ import annotations
 
-__all__ = ["SimulatorEmulator"]
+__all__ = ["SimulatorEmulator", "true_model"]
 
 from typing import TYPE_CHECKING, Any
 
@@ -85,3 +85,19 @@ class SimulatorEmulator:
             "SimulatorEmulator cannot sample the optimal proposal p(x^{k+1}|x^k, y): it has no "
             "denoiser; use a DiffusionEmulator or a filter that needs only sample() (BPF, EnKF, ...)"
         )
+
+
+def true_model(system: Any):
+    """The true system as a forecast model: the exact linear-Gaussian emulator (which also
+    samples the optimal proposal) for :class:`~genfilter.systems.linear_gaussian.
+    LinearGaussian`, the fast numpy loop for deterministic Lorenz-63, otherwise
+    :class:`~genfilter.emulators.simulator.SimulatorEmulator`."""
+    from .linear_gaussian import LinearGaussianEmulator
+    from ..systems.linear_gaussian import LinearGaussian
+    from ..systems.lorenz63 import DeterministicLorenz63, StochasticLorenz63
+
+    if isinstance(system, LinearGaussian):
+        return LinearGaussianEmulator(system.A, system.b, system.Q, steps=32, iterations=4)
+    if isinstance(system, StochasticLorenz63) and float(system.epsilon) == 0.0:
+        return DeterministicLorenz63(system)
+    return SimulatorEmulator(system)

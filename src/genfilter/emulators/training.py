@@ -1,8 +1,9 @@
-r"""Training of diffusion emulators: denoising loss, EMA, checkpoints and resume (SPEC §2).
+r"""Training of diffusion emulators: denoising loss, EMA, checkpoints and resume
+(docs/method.md#diffusion-emulator; docs/training.md).
 
 Given consecutive pairs :math:`(x^k, x^{k+1})`, :func:`train_emulator` fits a conditional
 EDM-preconditioned denoiser (:mod:`genfilter.emulators.networks`) by minimising the
-denoising score-matching loss of SPEC §2 (paper Eq. 14) on the *target*
+denoising score-matching loss of Savary, Rozet & Louppe (2026, Eq. 14) on the *target*
 :math:`u = \mathrm{to\_target}(x^{k+1}, x^k)` with condition
 :math:`c = \mathrm{condition}(x^k)` (see :class:`~genfilter.emulators.diffusion.
 DiffusionEmulator`):
@@ -33,6 +34,13 @@ Checkpoint format ``"genfilter-emulator/1"`` (a dict; loads with
     train_state      {epoch, step, ema_updates, model, optimizer, generator, config} or None
     history          {epoch, train_loss, lr, seconds, valid_epoch, valid_loss}
     meta             {seed, epochs, stats, n_train, n_valid, versions, ...}
+
+References:
+    | Training-Free Bayesian Filtering with Generative Emulators (Savary et al., 2026)
+    | https://arxiv.org/abs/2605.20028
+
+    | Elucidating the Design Space of Diffusion-Based Generative Models (Karras et al., 2022)
+    | https://arxiv.org/abs/2206.00364
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ __all__ = [
 
 import copy
 import math
+import json
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -215,7 +224,7 @@ def _compact(v: Tensor) -> float | list:
 def normalisation_stats(
     x_prev: Tensor, x_next: Tensor, *, stats: str = "per_component", residual: bool = False
 ) -> dict[str, Any]:
-    r"""Normalisation of the emulator (DESIGN conventions, SPEC §2) from training pairs.
+    r"""Normalisation of the emulator (docs/method.md#diffusion-emulator) from training pairs.
 
     ``mean``/``std`` of the states (both members of every pair) reduced over the batch and
 
@@ -311,7 +320,8 @@ def _emulator_from(denoiser: Denoiser, emulator_config: dict[str, Any], **kwargs
 
 # ---------------------------------------------------------------------------- loss
 def denoising_loss(denoiser: Denoiser, u: Tensor, t: Tensor, z: Tensor, **kwargs) -> Tensor:
-    r"""Per-sample denoising loss of SPEC §2 (azula ``KarrasDenoiser.loss`` with explicit
+    r"""Per-sample denoising loss of Savary et al. (2026, Eq. 14) with the EDM weighting of
+    Karras et al. (2022) (azula ``KarrasDenoiser.loss`` with explicit
     noise):
 
     .. math:: \ell_i = \frac{1}{|S|} \sum \lambda_{t_i}
@@ -379,7 +389,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+        raise ValueError(
+            f"{path} is not a readable genfilter checkpoint ({type(exc).__name__}"
+            + (f": {first}" if first else "") + ")"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path} is not a {FORMAT!r} checkpoint (format {got!r})")
@@ -387,6 +404,27 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if missing:
         raise ValueError(f"checkpoint {path} lacks {missing}")
     return ckpt
+
+
+def checkpoint_system(path: str | os.PathLike) -> tuple[str | None, dict[str, Any]]:
+    """The system a checkpoint was trained for, as recorded by ``genfilter train``:
+    ``(name or None, constructor keywords)``."""
+    meta = load_checkpoint(path).get("meta", {})
+    kwargs = meta.get("system_kwargs", "{}")
+    try:
+        kwargs = json.loads(kwargs) if isinstance(kwargs, str) else dict(kwargs)
+    except (TypeError, ValueError):
+        kwargs = {}
+    return meta.get("system"), kwargs
+
+
+def annotate_checkpoint(path: str | os.PathLike, **meta: Any) -> None:
+    """Records facts about a checkpoint (its system, dataset, command) in its ``meta``,
+    atomically."""
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    ckpt.setdefault("meta", {}).update(meta)
+    _atomic_save(ckpt, path)
 
 
 def load_emulator(
@@ -510,7 +548,7 @@ def train_emulator(
     emulator_kwargs: dict[str, Any] | None = None,
 ) -> TrainResult:
     r"""Trains a diffusion emulator of :math:`p(x^{k+1} \mid x^k)` on consecutive pairs
-    (SPEC §2, paper Eq. 14).
+    (Savary et al. 2026, Eq. 14; docs/method.md#diffusion-emulator).
 
     Arguments:
         x_prev, x_next: Training pairs ``(P, *S)`` in physical units.
@@ -518,7 +556,7 @@ def train_emulator(
             its ``state_shape`` must be ``S``.
         valid: Validation pairs ``(x_prev_v, x_next_v)``; their loss is evaluated on
             fixed times and noises (comparable across epochs) with the EMA weights.
-        residual: Target the normalised increment (GenCast style; SPEC §2 default on for
+        residual: Target the normalised increment (GenCast style, Price et al. 2025; on for
             fields, off for Lorenz).
         stats: Normalisation reduction, see :func:`normalisation_stats`.
         config: :class:`TrainingConfig` (defaults if ``None``).
@@ -638,7 +676,7 @@ def train_emulator(
             "n_train": n_train,
             "n_valid": 0 if valid is None else int(valid[0].shape[0]),
             "time_sampling": config.time_sampling,
-            "loss": "karras (SPEC §2)",
+            "loss": "karras (Karras et al. 2022, arXiv:2206.00364)",
             "versions": _versions(),
         }
 

@@ -1,4 +1,5 @@
-r"""Validation of an emulator against the true model (the systems issue, item 6).
+r"""Validation of an emulator against the true model (``genfilter validate``; measured
+results in docs/systems.md).
 
 Two kinds of checks, both comparing the emulator with a known stochastic system:
 
@@ -14,6 +15,10 @@ The energy distance of sample sets :math:`X, Y` is
 :math:`2\,\mathbb{E}\|X - Y\| - \mathbb{E}\|X - X'\| - \mathbb{E}\|Y - Y'\|` (U-statistics
 for the within-set terms), computed in units normalised by the true transition's standard
 deviation so that components weigh equally.
+
+References:
+    | Energy Statistics: A Class of Statistics Based on Distances (Székely & Rizzo, 2013)
+    | Journal of Statistical Planning and Inference 143, 1249-1272
 """
 
 from __future__ import annotations

@@ -1,69 +1,82 @@
 r"""Baseline tables: every classical and score-based ensemble filter on the standard
 Lorenz-63 and Lorenz-96 twin experiments with the **true (deterministic) model** as the
-forecast, tuned on a short training twin, scored on independent twins (DAPPER's habit).
+forecast, tuned on short training twins, scored on independent twins (DAPPER's habit).
 
-Setups (:func:`~genfilter.experiments.twin.lorenz63_setup`,
-:func:`~genfilter.experiments.twin.lorenz96_setup`):
+Every run is a config (:class:`~genfilter.experiments.config.ExperimentConfig`) of a named
+setup (:mod:`genfilter.experiments.setups`) with ``emulator: true``, run by
+:func:`~genfilter.experiments.runner.run_summary`:
 
-- **Lorenz-63**: ``StochasticLorenz63(epsilon=0.0, interval=0.25)`` — the deterministic
-  model (σ, ρ, β = 10, 28, 8/3, Euler steps of 10⁻³), x1 and x3 observed with noise std 1
-  every 0.25 time units, N = 10 and 50.
-- **Lorenz-96**: ``Lorenz96(interval=0.05)`` — deterministic, D = 40, F = 8, RK4 dt 0.01,
-  all 40 components observed with noise std 1 every 0.05, N = 20 and 40.
+- **Lorenz-63** (setup ``l63-det``): deterministic Lorenz-63 (σ, ρ, β = 10, 28, 8/3, Euler
+  steps of 10⁻³), x1 and x3 observed with noise std 1 every 0.25 time units, initial
+  ensemble truth + N(0, 2² I); N = 10 and 50.
+- **Lorenz-96** (setup ``l96``): deterministic, D = 40, F = 8, RK4 dt 0.01, all 40
+  components observed with noise std 1 every 0.05, initial ensemble truth + N(0, I);
+  N = 20 and 40.
 
 Deterministic models are used for comparability with the literature (Sakov & Oke 2008,
 Hunt et al. 2007, DAPPER's benchmarks), not the stochastic Lorenz-63 of the paper.
 
-Filters (SPEC §5, SPEC_BASELINES §B1–§B5) and what is tuned (per system and N):
+Rows (filter methods of :data:`genfilter.filters.FILTERS`, equations in docs/method.md)
+and what is tuned (per system and N):
 
-- ``BPF``: bootstrap particle filter, resampling at ESS < N/2 (systematic). With a
-  deterministic model duplicates never separate (§B1 pitfall), so the forecast gets
-  additive Gaussian jitter of std ``jitter`` (:class:`~genfilter.experiments.twin.Jittered`,
-  the EnFF authors' ``model_noise_std``); ``jitter`` is tuned.
-- ``EnKF``: perturbed observations, posterior multiplicative ``inflation`` tuned.
-- ``ETKF``: symmetric square root, prior covariance ``inflation`` ρ tuned; random
-  mean-preserving rotation on for Lorenz-63 (§B3 pitfall), off for Lorenz-96.
-- ``LETKF``: ``inflation`` ρ and Gaspari–Cohn ``radius`` (grid cells) tuned; Lorenz-96
-  only — with three variables localisation is meaningless (``radius = inf`` is exactly the
-  ETKF, tests/filters/test_letkf.py), so the row is not run for Lorenz-63.
-- ``EnSF``: normalised with the climatological mean / std; prior ``score``
-  (paired | mixture), ``eps_beta`` and the number of pseudo-time ``steps`` (50 or 100
-  instead of the official 500, for the compute budget) tuned; ε_α = 0.5, h(t) = 1 − t.
-- ``EnFF``: normalised; ``path`` (F2P | OT), ``sigma_min`` and the local guidance scale
-  ``guidance_scale`` (λ) tuned; K = 10 time points (Utah README).
-- References: ``Forecast`` (free ensemble from the same initial members, no
+- ``BPF`` (``bpf``): bootstrap particle filter, resampling at ESS < N/2 (systematic).  With
+  a deterministic model duplicates never separate, so the forecast gets additive Gaussian
+  jitter of std ``jitter`` (the filter option ``jitter``:
+  :class:`~genfilter.emulators.jittered.Jittered`, the EnFF authors' ``model_noise_std``,
+  DAPPER's ``reg``); ``jitter`` is tuned.
+- ``EnKF`` (``enkf``): perturbed observations, posterior multiplicative ``inflation``
+  tuned.
+- ``ETKF`` (``etkf``): symmetric square root (Hunt et al. 2007), prior covariance
+  ``inflation`` ρ tuned; random mean-preserving rotation (DAPPER's ``rot``) on for
+  Lorenz-63, off for Lorenz-96.
+- ``LETKF`` (``letkf``): ``inflation`` ρ and Gaspari–Cohn ``radius`` (grid cells) tuned;
+  Lorenz-96 only — with three variables localisation is meaningless (``radius = inf`` is
+  exactly the ETKF, tests/filters/test_letkf.py), so the row is not run for Lorenz-63.
+- ``EnSF`` (``ensf``, Bao et al. 2024): normalised with the climatological mean / std;
+  prior ``score`` (paired | mixture), ``eps_beta`` and the number of pseudo-time
+  ``steps`` (50 or 100 instead of the official 500, for the compute budget) tuned;
+  ``eps_alpha`` = 0.5, h(t) = 1 − t.
+- ``EnFF`` (``enff``, Transue et al. 2025): normalised; ``path`` (F2P | OT), ``sigma_min``
+  and the local guidance scale ``guidance_scale`` (λ) tuned; K = 10 time points.
+- References: ``Forecast`` (``forecast``: free ensemble from the same initial members, no
   observations) and ``Climatology`` (the climatological mean as estimate, spread = the
-  climatological sd).
+  climatological sd: :func:`~genfilter.experiments.twin.run_climatology`).
 
-Every number is the mean ± standard error over ``runs`` independent twins (seeds
-``0..runs-1``) of the time-averaged analysis RMSE (skill) and spread after the burn-in.
-Tuning (per filter and N) uses 200-cycle twins (burn-in 50) on seeds ``10_000, 10_001``
-and ``10_002..10_005`` (:func:`~genfilter.experiments.tuning.tune` with ``refine``): the
-cheap filters (BPF, EnKF, ETKF, LETKF) run every grid point on all 6 seeds — their scores
-are heavy-tailed (too little inflation tracks the truth in most runs and loses it in a
-few), so two seeds pick fragile values; EnSF and EnFF run every grid point on the first 2
-seeds and re-run the 3 best on the other 4.  The lowest mean RMSE over the 6 seeds wins.
+Every number is the mean ± standard error over ``runs`` independent twins of the
+time-averaged analysis RMSE (skill) and spread after the burn-in.  Evaluation: one config
+per filter and N with seed 0 and ``runs`` runs; run ``r`` is the twin of seed ``r`` and its
+filter seed follows :func:`~genfilter.experiments.runner.run_seed`, so every row sees the
+same twins.  Tuning (per filter and N) uses 200-cycle twins (burn-in 50) on config seeds
+``10_000, 10_001`` and ``10_002..10_005`` (:func:`~genfilter.experiments.tuning.tune` with
+``refine``): the cheap filters (BPF, EnKF, ETKF, LETKF) run every grid point on all 6
+seeds — their scores are heavy-tailed (too little inflation tracks the truth in most runs
+and loses it in a few), so two seeds pick fragile values; EnSF and EnFF run every grid
+point on the first 2 seeds and re-run the 3 best on the other 4.  The lowest mean RMSE over
+the 6 seeds wins.
 
-Run ``python -m genfilter.experiments.baselines --system lorenz63`` (or ``lorenz96``;
-``--quick`` for a smoke run).
+Run ``genfilter baselines --system lorenz63`` (or ``lorenz96``; ``--quick`` for a smoke
+run), which calls :func:`run_baselines`.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "SYSTEMS",
+    "SETUP_NAMES",
     "FILTERS",
+    "METHODS",
     "SEARCH_SPACES",
     "TUNED_PARAMS",
     "BaselineTable",
+    "baseline_config",
+    "filter_options",
     "baseline_table",
-    "filter_factory",
     "tune_filter",
     "print_table",
-    "main",
+    "run_baselines",
 ]
 
-import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -73,33 +86,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..filters.bpf import BootstrapPF
-from ..filters.enff import EnFF
-from ..filters.enkf import EnKF
-from ..filters.ensf import EnSF
-from ..filters.forecast import Forecast
-from ..filters.letkf import ETKF, LETKF
+from .config import ExperimentConfig, FilterConfig, parse_config
+from .runner import build_emulator, build_twin_setup, run_seed, run_summary
+from .setups import SETUPS
 from .tuning import TuningResult, format_mean_sem, grid_configurations, tune
-from .twin import (
-    Climatology,
-    FilterFactory,
-    Jittered,
-    TwinSetup,
-    climatology,
-    lorenz63_setup,
-    lorenz96_setup,
-    run_climatology,
-    run_twin,
-)
+from .twin import TwinSetup, climatology, run_climatology
 
 SYSTEMS = ("lorenz63", "lorenz96")
 FILTERS = ("BPF", "EnKF", "ETKF", "LETKF", "EnSF", "EnFF")
 REFERENCES = ("Forecast", "Climatology")
 
-_SETUPS: dict[str, Callable[..., TwinSetup]] = {
-    "lorenz63": lorenz63_setup,
-    "lorenz96": lorenz96_setup,
-}
+SETUP_NAMES = {"lorenz63": "l63-det", "lorenz96": "l96"}
+"""The named setup (:data:`genfilter.experiments.setups.SETUPS`) of each table."""
+METHODS = {"BPF": "bpf", "EnKF": "enkf", "ETKF": "etkf", "LETKF": "letkf", "EnSF": "ensf",
+           "EnFF": "enff", "Forecast": "forecast"}
+"""The filter method (:data:`genfilter.filters.FILTERS`) of each row."""
 DEFAULT_SIZES = {"lorenz63": (10, 50), "lorenz96": (20, 40)}
 DEFAULT_CYCLES = 400
 DEFAULT_BURN_IN = 100
@@ -164,35 +165,44 @@ documented in docs/baselines.md (per system, filter and N; the nearest N is used
 ensemble sizes)."""
 
 
-# ---------------------------------------------------------------------------- filters
+# ---------------------------------------------------------------------------- configs
+
+_DEFAULT_OPTIONS = {"EnSF": {"eps_alpha": 0.5}, "EnFF": {"steps": 10}}
 
 
-def filter_factory(name: str, params: dict[str, Any], clim: Climatology) -> FilterFactory:
-    """``factory(emulator, generator) -> Filter`` for a baseline ``name`` with hyperparameters
-    ``params``; EnSF and EnFF are normalised with ``clim.mean`` / ``clim.std``."""
-    p = dict(params)
-    if name == "Forecast":
-        return lambda em, g: Forecast(em, generator=g)
-    if name == "BPF":
-        return lambda em, g: BootstrapPF(Jittered(em, p["jitter"]), generator=g)
-    if name == "EnKF":
-        return lambda em, g: EnKF(em, inflation=p["inflation"], generator=g)
-    if name == "ETKF":
-        return lambda em, g: ETKF(em, inflation=p["inflation"], rotate=p.get("rotate", False),
-                                  generator=g)
-    if name == "LETKF":
-        return lambda em, g: LETKF(em, radius=p["radius"], inflation=p["inflation"], generator=g)
-    if name == "EnSF":
-        return lambda em, g: EnSF(
-            em, score=p["score"], eps_beta=p["eps_beta"], steps=p["steps"],
-            eps_alpha=p.get("eps_alpha", 0.5), mean=clim.mean, std=clim.std, generator=g,
-        )
-    if name == "EnFF":
-        return lambda em, g: EnFF(
-            em, path=p["path"], sigma_min=p["sigma_min"], guidance_scale=p["guidance_scale"],
-            steps=p.get("steps", 10), mean=clim.mean, std=clim.std, generator=g,
-        )
-    raise ValueError(f"unknown baseline {name!r}; expected one of {FILTERS + ('Forecast',)}")
+def filter_options(name: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(method, options)`` of the config of row ``name`` with hyperparameters ``params``
+    (the hyperparameters are the filter's options; the BPF's ``jitter`` wraps the forecast
+    model, EnSF's ε_α defaults to 0.5 and EnFF's ``steps`` to 10; EnSF and EnFF get the
+    climatological mean / std from :func:`~genfilter.experiments.runner.build_filter`)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown baseline {name!r}; expected one of {tuple(METHODS)}")
+    return METHODS[name], {**_DEFAULT_OPTIONS.get(name, {}), **dict(params)}
+
+
+def baseline_config(system: str, name: str, N: int, params: dict[str, Any] | None = None, *,
+                    steps: int = DEFAULT_CYCLES, burn_in: int = DEFAULT_BURN_IN, runs: int = 1,
+                    seed: int = 0) -> ExperimentConfig:
+    """The config of row ``name`` (:data:`METHODS`) with ``N`` members on the table's setup
+    (:data:`SETUP_NAMES`), the true model as forecast and ``params`` as filter options."""
+    if system not in SYSTEMS:
+        raise ValueError(f"system must be one of {SYSTEMS}, got {system!r}")
+    method, options = filter_options(name, params or {})
+    jitter = options.pop("jitter", None) if method == "bpf" else None
+    cfg = parse_config({
+        "name": system, "setup": SETUP_NAMES[system], "emulator": "true",
+        "filter": {"method": method, "particles": int(N), "options": options},
+        "steps": int(steps), "burn_in": int(burn_in), "runs": int(runs), "seed": int(seed),
+        "save": "moments",
+    })
+    if jitter is not None:
+        # the BPF's ``jitter`` is read by runner.build_filter (Jittered forecast model);
+        # it is attached after validation, which checks the options against
+        # BootstrapPF's constructor
+        cfg = dataclasses.replace(cfg, filter=FilterConfig(
+            method=method, particles=cfg.filter.particles,
+            options={**cfg.filter.options, "jitter": jitter}))
+    return cfg
 
 
 def _default_params(system: str, name: str, N: int) -> dict[str, Any]:
@@ -232,7 +242,8 @@ class BaselineTable:
         description: The twin experiment in words.
         ensemble_sizes, runs, cycles, burn_in: The evaluation twins (seeds ``0..runs-1``).
         filters: Row names, in order (references last).
-        results: ``{filter: {N: [run summaries]}}`` (:func:`run_twin` dicts).
+        results: ``{filter: {N: [run summaries]}}``
+            (:func:`~genfilter.experiments.runner.run_summary` dicts).
         params: ``{filter: {N: hyperparameters used}}``.
         tuning: ``{filter: {N: TuningResult}}`` (empty when not tuned or read from JSON).
         tuning_tables: ``{filter: {N: markdown}}`` of every tuning (kept in the JSON).
@@ -401,14 +412,17 @@ class BaselineTable:
         )
 
 
+def _table_text(table: BaselineTable, tuning: bool = False) -> str:
+    parts = [table.markdown()]
+    if tuning:
+        parts += [text for by_n in table.tuning_tables.values() for text in by_n.values()]
+    return "\n\n".join(parts)
+
+
 def print_table(table: BaselineTable, tuning: bool = False, file=None) -> None:
     """Prints the markdown tables of ``table`` (and every tuning table if ``tuning``)."""
     file = file or sys.stdout
-    print(table.markdown(), file=file)
-    if tuning:
-        for by_n in table.tuning_tables.values():
-            for text in by_n.values():
-                print("\n" + text, file=file)
+    print(_table_text(table, tuning), file=file)
     file.flush()
 
 
@@ -485,7 +499,11 @@ def baseline_table(
         spaces.update(search_spaces)
 
     t_start = time.perf_counter()
-    setup = _SETUPS[system](cycles=int(cycles), burn_in=int(burn_in))
+    # one twin setup and one forecast model per table: every row sees the same twins
+    reference = baseline_config(system, "Forecast", Ns[0], steps=int(cycles),
+                                burn_in=int(burn_in), runs=int(runs))
+    setup = build_twin_setup(reference)
+    emulator = build_emulator(reference, setup)
     clim = climatology(setup)
     short = setup.with_cycles(int(tune_cycles), int(tune_burn_in))
 
@@ -495,8 +513,8 @@ def baseline_table(
         for N in Ns:
             if tune:
                 t0 = time.perf_counter()
-                result = tune_filter(name, spaces[name], short, N, clim, tune_seeds,
-                                     tune_refine, tune_refine_seeds)
+                result = tune_filter(system, name, spaces[name], N, short, emulator,
+                                     tune_seeds, tune_refine, tune_refine_seeds)
                 tuning.setdefault(name, {})[N] = result
                 params[name][N] = result.best_params
                 best = result.best
@@ -513,11 +531,13 @@ def baseline_table(
     for name in rows:
         for N in Ns:
             t0 = time.perf_counter()
+            cfg = baseline_config(system, "Forecast" if name == "Climatology" else name, N,
+                                  params.get(name, {}).get(N, {}), steps=int(cycles),
+                                  burn_in=int(burn_in), runs=int(runs))
             if name == "Climatology":
-                runs_ = [run_climatology(setup, seed) for seed in range(int(runs))]
+                runs_ = [run_climatology(setup, run_seed(cfg, r)[0]) for r in range(cfg.runs)]
             else:
-                factory = filter_factory(name, params.get(name, {}).get(N, {}), clim)
-                runs_ = [run_twin(factory, setup, N, seed) for seed in range(int(runs))]
+                runs_ = [run_summary(cfg, r, setup, emulator) for r in range(cfg.runs)]
             results[name][N] = runs_
             m, s = _mean_sem([r["skill"] for r in runs_])
             _log(progress, f"[{system} N={N}] {name}: RMSE {format_mean_sem(m, s)} "
@@ -526,13 +546,14 @@ def baseline_table(
     if "BPF" in names:
         notes.append(
             "BPF forecasts carry additive Gaussian jitter of the tuned std (deterministic "
-            "model: otherwise resampled duplicates never separate, SPEC_BASELINES §B1)."
+            "model: otherwise resampled duplicates never separate)."
         )
     if {"EnSF", "EnFF"} & set(names):
         notes.append("EnSF and EnFF run on states normalised by the climatological mean and sd.")
     notes.append("'div.' counts runs whose RMSE exceeded the climatological sd.")
     return BaselineTable(
-        system=system, description=setup.description, ensemble_sizes=Ns, runs=int(runs),
+        system=system, description=SETUPS[SETUP_NAMES[system]].description,
+        ensemble_sizes=Ns, runs=int(runs),
         cycles=int(cycles), burn_in=int(burn_in), filters=rows, results=results,
         params=params, tuning=tuning, tuned=bool(tune), tune_seeds=tune_seeds,
         tune_refine=int(tune_refine) if tune_refine_seeds else 0,
@@ -545,84 +566,110 @@ def baseline_table(
 
 
 def tune_filter(
+    system: str,
     name: str,
     space: dict[str, list],
-    setup: TwinSetup,
     N: int,
-    clim: Climatology,
+    setup: TwinSetup,
+    emulator: Any,
     seeds: Sequence[int] = TUNE_SEEDS,
     refine: int = TUNE_REFINE,
     refine_seeds: Sequence[int] = TUNE_REFINE_SEEDS,
 ) -> TuningResult:
-    """Tunes baseline ``name`` over the grid ``space`` on the (short) twin ``setup``; the
-    cheap filters (BPF, EnKF, ETKF, LETKF) refine every configuration (= all seeds)."""
+    """Tunes row ``name`` over the grid ``space`` on the short training twin ``setup`` (its
+    ``cycles`` and ``burn_in`` become the configs' ``steps`` and ``burn_in``; each tuning
+    seed is a config seed); the cheap filters (BPF, EnKF, ETKF, LETKF) refine every
+    configuration (= all seeds)."""
     if name in _REFINE_ALL and refine:
         refine = len(grid_configurations(space))
+
+    def make_config(params: dict[str, Any], seed: int) -> ExperimentConfig:
+        return baseline_config(system, name, N, params, steps=setup.cycles,
+                               burn_in=setup.burn_in, seed=seed)
+
     return tune(
-        lambda p: filter_factory(name, p, clim), space, setup, N, seeds=seeds,
-        refine=refine if refine_seeds else 0, refine_seeds=refine_seeds, label=name,
+        make_config, space, seeds=seeds, refine=refine if refine_seeds else 0,
+        refine_seeds=refine_seeds, label=name, setup=setup, emulator=emulator,
     )
 
 
-# ------------------------------------------------------------------------------ main
+# -------------------------------------------------------------------- command line
 
 
-def main(argv: Sequence[str] | None = None) -> BaselineTable:
-    """``python -m genfilter.experiments.baselines --system lorenz63 [--quick]``."""
-    ap = argparse.ArgumentParser(
-        prog="python -m genfilter.experiments.baselines",
-        description="Baseline filters on the Lorenz-63 / Lorenz-96 twin experiments with the "
-        "true model: tuned hyperparameters, analysis RMSE and spread (mean ± s.e. over runs).",
-    )
-    ap.add_argument("--system", choices=SYSTEMS, default="lorenz63")
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 3 runs of 100 cycles (burn-in 30), tuning on one 80-cycle "
-                         "twin (burn-in 20)")
-    ap.add_argument("--sizes", type=int, nargs="+", help="ensemble sizes (default per system)")
-    ap.add_argument("--runs", type=int, help="evaluation twins (default 10)")
-    ap.add_argument("--cycles", type=int, help=f"cycles per run (default {DEFAULT_CYCLES})")
-    ap.add_argument("--burn-in", type=int, help=f"cycles not scored (default {DEFAULT_BURN_IN})")
-    ap.add_argument("--filters", nargs="+", choices=FILTERS, help="subset of the filters")
-    ap.add_argument("--no-tune", action="store_true",
-                    help="use the stored tuned hyperparameters (TUNED_PARAMS) instead of tuning")
-    ap.add_argument("--show-tuning", action="store_true", help="print every tuning table")
-    ap.add_argument("--out", type=Path, help="also write the markdown here")
-    ap.add_argument("--json", type=Path, help="write every run's summary as JSON here")
-    ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    ap.add_argument("--from-json", type=Path,
-                    help="print a table stored with --json instead of computing one")
-    args = ap.parse_args(argv)
-    if args.from_json is not None:
-        table = BaselineTable.from_dict(json.loads(args.from_json.read_text()))
-        print_table(table, tuning=args.show_tuning)
-        if args.out is not None:
-            with open(args.out, "w") as fh:
-                print_table(table, tuning=True, file=fh)
-        return table
+def _write(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
 
-    kw: dict[str, Any] = {}
-    if args.quick:
-        kw.update(runs=3, cycles=100, burn_in=30, tune_seeds=(10_000,), tune_refine=0,
-                  tune_cycles=80, tune_burn_in=20)
-    for key in ("runs", "cycles", "burn_in"):
-        if getattr(args, key) is not None:
-            kw[key] = getattr(args, key)
-    table = baseline_table(
-        args.system, ensemble_sizes=args.sizes, tune=not args.no_tune,
-        progress=not args.quiet, filters=args.filters, **kw,
-    )
-    print_table(table, tuning=args.show_tuning)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "w") as fh:
-            print_table(table, tuning=True, file=fh)
-        print(f"markdown written to {args.out}", file=sys.stderr)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(table.to_dict(), indent=1, default=str))
-        print(f"JSON written to {args.json}", file=sys.stderr)
+
+def run_baselines(
+    system: str | None,
+    quick: bool = False,
+    sizes: Sequence[int] | None = None,
+    runs: int | None = None,
+    cycles: int | None = None,
+    burn_in: int | None = None,
+    filters: Sequence[str] | None = None,
+    tune: bool = True,
+    show_tuning: bool = False,
+    out: str | Path | None = None,
+    json_path: str | Path | None = None,
+    from_json: str | Path | None = None,
+    progress: bool = True,
+    echo: Callable[[str], Any] = print,
+) -> BaselineTable:
+    """``genfilter baselines``: computes (or reads) a baseline table, prints it, writes it.
+
+    Arguments:
+        system: ``"lorenz63"`` or ``"lorenz96"``; ignored (may be ``None``) with
+            ``from_json``: the stored table's system is used.
+        quick: Smoke run: 3 runs of 100 cycles (burn-in 30), tuning on one 80-cycle twin
+            (burn-in 20, seed 10 000, no refinement); ``runs``, ``cycles`` and ``burn_in``
+            still override.
+        sizes: Ensemble sizes (default (10, 50) for Lorenz-63, (20, 40) for Lorenz-96).
+        runs, cycles, burn_in: The evaluation twins (default 10 runs of 400 cycles,
+            burn-in 100).
+        filters: Subset of :data:`FILTERS` (default: all; the references are always added).
+        tune: Tune on the training twins; ``False`` uses :data:`TUNED_PARAMS`.
+        show_tuning: Also print every tuning table.
+        out: Write the markdown (with every tuning table) here.
+        json_path: Write the record (:meth:`BaselineTable.to_dict`) as JSON here.
+        from_json: Print (and with ``out`` write) a table stored with ``json_path`` instead
+            of computing one.
+        progress: Progress lines on stderr.
+        echo: Prints the markdown (``print``, ``typer.echo``).
+
+    Returns:
+        The :class:`BaselineTable`.
+    """
+    if from_json is not None:
+        path = Path(from_json)
+        if not path.is_file():
+            raise FileNotFoundError(f"--from-json: file not found: {path}")
+        try:
+            table = BaselineTable.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"--from-json: {path} is not a baseline table record "
+                             f"({type(exc).__name__}: {exc})") from None
+    else:
+        if system is None:
+            raise ValueError(f"--system is required (one of {', '.join(SYSTEMS)}) unless "
+                             "--from-json is given")
+        kw: dict[str, Any] = {}
+        if quick:
+            kw.update(runs=3, cycles=100, burn_in=30, tune_seeds=(10_000,), tune_refine=0,
+                      tune_cycles=80, tune_burn_in=20)
+        for key, value in (("runs", runs), ("cycles", cycles), ("burn_in", burn_in)):
+            if value is not None:
+                kw[key] = value
+        table = baseline_table(system, ensemble_sizes=sizes, tune=tune, progress=progress,
+                               filters=filters, **kw)
+    echo(_table_text(table, tuning=show_tuning))
+    if out is not None:
+        written = _write(out, _table_text(table, tuning=True) + "\n")
+        print(f"markdown written to {written}", file=sys.stderr, flush=True)
+    if json_path is not None and from_json is None:
+        written = _write(json_path, json.dumps(table.to_dict(), indent=1, default=str))
+        print(f"JSON written to {written}", file=sys.stderr, flush=True)
     return table
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,14 +1,17 @@
-r"""Experiment configs: YAML files validated into typed objects before any work starts
-(DESIGN.md Conventions).  Every error names the field (``filter.options.particles``) and
+r"""Experiment configs: YAML files validated into typed objects before any work
+starts.  Every error names the field (``filter.options.particles``) and
 the offending value.
 
-A config describes a twin experiment (SPEC §1, §8)::
+A config describes a twin experiment (docs/experiments.md)::
 
     name: l63-a                      # label used in files and tables
-    system: lorenz63                 # a registered system (genfilter.systems.SYSTEMS)
+    setup: l63-a                     # optional: a named setup (experiments/setups.py) that
+                                     # provides system, system_options, observations,
+                                     # initial and dtype; fields given here replace its own
+    system: lorenz63                 # a registered system (genfilter.systems.datasets.SYSTEMS)
     system_options: {}               # its constructor arguments (e.g. epsilon: 0.3)
     emulator: shipped                # "shipped" (Lorenz-63 only), "true" (the system
-                                     # itself) or the path of a checkpoint
+                                     # itself) or the path of a checkpoint trained for it
     emulator_options: {}             # sampling options of the emulator (steps, covariance...)
     observations:
       operator: select               # select | identity | subsample
@@ -17,7 +20,7 @@ A config describes a twin experiment (SPEC §1, §8)::
       noise_std: 0.25
     initial:
       recipe: perturbed              # perturbed: truth's x^0 + std·N(0, I); climatology
-      std: 0.0                       # 0 = N copies of the true initial state (SPEC §8)
+      std: 0.0                       # 0 = N copies of the true initial state
       spinup: 10.0                   # model time on the attractor before x^0
     filter:
       method: fa-apf                 # fa-apf | bpf | enkf | etkf | letkf | ensf | enff |
@@ -29,6 +32,7 @@ A config describes a twin experiment (SPEC §1, §8)::
     runs: 1                          # independent twins (seeds seed, seed+1, ...)
     seed: 0
     save: particles                  # particles | moments (means and spreads only)
+    dtype: float32                   # float32 | float64: the states of the twin
 
 ``load_config(path, **overrides)`` returns a :class:`ExperimentConfig`;
 :func:`genfilter.experiments.runner.run_config` runs it.
@@ -57,9 +61,11 @@ from typing import Any
 import yaml
 
 METHODS = ("fa-apf", "bpf", "enkf", "etkf", "letkf", "ensf", "enff", "flowdas", "forecast")
+"""The filter methods (the keys of :data:`genfilter.filters.FILTERS`)."""
 OPERATORS = ("select", "identity", "subsample")
 RECIPES = ("perturbed", "climatology")
 SAVES = ("particles", "moments")
+DTYPES = ("float32", "float64")
 
 
 class ConfigError(ValueError):
@@ -169,6 +175,8 @@ class ExperimentConfig:
     runs: int = 1
     seed: int = 0
     save: str = "particles"
+    setup: str | None = None
+    dtype: str = "float32"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -195,18 +203,56 @@ class ExperimentConfig:
         return parse_config(d)
 
 
-_TOP = {"name", "system", "system_options", "emulator", "emulator_options", "observations",
-        "initial", "filter", "steps", "burn_in", "runs", "seed", "save"}
+_TOP = {"name", "setup", "system", "system_options", "emulator", "emulator_options",
+        "observations", "initial", "filter", "steps", "burn_in", "runs", "seed", "save",
+        "dtype"}
 
 
-def _filter_class(method: str):
-    from ..filters import bpf, enff, enkf, ensf, fa_apf, flowdas, forecast, letkf
+def filter_class(method: str):
+    """The class of a filter method (:data:`genfilter.filters.FILTERS`)."""
+    from ..filters import FILTERS
 
-    return {
-        "fa-apf": fa_apf.FAAPF, "bpf": bpf.BootstrapPF, "enkf": enkf.EnKF, "etkf": letkf.ETKF,
-        "letkf": letkf.LETKF, "ensf": ensf.EnSF, "enff": enff.EnFF,
-        "flowdas": flowdas.FlowDASEnsemble, "forecast": forecast.Forecast,
-    }[method]
+    return FILTERS[method]
+
+
+def _check_option_types(options: dict, fn, path: str, skip=("self",)) -> None:
+    """Checks each option against the keyword parameters of ``fn``: unknown names, and a
+    type that cannot match the parameter's default (an integer for an ``int`` default, a
+    number for a ``float``, a string, a boolean, a pair for a tuple)."""
+    params = {k: v for k, v in inspect.signature(fn).parameters.items()
+              if k not in skip and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)}
+    for key, value in options.items():
+        if key not in params:
+            _fail(f"{path}.{key}", f"is not an option here; options: {sorted(params)}")
+        default = params[key].default
+        if default is inspect.Parameter.empty or default is None or value is None:
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+            want = "true or false"
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            want = "an integer"
+        elif isinstance(default, float):
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and math.isfinite(value))
+            want = "a finite number"
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+            want = "a string"
+        elif isinstance(default, tuple):
+            ok = isinstance(value, (list, tuple))
+            want = "a list"
+        else:
+            continue
+        if not ok:
+            _fail(f"{path}.{key}", f"must be {want}", value)
+
+
+def _emulator_parameters():
+    from ..emulators.diffusion import DiffusionEmulator
+
+    return DiffusionEmulator.__init__
 
 
 def parse_config(raw: Any) -> ExperimentConfig:
@@ -216,11 +262,23 @@ def parse_config(raw: Any) -> ExperimentConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"a config must be a mapping of fields, got {type(raw).__name__}")
     _unknown(raw, _TOP, "")
+    setup = raw.get("setup")
+    if setup is not None:
+        from .setups import SETUPS
+
+        if not isinstance(setup, str) or setup not in SETUPS:
+            _fail("setup", f"must be one of {sorted(SETUPS)}", setup)
+        raw = {**SETUPS[setup].fields(), **raw}
     name = raw.get("name", "experiment")
     if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
         _fail("name", "must be a non-empty string without spaces or slashes", name)
     system = _choice(raw, "system", "", sorted(SYSTEMS))
     system_options = _mapping(raw, "system_options", "")
+    _check_option_types(system_options, SYSTEMS[system].cls.__init__, "system_options")
+    try:
+        SYSTEMS[system](**system_options)
+    except (TypeError, ValueError) as exc:
+        _fail("system_options", f"{system} cannot be built: {exc}")
     emulator = raw.get("emulator", "shipped")
     if emulator is True:  # YAML reads an unquoted `true` as a boolean
         emulator = "true"
@@ -234,6 +292,9 @@ def parse_config(raw: Any) -> ExperimentConfig:
     emulator_options = _mapping(raw, "emulator_options", "")
     if emulator == "true" and emulator_options:
         _fail("emulator_options", "the true model takes no sampling options", emulator_options)
+    _check_option_types(emulator_options, _emulator_parameters(), "emulator_options",
+                        skip=("self", "denoiser", "state_shape", "mean", "std", "residual",
+                              "residual_std"))
 
     o = _section(raw, "observations", {"operator", "indices", "stride", "noise_std"})
     operator = _choice(o, "operator", "observations.", OPERATORS, "select")
@@ -266,12 +327,14 @@ def parse_config(raw: Any) -> ExperimentConfig:
     f = _section(raw, "filter", {"method", "particles", "options"})
     method = _choice(f, "method", "filter.", METHODS)
     options = _mapping(f, "options", "filter.")
-    params = inspect.signature(_filter_class(method).__init__).parameters
+    params = inspect.signature(filter_class(method).__init__).parameters
     allowed = {p for p in params if p not in ("self", "emulator", "generator")}
     for key in options:
         if key not in allowed:
             _fail(f"filter.options.{key}", f"is not an option of {method}; options: "
                   f"{sorted(allowed)}")
+    _check_option_types(options, filter_class(method).__init__, "filter.options",
+                        skip=("self", "emulator", "generator"))
     filt = FilterConfig(method=method, particles=_int(f, "particles", "filter.", minimum=2),
                         options=options)
 
@@ -286,6 +349,8 @@ def parse_config(raw: Any) -> ExperimentConfig:
         runs=_int(raw, "runs", "", 1, minimum=1),
         seed=_int(raw, "seed", "", 0, minimum=0),
         save=_choice(raw, "save", "", SAVES, "particles"),
+        setup=setup,
+        dtype=_choice(raw, "dtype", "", DTYPES, "float32"),
     )
 
 
@@ -297,7 +362,11 @@ def load_config(path: str | Path, **overrides: Any) -> ExperimentConfig:
         raise FileNotFoundError(f"config file not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+        raise ConfigError(f"{path} is not valid YAML{at}") from None
+    if raw is None:
+        raise ConfigError(f"{path} is empty: a config needs at least 'system' and 'filter'")
     cfg = parse_config(raw)
     return cfg.replace(**overrides) if any(v is not None for v in overrides.values()) else cfg

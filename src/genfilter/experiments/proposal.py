@@ -1,4 +1,6 @@
-r"""Proposal quality, measured directly (SPEC §4 "Measured hazard", point 1).
+r"""Proposal quality, measured directly: the MMPS optimal proposal of a learned emulator
+is tested on its own, not only through the filter's scores (docs/method.md#optimal-proposal,
+docs/method.md#projected-covariance).
 
 For a system whose true transition can be sampled, the exact optimal proposal
 :math:`p(x^{k+1} \mid x^k, y) \propto p(y \mid x^{k+1})\, p(x^{k+1} \mid x^k)` is approximated
@@ -119,27 +121,28 @@ def l63_proposal_study(setups=("a", "b"), covariances=("tweedie", "projected"), 
                        samples: int = 256, draws: int = 50_000, seed: int = 123,
                        progress: bool = True, emulator_options: dict | None = None,
                        ) -> dict[tuple[str, str], ProposalReport]:
-    """The SPEC §4 proposal check on stochastic Lorenz-63 with the shipped emulator:
+    """The proposal check (docs/method.md#optimal-proposal) on stochastic Lorenz-63 with the
+    shipped emulator:
     ``pairs`` attractor states :math:`x^k` (the same for every variant), for each observation
     setup (``"a"``: x1, x3; ``"b"``: x1; noise std 0.25) and each guidance covariance."""
     from ..observations import Select, isotropic_noise
     from ..systems.lorenz63 import StochasticLorenz63
-    from .l63 import SETUPS, load_shipped_emulator
+    from .l63 import load_shipped_emulator
+    from .setups import get_setup
 
     system = StochasticLorenz63()
     states = system.attractor_states(pairs, generator=torch.Generator().manual_seed(seed)).float()
     out = {}
     for setup in setups:
-        if setup not in SETUPS:
-            raise ValueError(f"setup must be one of {sorted(SETUPS)}, got {setup!r}")
-        op = Select(SETUPS[setup]["indices"])
+        obs_cfg = get_setup(f"l63-{setup}", "setup").observations
+        op, std = Select(obs_cfg["indices"]), float(obs_cfg["noise_std"])
         for cov in covariances:
             g_obs = torch.Generator().manual_seed(seed + 1)
 
-            def observe(x_true, op=op, g_obs=g_obs):
+            def observe(x_true, op=op, g_obs=g_obs, std=std):
                 hx = op(x_true[None])[0]
-                y = hx + 0.25 * torch.randn(hx.shape, generator=g_obs, dtype=hx.dtype)
-                return Observation(y, op, isotropic_noise(0.25))
+                y = hx + std * torch.randn(hx.shape, generator=g_obs, dtype=hx.dtype)
+                return Observation(y, op, isotropic_noise(std))
 
             em = load_shipped_emulator(covariance=cov, **(emulator_options or {}))
             out[(setup, cov)] = proposal_diagnostic(

@@ -31,13 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from ..io import RunFileError, open_run
+
 _METRICS = ("skill", "spread", "ssr", "crps")
 
 
 def _open(path: Path):
-    import xarray as xr
-
-    return xr.open_dataset(path, engine="h5netcdf")
+    return open_run(path)
 
 
 def _state_names(ds) -> tuple[list[str], list[str]]:
@@ -54,6 +54,9 @@ def summarize_file(path: str | Path) -> dict[str, Any]:
     wall seconds, and whether the particles were saved."""
     path = Path(path)
     with _open(path) as ds:
+        if "summary_skill" not in ds or "truth" not in ds:
+            raise RunFileError(f"{path} has no truth and metrics: the run cannot be scored "
+                               "(assimilate(..., truth=...) records them)")
         row: dict[str, Any] = {
             "file": path.name, "experiment": ds.attrs.get("experiment", ""),
             "filter": ds.attrs.get("label", ds.attrs.get("method", "")),
@@ -157,14 +160,14 @@ def _file_figures(path: Path, out: Path) -> list[Path]:
 
         fig, axes = plt.subplots(len(show), 1, figsize=(9, 2.4 * len(show)), sharex=True,
                                  squeeze=False)
-        obs = ds["observations"].values[0]
+        obs = ds["observations"].values[0] if "observations" in ds else None
         cfg_idx = _observed_indices(ds)
         for ax, d in zip(axes[:, 0], show):
             ax.plot(time_, truth[0, :, d], color="k", lw=1.2, label="truth")
             ax.plot(time_, mean[0, :, d], color="C0", lw=1.0, label="ensemble mean")
             ax.fill_between(time_, mean[0, :, d] - spread[0, :, d], mean[0, :, d] + spread[0, :, d],
                             color="C0", alpha=0.3, label="mean ± spread")
-            if cfg_idx is not None and d in cfg_idx:
+            if obs is not None and cfg_idx is not None and d in cfg_idx:
                 ax.plot(time_, obs[:, cfg_idx.index(d)], ".", color="C3", ms=3, label="observations")
             ax.set_ylabel(f"{names[d]} [state units]")
             ax.grid(alpha=0.3)
@@ -298,17 +301,17 @@ def report(path: str | Path) -> list[Path]:
     path = Path(path)
     if path.is_file():
         if path.suffix != ".nc":
-            raise ValueError(f"report needs a .nc file or a folder, got {path}")
+            raise ValueError(f"report needs a .nc run file or a folder of them, got {path}")
+        row = summarize_file(path)  # before any folder is made: a bad file leaves nothing
         out = path.with_name(path.stem + "_report")
         out.mkdir(exist_ok=True)
-        row = summarize_file(path)
         _table([row], out / "summary.md", out / "summary.csv", f"{row['filter']} on {row['experiment']}")
         return [out / "summary.md", out / "summary.csv", *_file_figures(path, out)]
     if not path.is_dir():
         raise FileNotFoundError(f"no such file or folder: {path}")
-    files = sorted(p for p in path.rglob("*.nc") if not p.name.endswith(".tmp"))
+    files = sorted(p for p in path.rglob("*.nc") if ".parts" not in p.parent.name)
     if not files:
-        raise FileNotFoundError(f"no .nc files under {path}")
+        raise FileNotFoundError(f"no .nc run files under {path}")
     rows = [summarize_file(f) for f in files]
     rows.sort(key=lambda r: (r["experiment"], r["filter"].startswith("Bayes"), r["filter"], r["N"]))
     _table(rows, path / "report.md", path / "report.csv", f"genfilter runs under {path}")

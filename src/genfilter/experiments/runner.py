@@ -1,47 +1,55 @@
 r"""Runs an :class:`~genfilter.experiments.config.ExperimentConfig` and writes one
-netCDF file (``genfilter filter <config>``; DESIGN.md Command line).
+netCDF file (``genfilter filter <config>``; docs/experiments.md).
 
-File layout (dims ``run, step, member, <state dims>, obs``; CF-style attributes):
+The file is the one run file format of :mod:`genfilter.io` (dims ``run, step, member,
+<state dims>, obs``), with the config as YAML, the genfilter version and git commit and the
+command in its attributes.
 
-- ``truth (run, step, *S)``, ``observations (run, step, obs)`` (NaN = missing);
-- ``particles (run, step, member, *S)`` and ``log_weights (run, step, member)`` when
-  ``save: particles``; ``mean`` and ``spread (run, step, *S)`` always;
-- the StepInfo traces ``ess``, ``inflation``, ``log_evidence``, ``seconds (run, step)``;
-- per-step metrics ``skill``, ``spread_metric``, ``ssr``, ``crps (run, step)`` (SPEC §6) and
-  their averages after the burn-in, ``summary_<metric> (run)``;
-- attributes: the config as YAML, the genfilter version and git commit, the command.
+Seeds (the one seed scheme of genfilter): run ``r`` of a config uses the twin of seed
+``cfg.seed + r`` (truth, observations and initial ensemble:
+:func:`~genfilter.experiments.twin.make_twin`) and a filter generator seeded from that seed
+and ``N`` (:func:`run_seed`), so every filter of a table sees the same twins.
 
 Resume: while running, every run checkpoints after each step into ``<out>.parts/`` (with
 the config); ``resume=True`` continues a killed run from the last completed step and the
 result is bit-identical to an uninterrupted run (particles, weights, metrics; the
 ``seconds`` trace is wall time and differs).  The netCDF file appears atomically at the end.
+The ``.parts`` folder is made only once the twin, the emulator and the filter are built,
+and removed again when a fresh run fails, so a bad config never blocks the corrected rerun.
 """
 
 from __future__ import annotations
 
-__all__ = ["build_twin_setup", "build_emulator", "build_filter", "run_config", "git_version"]
+__all__ = [
+    "build_twin_setup",
+    "build_emulator",
+    "build_filter",
+    "run_seed",
+    "run_one",
+    "run_summary",
+    "run_config",
+    "git_version",
+]
 
 import math
-import os
 import shutil
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from .._version import __version__
 from .._utils import make_generator
+from .._version import __version__
+from ..emulators.simulator import true_model
 from ..filters.base import FilterRun, assimilate
+from ..io import open_run, run_dataset, write_run
 from ..observations import Identity, Select, Subsample
-from .config import ExperimentConfig, parse_config
+from .config import ConfigError, ExperimentConfig, filter_class, parse_config
 from .twin import TwinSetup, climatology, make_twin
-
-METRICS = ("skill", "spread", "ssr", "crps")
-_METRIC_VARS = {"skill": "skill", "spread": "spread_metric", "ssr": "ssr", "crps": "crps"}
 
 
 def git_version() -> str:
@@ -60,9 +68,8 @@ def git_version() -> str:
 
 
 def build_twin_setup(cfg: ExperimentConfig) -> TwinSetup:
-    """The twin (truth, observations, initial ensemble) of a config.  Float32 states, as
-    the emulators; the same for every filter and emulator of a config, so rows of a table
-    share their twins."""
+    """The twin (system, observation model, initial recipe) of a config; the same for every
+    filter and emulator of a config, so rows of a table share their twins."""
     from ..systems.datasets import make_system
 
     system = make_system(cfg.system, **cfg.system_options)
@@ -71,8 +78,8 @@ def build_twin_setup(cfg: ExperimentConfig) -> TwinSetup:
     if o.operator == "select":
         bad = [i for i in o.indices if i >= size]
         if bad:
-            raise ValueError(f"config field 'observations.indices': {bad[0]} is out of range "
-                             f"for a state of {size} values")
+            raise ConfigError(f"config field 'observations.indices': {bad[0]} is out of range "
+                              f"for a state of {size} values")
         operator = Select(list(o.indices))
     elif o.operator == "identity":
         operator = Identity()
@@ -81,43 +88,77 @@ def build_twin_setup(cfg: ExperimentConfig) -> TwinSetup:
     return TwinSetup(
         name=cfg.name, system=system, operator=operator, noise_std=o.noise_std,
         cycles=cfg.steps, burn_in=cfg.burn_in, init=cfg.initial.recipe,
-        init_std=cfg.initial.std, spinup=cfg.initial.spinup, dtype=torch.float32,
+        init_std=cfg.initial.std, spinup=cfg.initial.spinup, dtype=getattr(torch, cfg.dtype),
         description=f"{cfg.system}, {o.operator} observations, noise std {o.noise_std}",
     )
 
 
-def build_emulator(cfg: ExperimentConfig, setup: TwinSetup):
-    """The forecast model: the shipped emulator, the true system, or a checkpoint."""
-    if cfg.emulator == "true":
-        return setup.system.as_emulator()
-    if cfg.emulator == "shipped":
-        from .l63 import load_shipped_emulator
+def _check_checkpoint_system(path: Path, cfg: ExperimentConfig, setup: TwinSetup) -> None:
+    from ..emulators.training import checkpoint_system
+    from ..systems.datasets import make_system
 
-        return load_shipped_emulator(**cfg.emulator_options)
+    name, kwargs = checkpoint_system(path)
+    if name is None:
+        return  # trained outside `genfilter train`: nothing recorded to compare
+    if name != cfg.system:
+        raise ConfigError(f"config field 'emulator': {path.name} was trained for {name}, but "
+                          f"the config's system is {cfg.system}")
+    try:
+        trained = make_system(name, **kwargs)
+    except (TypeError, ValueError):
+        return
+    ours = setup.system
+    if (tuple(trained.state_shape) != tuple(ours.state_shape)
+            or not math.isclose(float(trained.interval), float(ours.interval))):
+        raise ConfigError(
+            f"config field 'emulator': {path.name} was trained for {name} with state shape "
+            f"{tuple(trained.state_shape)} and interval {trained.interval}, but the config's "
+            f"system has {tuple(ours.state_shape)} and {ours.interval}")
+
+
+def build_emulator(cfg: ExperimentConfig, setup: TwinSetup):
+    """The forecast model: the shipped emulator, the true system, or a checkpoint trained
+    for the config's system (checked against what the checkpoint records)."""
+    if cfg.emulator == "true":
+        return true_model(setup.system)
     from ..emulators.training import load_emulator
 
-    return load_emulator(cfg.emulator, **cfg.emulator_options)
+    if cfg.emulator == "shipped":
+        from .l63 import shipped_checkpoint
+
+        path = shipped_checkpoint()
+    else:
+        path = Path(cfg.emulator)
+    _check_checkpoint_system(path, cfg, setup)
+    try:
+        return load_emulator(path, **cfg.emulator_options)
+    except (TypeError, ValueError) as exc:
+        if cfg.emulator_options and "checkpoint" not in str(exc):
+            raise ConfigError(f"config field 'emulator_options': {exc}") from None
+        raise
 
 
 def build_filter(cfg: ExperimentConfig, emulator, setup: TwinSetup, generator):
     """The filter of a config with its options (EnSF / EnFF are normalised with the
-    system's climatology unless ``mean`` / ``std`` are given)."""
-    from .config import _filter_class
-
-    cls = _filter_class(cfg.filter.method)
+    system's climatology unless ``mean`` / ``std`` are given; a BPF ``jitter`` wraps the
+    emulator in :class:`~genfilter.emulators.jittered.Jittered`)."""
+    cls = filter_class(cfg.filter.method)
     options = dict(cfg.filter.options)
     if cfg.filter.method in ("ensf", "enff"):
         clim = climatology(setup)
         options.setdefault("mean", clim.mean)
         options.setdefault("std", clim.std)
     if cfg.filter.method == "bpf" and "jitter" in options:
-        from .twin import Jittered
+        from ..emulators.jittered import Jittered
 
-        emulator = Jittered(emulator, options.pop("jitter"))
+        try:
+            emulator = Jittered(emulator, options.pop("jitter"))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"config field 'filter.options.jitter': {exc}") from None
     try:
         return cls(emulator, generator=generator, **options)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"config field 'filter.options': {exc}") from None
+        raise ConfigError(f"config field 'filter.options': {exc}") from None
 
 
 def run_seed(cfg: ExperimentConfig, run: int) -> tuple[int, int]:
@@ -127,6 +168,47 @@ def run_seed(cfg: ExperimentConfig, run: int) -> tuple[int, int]:
     return twin_seed, 1_000_003 * (twin_seed + 1) + 7919 * cfg.filter.particles + 17
 
 
+def run_one(cfg: ExperimentConfig, run: int, setup: TwinSetup, emulator, *,
+            progress: bool = False, checkpoint: Path | None = None,
+            desc: str | None = None) -> FilterRun:
+    """Run ``run`` of a config: its twin, a fresh filter, :func:`assimilate`."""
+    twin_seed, filter_seed = run_seed(cfg, run)
+    twin = make_twin(setup, twin_seed)
+    filt = build_filter(cfg, emulator, setup, make_generator(filter_seed))
+    return assimilate(filt, twin.initial_ensemble(cfg.filter.particles), twin.observations,
+                      truth=twin.truth, progress=progress, checkpoint=checkpoint,
+                      save_particles=cfg.save == "particles",
+                      desc=desc or f"{cfg.filter.method} run {run + 1}/{cfg.runs}")
+
+
+def run_summary(cfg: ExperimentConfig, run: int, setup: TwinSetup | None = None,
+                emulator=None) -> dict[str, Any]:
+    """Run ``run`` of a config without files, summarised: ``skill``, ``spread``, ``ssr``,
+    ``crps`` after the burn-in, ``seconds``, ``diverged`` (non-finite scores, an error, or
+    skill above the climatological sd) and ``error`` (``None`` or the exception as text:
+    a sweep records a failing configuration and goes on)."""
+    setup = setup or build_twin_setup(cfg)
+    out: dict[str, Any] = {"N": cfg.filter.particles, "seed": run_seed(cfg, run)[0],
+                           "error": None}
+    t0 = time.perf_counter()
+    try:
+        em = emulator if emulator is not None else build_emulator(cfg, setup)
+        summary = run_one(cfg, run, setup, em).summary(burn_in=cfg.burn_in)
+        for key in ("skill", "spread", "ssr", "crps"):
+            out[key] = float(summary[key])
+    except Exception as exc:  # noqa: BLE001 - a sweep records the failure and goes on
+        for key in ("skill", "spread", "ssr", "crps"):
+            out[key] = float("nan")
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        out["error"] = (f"{type(exc).__name__}: {exc} "
+                        f"({last.filename.split('/')[-1]}:{last.lineno})")
+    out["seconds"] = time.perf_counter() - t0
+    finite = all(math.isfinite(out[k]) for k in ("skill", "spread", "crps"))
+    out["diverged"] = bool(out["error"] is not None or not finite
+                           or out["skill"] > climatology(setup).sd)
+    return out
+
+
 def _state_dims(cfg: ExperimentConfig, ndim: int) -> list[str]:
     from ..systems.datasets import SYSTEMS
 
@@ -134,9 +216,37 @@ def _state_dims(cfg: ExperimentConfig, ndim: int) -> list[str]:
     return dims if len(dims) == ndim else [f"dim_{i}" for i in range(ndim)]
 
 
+def _check_resume(cfg: ExperimentConfig, out: Path, parts: Path, resume: bool) -> bool:
+    """Refuses what a rerun must not silently do; returns whether ``out`` is already the
+    finished result of this config."""
+    import yaml
+
+    if parts.exists():
+        if not resume:
+            raise FileExistsError(
+                f"{parts} holds an unfinished run of this output; pass --resume to continue "
+                "it, or delete the folder to start again")
+        saved = parts / "config.yaml"
+        if not saved.is_file():
+            raise ValueError(f"--resume: {parts} has no config.yaml, so it cannot be checked "
+                             "against this config; delete the folder to start again")
+        if parse_config(yaml.safe_load(saved.read_text())) != cfg:
+            raise ValueError(f"--resume: the config differs from the one of the unfinished run "
+                             f"in {parts} ({saved}); delete the folder to start again")
+        return False
+    if resume and out.is_file():
+        with open_run(out) as ds:
+            stored = ds.attrs.get("config")
+        if stored is None or parse_config(yaml.safe_load(stored)) != cfg:
+            raise ValueError(f"--resume: {out} is already finished, from another config; "
+                             "choose another --out or delete the file")
+        return True
+    return False
+
+
 def run_config(
     cfg: ExperimentConfig,
-    out: str | os.PathLike,
+    out: str | Path,
     *,
     resume: bool = False,
     progress: bool = True,
@@ -144,128 +254,59 @@ def run_config(
     label: str | None = None,
 ) -> Path:
     """Runs every run of ``cfg`` and writes ``out`` (netCDF; module docstring); ``label``
-    names the filter in reports (default: the method)."""
-    import yaml
-
+    names the filter in reports (default: the method).  With ``resume``, an unfinished
+    run continues and a finished one of the same config is returned as it is."""
     out = Path(out)
     if out.suffix != ".nc":
-        raise ValueError(f"out must be a .nc file, got {out}")
+        raise ValueError(f"--out must be a .nc file, got {out}")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder, not a file")
     parts = out.with_name(out.name + ".parts")
-    cfg_text = cfg.to_yaml()
-    if parts.exists():
-        if not resume:
-            raise FileExistsError(
-                f"{parts} holds an unfinished run of this output; pass --resume to continue "
-                "it, or delete the folder to start again"
-            )
-        saved = parts / "config.yaml"
-        if saved.is_file() and parse_config(yaml.safe_load(saved.read_text())) != cfg:
-            raise ValueError(f"--resume: the config differs from the one of the unfinished run "
-                             f"in {parts} ({saved}); delete the folder to start again")
-    parts.mkdir(parents=True, exist_ok=True)
-    (parts / "config.yaml").write_text(cfg_text)
+    if _check_resume(cfg, out, parts, resume):
+        return out
+    for parent in (out.parent, *out.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out {out} cannot be written: {parent} is a file")
+            break
 
     setup = build_twin_setup(cfg)
     emulator = build_emulator(cfg, setup)
-    runs: list[FilterRun] = []
-    twins = []
-    t_start = time.perf_counter()
-    for r in range(cfg.runs):
-        twin_seed, filter_seed = run_seed(cfg, r)
-        twin = make_twin(setup, twin_seed)
-        filt = build_filter(cfg, emulator, setup, make_generator(filter_seed))
-        desc = f"{cfg.filter.method} run {r + 1}/{cfg.runs}"
-        run = assimilate(filt, twin.initial_ensemble(cfg.filter.particles), twin.observations,
-                         truth=twin.truth, progress=progress, desc=desc,
-                         checkpoint=parts / f"run{r:04d}.pt",
-                         save_particles=cfg.save == "particles")
-        runs.append(run)
-        twins.append(twin)
-
-    ds = _to_dataset(cfg, setup, runs, twins)
-    ds.attrs.update({
-        "title": f"genfilter {cfg.filter.method} on {cfg.name}",
-        "Conventions": "CF-1.10",
-        "source": f"genfilter {__version__} (git {git_version()})",
-        "history": f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {command or ' '.join(sys.argv)}",
-        "config": cfg_text,
-        "method": cfg.filter.method,
-        "label": label or cfg.filter.method,
-        "experiment": cfg.name,
-        "particles": cfg.filter.particles,
-        "burn_in": cfg.burn_in,
-        "interval": float(setup.system.interval),
-        "wall_seconds": time.perf_counter() - t_start,
-    })
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    os.replace(tmp, out)
+    build_filter(cfg, emulator, setup, make_generator(0))  # bad options fail before any file
+    fresh = not parts.exists()
+    try:
+        parts.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {out} cannot be written: {exc.strerror or exc}") from None
+    try:
+        (parts / "config.yaml").write_text(cfg.to_yaml())
+        t_start = time.perf_counter()
+        runs = [run_one(cfg, r, setup, emulator, progress=progress,
+                        checkpoint=parts / f"run{r:04d}.pt") for r in range(cfg.runs)]
+        twins = [make_twin(setup, run_seed(cfg, r)[0]) for r in range(cfg.runs)]
+        ds = run_dataset(
+            runs, observations=[tw.observations for tw in twins],
+            state_dims=_state_dims(cfg, len(setup.state_shape)),
+            interval=float(setup.system.interval), burn_in=cfg.burn_in,
+            twin_seeds=[run_seed(cfg, r)[0] for r in range(cfg.runs)],
+            attrs={
+                "title": f"genfilter {cfg.filter.method} on {cfg.name}",
+                "source": f"genfilter {__version__} (git {git_version()})",
+                "history": f"{time.strftime('%Y-%m-%dT%H:%M:%S')} "
+                           f"{command or ' '.join(sys.argv)}",
+                "config": cfg.to_yaml(),
+                "method": cfg.filter.method,
+                "label": label or cfg.filter.method,
+                "experiment": cfg.name,
+                "particles": cfg.filter.particles,
+                "noise_std": cfg.observations.noise_std,
+                "wall_seconds": time.perf_counter() - t_start,
+            })
+        ds["observations"].attrs["noise_std"] = cfg.observations.noise_std
+        write_run(ds, out)
+    except Exception:
+        if fresh:  # a fresh run that fails leaves nothing that blocks the corrected rerun
+            shutil.rmtree(parts, ignore_errors=True)
+        raise
     shutil.rmtree(parts)
     return out
-
-
-def _to_dataset(cfg, setup, runs: list[FilterRun], twins):
-    import xarray as xr
-
-    from ..metrics import summarize
-
-    S = tuple(setup.system.state_shape)
-    sd = _state_dims(cfg, len(S))
-    K = cfg.steps
-
-    def stack(ts):
-        return np.stack([t.detach().double().cpu().numpy() for t in ts])
-
-    obs = np.stack([np.stack([o.y.double().cpu().numpy() for o in tw.observations])
-                    for tw in twins])
-    data: dict[str, Any] = {
-        "truth": (("run", "step", *sd), stack([tw.truth for tw in twins]),
-                  {"long_name": "true state", "units": "state units"}),
-        "observations": (("run", "step", "obs"), obs,
-                         {"long_name": "observations y = H(x) + noise (NaN: missing)",
-                          "units": "state units", "noise_std": setup.noise_std}),
-        "mean": (("run", "step", *sd), stack([r.means for r in runs]),
-                 {"long_name": "weighted ensemble mean", "units": "state units"}),
-        "spread": (("run", "step", *sd), stack([r.spreads for r in runs]),
-                   {"long_name": "weighted ensemble standard deviation", "units": "state units"}),
-    }
-    if cfg.save == "particles":
-        data["particles"] = (("run", "step", "member", *sd), stack([r.particles for r in runs]),
-                             {"long_name": "ensemble members after the analysis",
-                              "units": "state units"})
-        data["log_weights"] = (("run", "step", "member"), stack([r.log_weights for r in runs]),
-                               {"long_name": "normalised log-weights", "units": "1"})
-    traces = {
-        "ess": ("effective sample size before resampling", "members"),
-        "inflation": ("observation-covariance inflation beta (1: none)", "1"),
-        "log_evidence": ("log-evidence increment log p(y^k | y^{1:k-1})", "nats"),
-        "seconds": ("wall time of the step", "s"),
-    }
-    for name, (long, units) in traces.items():
-        data[name] = (("run", "step"), stack([r.trace(name) for r in runs]),
-                      {"long_name": long, "units": units})
-    described = {
-        "skill": "RMSE of the ensemble mean (SPEC §6)",
-        "spread": "ensemble standard deviation (SPEC §6)",
-        "ssr": "spread / skill (SPEC §6)",
-        "crps": "continuous ranked probability score (SPEC §6, Eq. 37)",
-    }
-    for m in METRICS:
-        per_step = stack([r.metrics[m] if r.metrics[m].ndim == 1 else r.metrics[m].mean(-1)
-                          for r in runs])
-        var = _METRIC_VARS[m]
-        data[var] = (("run", "step"), per_step,
-                     {"long_name": described[m], "units": "1" if m == "ssr" else "state units"})
-        data[f"summary_{m}"] = (("run",), np.array([summarize(r.metrics, burn_in=cfg.burn_in)[m]
-                                                    for r in runs]),
-                                {"long_name": f"{m} averaged over steps after the burn-in",
-                                 "burn_in": cfg.burn_in})
-    coords = {
-        "run": np.arange(cfg.runs),
-        "step": np.arange(1, K + 1),
-        "time": ("step", np.arange(1, K + 1) * float(setup.system.interval),
-                 {"long_name": "model time of the observation", "units": "model time units"}),
-        "twin_seed": ("run", np.array([run_seed(cfg, r)[0] for r in range(cfg.runs)])),
-    }
-    return xr.Dataset({k: xr.Variable(v[0], v[1], v[2]) for k, v in data.items()}, coords=coords)

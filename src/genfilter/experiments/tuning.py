@@ -1,11 +1,15 @@
-r"""Hyperparameter tuning of filters on a short *training* twin (DAPPER's habit: tune every
+r"""Hyperparameter tuning of filters on short *training* twins (DAPPER's habit: tune every
 method on the same experiment, then compare at the tuned values).
 
-:func:`tune` runs every configuration of a search space on the short twin
-``setup.with_cycles(cycles, burn_in)`` for a few seeds, scores each run by a summary
-metric (analysis RMSE ``"skill"`` by default, lower is better), and reports the mean ± standard
-error over seeds of every configuration and the best one.  The search space is either a
-grid (``{name: [values]}``, every combination) or a :class:`RandomSearch` (seeded draws from
+:func:`tune` runs every configuration of a search space as an
+:class:`~genfilter.experiments.config.ExperimentConfig` (``make_config(params, seed)``),
+one run per tuning seed through :func:`~genfilter.experiments.runner.run_summary` (the
+config's seed is the tuning seed, so run 0 is the twin of that seed: the one seed scheme of
+:func:`~genfilter.experiments.runner.run_seed`), scores each run by a summary metric
+(analysis RMSE ``"skill"`` by default, lower is better), and reports the mean ± standard
+error over seeds of every configuration and the best one.  The training twin is the
+config's own (``steps``, ``burn_in``).  The search space is either a grid
+(``{name: [values]}``, every combination) or a :class:`RandomSearch` (seeded draws from
 lists, :class:`Uniform` or :class:`LogUniform` ranges).
 
 The tuning seeds must differ from the evaluation seeds (the default ``10_000, 10_001`` do
@@ -45,7 +49,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .twin import FilterFactory, TwinSetup, run_twin
+from .config import ConfigError, ExperimentConfig
+from .runner import build_emulator, build_twin_setup, run_summary
+from .twin import TwinSetup
 
 # ----------------------------------------------------------------------- search spaces
 
@@ -162,10 +168,10 @@ class Trial:
         scores: The score of each seed (NaN for a run that raised).
         mean, sem: Mean and standard error (sd / √n, ddof 1) over the finite scores.
         failed: Runs that raised or gave a non-finite score.
-        diverged: Runs flagged ``diverged`` by :func:`~genfilter.experiments.twin.run_twin`
-            (includes the failed ones).
+        diverged: Runs flagged ``diverged`` by
+            :func:`~genfilter.experiments.runner.run_summary` (includes the failed ones).
         seconds: Total wall time of the runs.
-        runs: The full :func:`run_twin` summaries.
+        runs: The full :func:`~genfilter.experiments.runner.run_summary` dicts.
         refined: Whether the configuration was re-run on the refinement seeds.
     """
 
@@ -209,10 +215,11 @@ class TuningResult:
     Attributes:
         trials: One :class:`Trial` per configuration, in the order they were run.
         score: The name of the score (lower is better).
-        N, seeds, cycles, burn_in: The training twins.
+        N, seeds, cycles, burn_in: The training twins (the configs' ``filter.particles``,
+            seeds, ``steps`` and ``burn_in``).
         refine, refine_seeds: The second stage (``refine`` best configurations re-run on
             ``refine_seeds``; 0 = none).
-        setup_name: ``setup.name``.
+        setup_name: The configs' ``name``.
         label: Free text (e.g. the filter's name) used in the table title.
         seconds: Wall time of the whole search.
     """
@@ -278,33 +285,49 @@ def _score_of(run: dict[str, Any], score: str | Callable[[dict[str, Any]], float
     return value if (run.get("error") is None and math.isfinite(value)) else math.nan
 
 
+def _config_failure(params: dict[str, Any], seed: int, exc: Exception) -> dict[str, Any]:
+    """The summary of a run whose config could not be built (recorded like a failed run)."""
+    nan = float("nan")
+    return {"N": None, "seed": int(seed), "error": f"{type(exc).__name__}: {exc}",
+            "skill": nan, "spread": nan, "ssr": nan, "crps": nan, "seconds": 0.0,
+            "diverged": True}
+
+
+def _twin_key(cfg: ExperimentConfig) -> tuple:
+    """The config fields the twin depends on (configs with equal keys share one twin)."""
+    return (cfg.name, cfg.system, repr(sorted(cfg.system_options.items())), cfg.observations,
+            cfg.initial, cfg.steps, cfg.burn_in, cfg.dtype)
+
+
+def _emulator_key(cfg: ExperimentConfig) -> tuple:
+    return (*_twin_key(cfg), cfg.emulator, repr(sorted(cfg.emulator_options.items())))
+
+
 def tune(
-    make_factory: Callable[[dict[str, Any]], FilterFactory],
+    make_config: Callable[[dict[str, Any], int], ExperimentConfig],
     space: Mapping[str, Sequence[Any]] | RandomSearch,
-    setup: TwinSetup,
-    N: int,
     seeds: Sequence[int] = (10_000, 10_001),
-    cycles: int | None = None,
-    burn_in: int | None = None,
     *,
     score: str | Callable[[dict[str, Any]], float] = "skill",
     refine: int = 0,
     refine_seeds: Sequence[int] = (),
     label: str = "",
     progress: bool = False,
+    setup: TwinSetup | None = None,
+    emulator: Any = None,
 ) -> TuningResult:
-    r"""Tunes a filter's hyperparameters on a short training twin.
+    r"""Tunes a filter's hyperparameters on short training twins.
 
     Arguments:
-        make_factory: ``make_factory(params) -> factory``, where ``factory(emulator,
-            generator) -> Filter`` (see :func:`~genfilter.experiments.twin.run_twin`).
+        make_config: ``make_config(params, seed) -> ExperimentConfig``: the config of one
+            configuration ``params`` for the tuning seed ``seed`` (its ``seed`` must be
+            ``seed``; run 0 of it is then the twin of ``seed``).  Its ``steps`` and
+            ``burn_in`` are the short training twin.  A config that cannot be built
+            (:class:`~genfilter.experiments.config.ConfigError`) is recorded as a failed
+            run, like a filter that raises.
         space: A grid ``{name: [values]}`` (every combination) or a :class:`RandomSearch`.
-        setup: The experiment; tuning runs on ``setup.with_cycles(cycles, burn_in)``.
-        N: Ensemble size.
-        seeds: Twin seeds of the training runs — keep them disjoint from the evaluation
-            seeds.
-        cycles, burn_in: The short training twin (``None``: the setup's own; ``burn_in``
-            defaults to ``min(setup.burn_in, cycles // 4)``).
+        seeds: Twin seeds of the training runs (config seeds) — keep them disjoint from the
+            evaluation seeds.
         score: A key of the run summary (``"skill"``, ``"crps"``, ``"spread"``, ...) or a
             callable on the summary; lower is better.
         refine: Re-run the ``refine`` best configurations of the first pass on
@@ -314,6 +337,12 @@ def tune(
             evaluation seeds).
         label: Name used in the table title.
         progress: Print one line per configuration to stderr.
+        setup, emulator: The training twin
+            (:func:`~genfilter.experiments.runner.build_twin_setup`) and forecast model
+            (:func:`~genfilter.experiments.runner.build_emulator`) of every config, built
+            once by the caller; ``None``: built from the configs, once per distinct twin
+            (and emulator) fields.  A given ``setup`` must have the configs' ``steps`` and
+            ``burn_in``.
 
     Returns:
         A :class:`TuningResult`; ``result.best_params`` is the configuration with the lowest
@@ -326,12 +355,9 @@ def tune(
     seeds = tuple(int(s) for s in seeds)
     if not seeds:
         raise ValueError("tune needs at least one seed")
-    if cycles is None:
-        short = setup
-    else:
-        if burn_in is None:
-            burn_in = min(setup.burn_in, int(cycles) // 4)
-        short = setup.with_cycles(int(cycles), int(burn_in))
+    if not callable(make_config):
+        raise TypeError(f"make_config must be callable (params, seed) -> ExperimentConfig, "
+                        f"got {make_config!r}")
     if not callable(score) and not isinstance(score, str):
         raise TypeError(f"score must be a summary key or a callable, got {score!r}")
     refine = int(refine)
@@ -341,11 +367,44 @@ def tune(
     if set(refine_seeds) & set(seeds):
         raise ValueError(f"refine_seeds {refine_seeds} must differ from seeds {seeds}")
     score_name = score if isinstance(score, str) else getattr(score, "__name__", "score")
+    setups: dict[tuple, TwinSetup] = {}
+    emulators: dict[tuple, Any] = {}
+    shape: dict[str, Any] = {}  # N, cycles, burn_in, name of the first config built
+
+    def summary(params: dict[str, Any], s: int) -> dict[str, Any]:
+        try:
+            cfg = make_config(dict(params), s)
+        except ConfigError as exc:
+            return _config_failure(params, s, exc)
+        if not isinstance(cfg, ExperimentConfig):
+            raise TypeError(f"make_config must return an ExperimentConfig, got "
+                            f"{type(cfg).__name__}")
+        if cfg.seed != s:
+            raise ValueError(f"make_config(params, {s}) returned a config with seed "
+                             f"{cfg.seed}: the tuning seed must be the config's seed")
+        for key, value in (("N", cfg.filter.particles), ("cycles", cfg.steps),
+                           ("burn_in", cfg.burn_in), ("name", cfg.name)):
+            shape.setdefault(key, value)
+        if setup is not None:
+            if (setup.cycles, setup.burn_in) != (cfg.steps, cfg.burn_in):
+                raise ValueError(
+                    f"the setup has {setup.cycles} cycles (burn-in {setup.burn_in}) but the "
+                    f"config {cfg.steps} steps (burn-in {cfg.burn_in})")
+            twin_setup = setup
+        else:
+            twin_setup = setups.get(_twin_key(cfg))
+            if twin_setup is None:
+                twin_setup = setups[_twin_key(cfg)] = build_twin_setup(cfg)
+        em = emulator
+        if em is None:
+            em = emulators.get(_emulator_key(cfg))
+            if em is None:
+                em = emulators[_emulator_key(cfg)] = build_emulator(cfg, twin_setup)
+        return run_summary(cfg, 0, twin_setup, em)
 
     def run(trial: Trial, twin_seeds: Sequence[int]) -> None:
         t0 = time.perf_counter()
-        factory = make_factory(dict(trial.params))
-        new = [run_twin(factory, short, N, s) for s in twin_seeds]
+        new = [summary(trial.params, s) for s in twin_seeds]
         trial.runs += new
         trial.scores += [_score_of(r, score) for r in new]
         finite = [v for v in trial.scores if math.isfinite(v)]
@@ -361,7 +420,7 @@ def tune(
         if progress:
             errors = {r["error"] for r in new if r["error"]}
             print(
-                f"  [{label or 'tune'} N={N}] {trial.params}: {score_name} "
+                f"  [{label or 'tune'} N={shape.get('N')}] {trial.params}: {score_name} "
                 f"{format_mean_sem(trial.mean, trial.sem)} over {len(trial.scores)} seeds "
                 f"({trial.seconds:.1f} s)" + (f" errors: {sorted(errors)}" if errors else ""),
                 file=sys.stderr, flush=True,
@@ -379,8 +438,14 @@ def tune(
         for trial in finalists:
             run(trial, refine_seeds)
             trial.refined = True
+    if setup is not None:
+        shape.setdefault("cycles", setup.cycles)
+        shape.setdefault("burn_in", setup.burn_in)
+        shape.setdefault("name", setup.name)
     return TuningResult(
-        trials=trials, score=score_name, N=int(N), seeds=seeds, cycles=short.cycles,
-        burn_in=short.burn_in, refine=min(refine, len(trials)), refine_seeds=refine_seeds,
-        setup_name=setup.name, label=label, seconds=time.perf_counter() - t_all,
+        trials=trials, score=score_name, N=int(shape.get("N") or 0), seeds=seeds,
+        cycles=int(shape.get("cycles", 0)), burn_in=int(shape.get("burn_in", 0)),
+        refine=min(refine, len(trials)), refine_seeds=refine_seeds,
+        setup_name=str(shape.get("name", "")), label=label,
+        seconds=time.perf_counter() - t_all,
     )

@@ -1,8 +1,10 @@
-r"""Ensembles, step reports, the filter protocol and the assimilation loop (DESIGN.md).
+r"""Ensembles, step reports, the filter protocol and the assimilation loop.
 
 A filter is ``init(particles) -> Ensemble`` plus ``step(ensemble, obs) -> (Ensemble,
-StepInfo)``; :func:`assimilate` is the loop over observations (SPEC §1), recording per-step
-statistics and, when the truth is known, the metrics of SPEC §6.
+StepInfo)``; :func:`assimilate` is the loop over observations that approximates
+:math:`p(x^k \mid y^{1:k})` for :math:`k = 1, \dots, K` (Savary, Rozet & Louppe 2026, §2.1;
+docs/method.md#filtering-problem), recording per-step statistics and, when the truth is
+known, the metrics of docs/method.md#metrics (the paper's App. C).
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ __all__ = [
     "EnsembleFilter",
 ]
 
+import dataclasses
 import math
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +41,7 @@ from tqdm.auto import tqdm
 
 from ..observations import Observation
 from .tempering import ess as effective_sample_size
+from .weighting import WeightCollapseWarning
 
 
 def uniform_log_weights(n: int, dtype: torch.dtype = torch.float64, device=None) -> Tensor:
@@ -85,7 +90,8 @@ def ensemble_spread(x: Tensor) -> float:
 
 
 def inflate(x: Tensor, factor: float) -> Tensor:
-    """Multiplicative inflation about the ensemble mean, x_i ← x̄ + λ (x_i − x̄) (SPEC_BASELINES §B0)."""
+    """Multiplicative inflation about the ensemble mean, x_i ← x̄ + λ (x_i − x̄)
+    (docs/method.md#baselines)."""
     if factor == 1.0:
         return x
     mean = x.mean(0, keepdim=True)
@@ -94,7 +100,7 @@ def inflate(x: Tensor, factor: float) -> Tensor:
 
 @dataclass
 class Ensemble:
-    r"""A weighted ensemble :math:`\{x_i, w_i\}` (DESIGN.md).
+    r"""A weighted ensemble :math:`\{x_i, w_i\}` (docs/method.md#filtering-problem).
 
     Attributes:
         particles: The members, shape ``(N, *S)``.
@@ -194,7 +200,8 @@ name, units)."""
 
 @runtime_checkable
 class Filter(Protocol):
-    """A filtering algorithm: ``init`` + ``step`` (DESIGN.md)."""
+    """A filtering algorithm: ``init`` + ``step``; every filter of :mod:`genfilter.filters`
+    satisfies it."""
 
     def init(self, particles: Tensor) -> Ensemble: ...
 
@@ -203,7 +210,7 @@ class Filter(Protocol):
 
 class EnsembleFilter:
     """Shared parts of the filters: ``init`` (validated members, uniform log-weights) and,
-    for the forecast–analysis filters of SPEC_BASELINES §B0, the step loop around an
+    for the forecast–analysis filters (docs/method.md#baselines), the step loop around an
     analysis map."""
 
     emulator: Any
@@ -275,8 +282,8 @@ class FilterRun:
         return float(sum(vals)) if vals else float("nan")
 
     def trace(self, name: str) -> Tensor:
-        """Per-step trace ``(K,)`` of a StepInfo field (``ess``, ``inflation``, ``seconds``,
-        ``log_evidence``) or of a key of ``extra``."""
+        """Per-step trace ``(K,)`` of a StepInfo field (``ess``, ``inflation``,
+        ``target_met``, ... — booleans as 0/1, ``None`` as NaN) or of a key of ``extra``."""
         out = []
         for info in self.infos:
             v = getattr(info, name) if hasattr(info, name) else info.extra.get(name)
@@ -284,42 +291,22 @@ class FilterRun:
         return torch.tensor(out, dtype=torch.float64)
 
     def summary(self, burn_in: int = 0) -> dict[str, float]:
-        """Metrics averaged over steps ``burn_in..K-1`` (SPEC §6); SSR is the mean of the
-        per-step ratios, as the paper does."""
+        """Metrics averaged over steps ``burn_in..K-1`` (docs/method.md#metrics); SSR is
+        the mean of the per-step ratios, as the paper does."""
         from ..metrics import summarize
 
         if not self.metrics:
             raise ValueError("this run has no metrics: pass truth= to assimilate()")
         return summarize(self.metrics, burn_in=burn_in)
 
-    def to_xarray(self, state_dims: Sequence[str] | None = None):
-        """Converts the run to an ``xarray.Dataset`` with dims ``(step, member, *state)``."""
-        import xarray as xr
+    def to_xarray(self, state_dims: Sequence[str] | None = None, **kwargs):
+        """This run as a run file dataset (:func:`genfilter.io.run_dataset`, one run);
+        ``kwargs`` go to it (``observations=[obs]``, ``interval``, ``burn_in``, ``attrs``)."""
+        from ..io import run_dataset
 
-        S = tuple(self.means.shape[1:])
-        dims = list(state_dims) if state_dims is not None else [f"dim_{i}" for i in range(len(S))]
-        if len(dims) != len(S):
-            raise ValueError(f"state_dims has {len(dims)} names for a state of shape {S}")
-        data = {
-            "mean": (("step", *dims), self.means.double().numpy()),
-            "spread": (("step", *dims), self.spreads.double().numpy()),
-            "ess": (("step",), self.trace("ess").numpy()),
-            "inflation": (("step",), self.trace("inflation").numpy()),
-            "log_evidence": (("step",), self.trace("log_evidence").numpy()),
-            "seconds": (("step",), self.trace("seconds").numpy()),
-        }
-        if self.particles is not None:
-            data["particles"] = (("step", "member", *dims), self.particles.double().numpy())
-        if self.log_weights is not None:
-            data["log_weights"] = (("step", "member"), self.log_weights.double().numpy())
-        if self.truth is not None:
-            data["truth"] = (("step", *dims), self.truth.double().numpy())
-        for name, value in self.metrics.items():
-            if value.ndim == 1:
-                data[f"metric_{name}"] = (("step",), value.double().numpy())
-            else:
-                data[f"metric_{name}"] = (("step", "variable"), value.double().numpy())
-        return xr.Dataset(data)
+        if "observations" in kwargs and kwargs["observations"] is not None:
+            kwargs["observations"] = [kwargs["observations"]]
+        return run_dataset([self], state_dims=state_dims, **kwargs)
 
 
 def _weighted_moments(ens: Ensemble) -> tuple[Tensor, Tensor]:
@@ -327,7 +314,8 @@ def _weighted_moments(ens: Ensemble) -> tuple[Tensor, Tensor]:
     mean = torch.einsum("n,n...->...", w, ens.particles)
     dev = ens.particles - mean
     n = ens.size
-    # unbiased for uniform weights (SPEC §6 uses 1/(N-1)); reliability weights otherwise
+    # unbiased for uniform weights (the spread uses 1/(N-1), docs/method.md#skill-and-spread);
+    # reliability weights otherwise
     denom = 1.0 - float((w.double() ** 2).sum())
     var = torch.einsum("n,n...->...", w, dev**2) / max(denom, 1e-300)
     if ens.is_uniform():
@@ -352,8 +340,8 @@ def assimilate(
 
     Arguments:
         truth: The true states ``(K, *S)``; when given, per-step metrics are recorded
-            (SPEC §6): skill, spread, SSR and CRPS, per variable along ``variable_axis`` if
-            set, else over all components.
+            (docs/method.md#metrics): skill, spread, SSR and CRPS, per variable along
+            ``variable_axis`` if set, else over all components.
         checkpoint: A file; the run is saved there after every step and, if the file
             exists, resumed from it (the filter's generator state is restored, so the
             result is identical to an uninterrupted run).
@@ -403,13 +391,26 @@ def assimilate(
         initial=start,
         total=K,
     )
+    name = type(filter).__name__
+    warned = any(i.target_met is False for i in infos)
     for k in bar:
         t0 = time.perf_counter()
-        ens, info = filter.step(ens, observations[k])
+        where = f"{name} at step {k + 1} of {K}"
+        try:
+            ens, info = filter.step(ens, observations[k])
+        except FloatingPointError as exc:
+            raise FloatingPointError(f"{where}: {exc}") from exc
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from exc
         info.seconds = time.perf_counter() - t0
-        if not torch.isfinite(ens.particles).all():
-            raise FloatingPointError(
-                f"{type(filter).__name__} produced non-finite particles at step {k}"
+        check_finite(ens.particles, f"{where}: the analysis ensemble")
+        if info.target_met is False and not warned:
+            warned = True
+            warnings.warn(
+                f"{where}: the ESS target was not met even at the smallest inflation (ESS "
+                f"{info.ess:.1f} of {ens.size} members, inflation {info.inflation:.3g}): weight "
+                "collapse; every such step is recorded as target_met = 0 in the run",
+                WeightCollapseWarning, stacklevel=2,
             )
         mean, spread = _weighted_moments(ens)
         means.append(mean)
@@ -447,17 +448,10 @@ def assimilate(
 
 
 def _info_dict(info: StepInfo) -> dict[str, Any]:
-    extra = {}
-    for key, value in info.extra.items():
-        if isinstance(value, (int, float, bool, str)) or torch.is_tensor(value):
-            extra[key] = value
-    return {
-        "ess": float(info.ess),
-        "inflation": float(info.inflation),
-        "log_evidence": None if info.log_evidence is None else float(info.log_evidence),
-        "seconds": float(info.seconds),
-        "extra": extra,
-    }
+    out = {f.name: getattr(info, f.name) for f in dataclasses.fields(info) if f.name != "extra"}
+    out["extra"] = {k: v for k, v in info.extra.items()
+                    if isinstance(v, (int, float, bool, str)) or torch.is_tensor(v)}
+    return out
 
 
 def _save_checkpoint(path: Path, step, ens, means, spreads, parts, lws, infos, metric_rows,

@@ -1,8 +1,19 @@
-r"""Bootstrap particle filter (SPEC §5, SPEC_BASELINES §B1).
+r"""Bootstrap particle filter (Gordon, Salmond & Smith 1993), the particle-filter baseline
+of Savary, Rozet & Louppe (2026, App. B.1); docs/method.md#bootstrap-particle-filter.
 
 One cycle: propagate every particle with the emulator's ``sample``; multiply the weights by
 :math:`\mathcal{N}(y; H(x_i), \Sigma_y)`; record the evidence increment; resample when the
 ESS falls below :math:`\kappa N` (genfilter default κ = 1/2, systematic).
+
+References:
+    | Novel Approach to Nonlinear/Non-Gaussian Bayesian State Estimation
+    | (Gordon, Salmond & Smith, 1993), IEE Proceedings F 140, 107-113
+
+    | Training-Free Bayesian Filtering with Generative Emulators (Savary et al., 2026)
+    | https://arxiv.org/abs/2605.20028
+
+    | Obstacles to High-Dimensional Particle Filtering (Snyder et al., 2008)
+    | Monthly Weather Review 136, 4629-4640
 """
 
 from __future__ import annotations
@@ -30,15 +41,16 @@ from .weighting import check_ess_interval, reweight
 
 
 class BootstrapPF(EnsembleFilter):
-    r"""Bootstrap particle filter (SPEC_BASELINES §B1).
+    r"""Bootstrap particle filter (docs/method.md#bootstrap-particle-filter).
 
     Arguments:
         emulator: Anything with ``sample(x, generator=)``.
         resample_threshold: κ: resample when ESS < κN (1.0 = every step, DAPPER's default;
-            genfilter's default 0.5, SPEC §5).
+            genfilter's default 0.5, a project choice).
         resampling: Resampling scheme name.
         ess_interval: Optional likelihood tempering ``(N_min, N_max)`` as fractions of N
-            (same rule as FA-APF, SPEC §3.3; off by default, report separately).
+            (same rule as FA-APF, docs/method.md#inflation; off by default, report
+            separately).
         generator: ``torch.Generator``, int seed or ``None``.
     """
 

@@ -1,5 +1,6 @@
-r"""Ensemble flow filter (EnFF; SPEC §5, SPEC_BASELINES §B5; Transue, Chen, Takao & Wang,
-arXiv 2508.13313, code Utah-Math-Data-Science/Data-Assimilation-Flow-Matching).
+r"""Ensemble flow filter (EnFF; Transue, Chen, Takao & Wang, arXiv 2508.13313, code
+Utah-Math-Data-Science/Data-Assimilation-Flow-Matching; Savary, Rozet & Louppe 2026, App. B.4;
+docs/method.md#enff).
 
 Training-free flow matching: the marginal velocity of a Gaussian probability path whose
 endpoint (t = 1) is the forecast ensemble :math:`\{x_1^{(j)}\}` is a Monte-Carlo functional
@@ -33,12 +34,22 @@ Guidance :math:`g_t(x)`:
 Euler on :math:`t_n = n / (K - 1)`: :math:`x \leftarrow x + \Delta (v_{t_n}(x) + g_{t_n}(x))`,
 :math:`n = 0..K-2`.
 
-Interpretation (§B5, ours): with F2P and :math:`\sigma_{min}` much smaller than the distance
-between members' paths, each member keeps its own increment and the local guidance
+Interpretation (ours; docs/baselines.md): with F2P and :math:`\sigma_{min}` much smaller than the
+distance between members' paths, each member keeps its own increment and the local guidance
 accumulates — for :math:`H = I`, :math:`\Sigma_y = \sigma_y^2 I` the analysis is the
 fixed-gain nudge :math:`x_1^{(i)} + (1 - (1 - \gamma\Delta)^{K-1})(y - x_1^{(i)})`,
 :math:`\gamma = \lambda / \sigma_y^2` (in normalised units), independent of the ensemble
 covariance.
+
+References:
+    | Flow Matching for Efficient and Scalable Data Assimilation (Transue et al., 2025)
+    | https://arxiv.org/abs/2508.13313
+
+    | On the Guidance of Flow Matching (Feng et al., 2025)
+    | https://arxiv.org/abs/2502.02150
+
+    | Training-Free Bayesian Filtering with Generative Emulators (Savary et al., 2026)
+    | https://arxiv.org/abs/2605.20028
 """
 
 from __future__ import annotations
@@ -76,7 +87,7 @@ GUIDANCES = ("local", "none", "montecarlo")
 
 
 class EnFF(EnsembleFilter):
-    r"""Ensemble flow filter (SPEC_BASELINES §B5).
+    r"""Ensemble flow filter (Transue et al. 2025; docs/method.md#enff).
 
     One cycle: forecast member :math:`i` from the previous analysis member :math:`i` with
     the emulator's ``sample`` (so the F2P pairing :math:`x_0^{(i)} \to x_1^{(i)}` holds by
@@ -86,10 +97,10 @@ class EnFF(EnsembleFilter):
     forecast is drawn from); :meth:`step` pairs the forecast with ``ensemble.particles``
     itself, which stays right after a checkpoint resume (that does not store ``extra``).
 
-    Defaults and sources (§B5 table): Euler is the only solver (Utah ``sampler``); F2P with
-    paired coupling (``use_independent_coupling = false``); local guidance with a constant
-    λ (``LocalConstant``); K = 10 grid points (Utah README example, NS 256²: F2P, K = 10,
-    σ_min = 2.742e-4, λ = 1.0076e-3; Optuna sweeps K ∈ {5, 10, 20, 50, 100}).
+    Defaults and sources (the authors' code, "Utah"; docs/baselines.md): Euler is the only solver
+    (Utah ``sampler``); F2P with paired coupling (``use_independent_coupling = false``); local
+    guidance with a constant λ (``LocalConstant``); K = 10 grid points (Utah README example, NS
+    256²: F2P, K = 10, σ_min = 2.742e-4, λ = 1.0076e-3; Optuna sweeps K ∈ {5, 10, 20, 50, 100}).
     σ_min and λ have **no default** in the reference code: both are problem-specific
     (λ scales like σ_y², see the module docstring) and must be tuned (Optuna ranges
     σ_min ∈ [1e-5, 1], λ ∈ [1e-3, 10], log scale).
@@ -104,7 +115,7 @@ class EnFF(EnsembleFilter):
         steps: Number K >= 2 of time grid points (K − 1 Euler steps; Utah's
             ``sampling_time_step_count``).
         guidance: ``"local"``, ``"none"`` or ``"montecarlo"``.
-        inflation: Multiplicative posterior inflation λ_infl >= 1 (§B0).
+        inflation: Multiplicative posterior inflation λ_infl >= 1 (docs/method.md#baselines).
         mean, std: State normalisation as in :class:`~genfilter.filters.ensf.EnSF` (the
             flow runs on :math:`z = (x - m)/s`, ``H`` sees de-normalised states; the OT source
             is N(0, I) in these units — pass climatological statistics for unnormalised
@@ -164,7 +175,7 @@ class EnFF(EnsembleFilter):
         self.mixture_chunk = _check_chunk(mixture_chunk, "mixture_chunk")
         self.generator = make_generator(generator)
 
-    # ---------------------------------------------------------------- flow (§B5)
+    # ---------------------------------------------------------------- flow
     def velocity(
         self,
         x: Tensor,
@@ -194,7 +205,7 @@ class EnFF(EnsembleFilter):
     def update(
         self, forecast: Tensor, obs: Observation | None, previous: Tensor | None = None
     ) -> tuple[Tensor, dict]:
-        r"""The EnFF analysis (§B5) of a forecast ensemble ``(N, *S)``.
+        r"""The EnFF analysis (module docstring) of a forecast ensemble ``(N, *S)``.
 
         Arguments:
             forecast: :math:`x_1^{(j)}`, ``(N, *S)``.
@@ -206,7 +217,7 @@ class EnFF(EnsembleFilter):
         Returns:
             The analysis ``(N, *S)`` and diagnostics: ``pair_switches`` (F2P: number of
             (member, step) pairs whose largest velocity weight is another member's path —
-            the path-crossing pitfall of §B5; 0 for OT).
+            the path-crossing pitfall of docs/baselines.md; 0 for OT).
         """
         check_particles(forecast, "forecast")
         state_shape = tuple(forecast.shape[1:])
@@ -249,7 +260,7 @@ class EnFF(EnsembleFilter):
         if not torch.isfinite(x).all():
             raise FloatingPointError(
                 "EnFF analysis produced non-finite states; lower guidance_scale or normalise "
-                "the state (mean/std) (§B5 pitfalls)"
+                "the state (mean/std) (docs/baselines.md)"
             )
         xa = self.normalizer.denormalize(x.reshape(forecast.shape))
         return inflate(xa, self.inflation), {"pair_switches": switches}

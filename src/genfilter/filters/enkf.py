@@ -1,5 +1,5 @@
-r"""Stochastic ensemble Kalman filter with perturbed observations (SPEC §5,
-SPEC_BASELINES §B2; Burgers, van Leeuwen & Evensen 1998; Evensen 2009).
+r"""Stochastic ensemble Kalman filter with perturbed observations (Burgers, van Leeuwen &
+Evensen 1998; Evensen 2009; Savary, Rozet & Louppe 2026, App. B.2; docs/method.md#enkf).
 
 Ensemble-space analysis (never a D×D or D×M matrix): with anomalies
 :math:`A = [x_i^f - \bar x] / \sqrt{N-1}` (D×N), :math:`\tilde Y = [H(x_i^f) - \bar y] /
@@ -11,6 +11,17 @@ which equals :math:`x_i^f + K d_i` with :math:`K = A \tilde Y^\top (\tilde Y \ti
 \Sigma_y)^{-1}` by the Woodbury identity.  The perturbations :math:`\varepsilon_i \sim
 \mathcal{N}(0, \Sigma_y)` are re-centred to zero ensemble mean.  Multiplicative (posterior)
 inflation :math:`x_i \leftarrow \bar x + \lambda (x_i - \bar x)`.
+
+References:
+    | Sequential Data Assimilation with a Nonlinear Quasi-Geostrophic Model Using Monte Carlo
+    | Methods to Forecast Error Statistics (Evensen, 1994)
+    | Journal of Geophysical Research 99(C5), 10143-10162
+
+    | Analysis Scheme in the Ensemble Kalman Filter (Burgers, van Leeuwen & Evensen, 1998)
+    | Monthly Weather Review 126, 1719-1724
+
+    | Data Assimilation: The Ensemble Kalman Filter, 2nd ed. (Evensen, 2009)
+    | Springer
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ from .base import (
 def ensemble_kalman_update(
     forecast: Tensor, obs: Observation, generator: torch.Generator | None = None
 ) -> Tensor:
-    r"""Perturbed-observation EnKF analysis of SPEC_BASELINES §B2 (steps 1–6).
+    r"""Perturbed-observation EnKF analysis (module docstring; docs/method.md#enkf).
 
     Arguments:
         forecast: ``(N, *S)``; obs: an observation without missing values.
@@ -57,7 +68,7 @@ def ensemble_kalman_update(
     d = obs.y.double()[None] + eps - Y  # (N, M): innovations
     M = Y.shape[1]
     if M <= N:
-        # observation space (M×M): Ỹᵀ (Ỹ Ỹᵀ + Σ_y)⁻¹ d — cheaper when M ≤ N (§B2 step 5)
+        # observation space (M×M): Ỹᵀ (Ỹ Ỹᵀ + Σ_y)⁻¹ d — cheaper when M ≤ N (Woodbury)
         S = Yt.T @ Yt + noise_matrix(obs.noise, M).double()
         L = torch.linalg.cholesky(S)
         # (N, M) @ (M, D): never the N×N matrix, O(N M D)
@@ -75,11 +86,11 @@ def ensemble_kalman_update(
 
 
 class EnKF(EnsembleFilter):
-    r"""Stochastic EnKF with perturbed observations (SPEC_BASELINES §B2).
+    r"""Stochastic EnKF with perturbed observations (docs/method.md#enkf).
 
     Arguments:
         emulator: Anything with ``sample(x, generator=)`` (the forecast).
-        inflation: Multiplicative posterior inflation λ ≥ 1 (default 1: none; §B2).
+        inflation: Multiplicative posterior inflation λ ≥ 1 (default 1: none, as in DAPPER).
         generator: ``torch.Generator``, int seed or ``None``.
     """
 

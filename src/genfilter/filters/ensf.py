@@ -1,5 +1,5 @@
-r"""Ensemble score filter (EnSF; SPEC §5, SPEC_BASELINES §B4; Bao, Zhang & Zhang, CMAME 432
-(2024) 117447, arXiv 2309.00983).
+r"""Ensemble score filter (EnSF; Bao, Zhang & Zhang, CMAME 432 (2024) 117447, arXiv
+2309.00983; Savary, Rozet & Louppe 2026, App. B.3; docs/method.md#ensf).
 
 Training-free: the prior score is a Monte-Carlo functional of the forecast ensemble, the
 observation enters as a damped likelihood score, and a reverse-time SDE in pseudo-time
@@ -35,12 +35,23 @@ Reverse sampling on :math:`t_n = 1 - n/K`, :math:`\Delta = 1/K`, from :math:`Z \
 
 or probability-flow Euler (drift with :math:`\tfrac12 \sigma^2 S_{post}`, no noise).
 
-Interpretation (§B4, ours): even with a perfect score the sampler targets the forecast
+Interpretation (ours; docs/baselines.md): even with a perfect score the sampler targets the forecast
 ensemble convolved with :math:`\mathcal{N}(0, \varepsilon_\beta I)` — :math:`\varepsilon_\beta`
 is an additive inflation *in normalised units* — and the likelihood acts as a per-member
 nudge of size :math:`\sim \varepsilon_\beta`; the gain does not depend on the forecast
 covariance.  EnSF is therefore not an exact Bayesian update and its defaults only make
 sense for states with O(1) components: pass climatological ``mean`` / ``std``.
+
+"Official release" below means the authors' code, github.com/zezhongzhang/EnSF; "Utah" the
+re-implementation of the EnFF authors, github.com/Utah-Math-Data-Science/
+Data-Assimilation-Flow-Matching.
+
+References:
+    | An Ensemble Score Filter for Tracking High-Dimensional Nonlinear Dynamical Systems
+    | (Bao, Zhang & Zhang, 2024), https://arxiv.org/abs/2309.00983
+
+    | Training-Free Bayesian Filtering with Generative Emulators (Savary et al., 2026)
+    | https://arxiv.org/abs/2605.20028
 """
 
 from __future__ import annotations
@@ -73,8 +84,8 @@ _MIXTURE_ELEMENTS = 2**15
 
 
 def linear_damping(t: float) -> float:
-    r"""Default EnSF damping :math:`h(t) = 1 - t` (§B4: official notebook, legacy script,
-    Utah re-implementation)."""
+    r"""Default EnSF damping :math:`h(t) = 1 - t` (the authors' release notebook and legacy
+    script, and the Utah re-implementation)."""
     return 1.0 - t
 
 
@@ -164,7 +175,7 @@ def _log_likelihood_and_grad(
 ) -> tuple[Tensor, Tensor]:
     r""":math:`\ell(z) = -\tfrac12 (y - H(x))^\top \Sigma_y^{-1} (y - H(x))` with :math:`x` the
     de-normalised ``z`` ``(N, D)``, and its gradient with respect to ``z`` (one
-    vector–Jacobian product through ``H`` for the whole batch, §B0).  ``obs`` must have no
+    vector–Jacobian product through ``H`` for the whole batch).  ``obs`` must have no
     missing values.  Returns ``(ell (N,), grad (N, D))``."""
     with torch.enable_grad():
         zz = z.detach().requires_grad_(True)
@@ -187,7 +198,8 @@ def _mixture_averages(
 
     For query :math:`q_i` and each bias vector :math:`c` (``None`` = 0), returns
     :math:`\sum_j w_{ij} v_j` with :math:`w_{ij} = \mathrm{softmax}_j(-\lVert q_i - \mu_j
-    \rVert^2 / (2\,\mathrm{var}) + c_j)` (§B4 mixture score, §B5 Monte-Carlo velocity).
+    \rVert^2 / (2\,\mathrm{var}) + c_j)` (the EnSF mixture score and the EnFF Monte-Carlo
+    velocity; docs/method.md#ensf, docs/method.md#enff).
 
     The squared distances are expanded, :math:`\lVert q\rVert^2 - 2 q\cdot\mu + \lVert
     \mu\rVert^2`, so the O(N² D) work is one matrix product; they are formed in float64
@@ -226,13 +238,13 @@ def _mixture_averages(
 
 
 class EnSF(EnsembleFilter):
-    r"""Ensemble score filter (SPEC_BASELINES §B4).
+    r"""Ensemble score filter (Bao, Zhang & Zhang 2024; docs/method.md#ensf).
 
-    One cycle: forecast every member with the emulator's ``sample`` (§B0), then the
+    One cycle: forecast every member with the emulator's ``sample``, then the
     reverse-SDE analysis :meth:`update`.  With ``obs`` ``None`` (or all values missing)
-    the step is forecast only: the analysis is skipped (DESIGN.md).  Weights stay uniform.
+    the step is forecast only: the analysis is skipped.  Weights stay uniform.
 
-    Defaults and their sources (§B4 table):
+    Defaults and their sources (the authors' code; docs/baselines.md):
 
     - ``steps`` K = 500: official release, ``Nt_SDE`` in run_all_EnSF/param_EnSF.csv
       (legacy 10⁶-dim script: 100; fine-tuning grid: 200).  Few steps are fatal (stiff
@@ -253,7 +265,8 @@ class EnSF(EnsembleFilter):
 
     Measured behaviour (tests/filters/test_ensf.py, normalised units): without likelihood
     the paired Euler–Maruyama map is :math:`x_i \mapsto 0.994\,x_i^f + \mathcal{N}(0,
-    0.026)` (K = 500; §B4's check: member 2.0 → mean 1.988, variance 0.026).  Two
+    0.026)` (K = 500; an independent numpy check gave, for member 2.0, mean 1.988 and variance
+    0.026).  Two
     consequences of starting from :math:`\mathcal{N}(0, I)` instead of the true t = 1
     marginal :math:`\mathcal{N}(\varepsilon_\alpha x^f, \beta_1^2 I)`: the
     probability-flow solver never forgets it (mean shrunk by :math:`1 -
@@ -274,12 +287,12 @@ class EnSF(EnsembleFilter):
         score_clip: c_max > 0, elementwise clip of the posterior score (``inf`` = none).
         solver: ``"em"`` (Euler–Maruyama) or ``"pf"`` (probability-flow Euler).
         standardize_init: Standardise the terminal noise per component across members.
-        inflation: Multiplicative posterior inflation λ >= 1 (§B0).
+        inflation: Multiplicative posterior inflation λ >= 1 (docs/method.md#baselines).
         mean, std: State normalisation :math:`z = (x - m)/s` (broadcastable to the state
             shape); the analysis runs on ``z`` and ``H`` is applied to de-normalised states.
             Default ``None``: no normalisation — right only for states that are already
             O(1).  For unnormalised systems (e.g. Lorenz-63, components ~ 10) pass the
-            climatological mean and standard deviation (§B4 pitfall: the score scale,
+            climatological mean and standard deviation (the score scale,
             ε_β and the N(0, I) terminal law all assume O(1) components).
         mixture_chunk: Query rows per chunk of the O(N² D) mixture term (``None``:
             automatic, blocks of about 2²² weights).
@@ -331,7 +344,7 @@ class EnSF(EnsembleFilter):
         self.emulator = emulator
         self.damping = damping
         self.generator = make_generator(generator)
-        # coefficients on the grid t_n = 1 - n/K, n = 0..K-1 (§B4 step 3)
+        # coefficients on the grid t_n = 1 - n/K, n = 0..K-1 (reverse Euler–Maruyama grid)
         self.times = [1.0 - n / self.steps for n in range(self.steps)]
         self._h = []
         for t in self.times:
@@ -340,7 +353,7 @@ class EnSF(EnsembleFilter):
                 raise ValueError(f"damping({t:g}) must be finite and >= 0, got {h}")
             self._h.append(h)
 
-    # ---------------------------------------------------------------- schedule (§B4)
+    # ---------------------------------------------------------------- schedule
     def alpha(self, t: float) -> float:
         r""":math:`\alpha_t = 1 - (1 - \varepsilon_\alpha) t`."""
         return 1.0 - (1.0 - self.eps_alpha) * t
@@ -360,7 +373,7 @@ class EnSF(EnsembleFilter):
 
     def prior_score(self, z: Tensor, prior: Tensor, t: float) -> Tensor:
         r"""Prior score :math:`S(z, t)` of the forecast ensemble (normalised, flat
-        ``(N, D)``), paired or mixture (§B4)."""
+        ``(N, D)``), paired or mixture (module docstring)."""
         a, b2 = self.alpha(t), self.beta2(t)
         if self.score == "paired":
             return -(z - a * prior) / b2
@@ -370,7 +383,7 @@ class EnSF(EnsembleFilter):
 
     # ---------------------------------------------------------------- analysis
     def update(self, forecast: Tensor, obs: Observation | None) -> tuple[Tensor, dict]:
-        r"""The EnSF analysis of a forecast ensemble ``(N, *S)`` (§B4 steps 1–4).
+        r"""The EnSF analysis of a forecast ensemble ``(N, *S)`` (module docstring).
 
         ``obs`` ``None`` runs the reverse SDE with the prior score alone (the map that
         :meth:`step` skips for forecast-only steps), which reproduces the forecast ensemble
@@ -408,7 +421,7 @@ class EnSF(EnsembleFilter):
         if not torch.isfinite(z).all():
             raise FloatingPointError(
                 "EnSF analysis produced non-finite states; normalise the state (mean/std), "
-                "increase steps or lower score_clip (§B4 pitfalls)"
+                "increase steps or lower score_clip (docs/baselines.md)"
             )
         xa = self.normalizer.denormalize(z.reshape(forecast.shape))
         xa = inflate(xa, self.inflation)

@@ -1,20 +1,33 @@
-r"""Fully adapted auxiliary particle filter (FA-APF; SPEC §3, paper Algorithm 1).
+r"""Fully adapted auxiliary particle filter (FA-APF; Savary, Rozet & Louppe 2026, §3,
+Algorithm 1; docs/method.md#fa-apf).
 
 For a new observation :math:`y^{k+1}` and equally weighted particles :math:`x_i^k`:
 
 1. predictive means :math:`\mu_i = \mathbb{E}[x^{k+1} \mid x_i^k]` — one denoiser call per
-   particle at :math:`t = 1` (SPEC §3.1);
+   particle at :math:`t = 1` (paper Eq. 27–28; docs/method.md#tweedie-mean);
 2. weights :math:`\log \tilde w_i = \log \mathcal{N}(y; H(\mu_i), \Sigma_y)` (``"dirac"``,
    paper Eq. 23–26) or :math:`\log \mathcal{N}(y; H(\mu_i), \Sigma_y + H V_i H^\top)`
    (``"gaussian"``: moment-matched with the Tweedie covariance, exact for linear-Gaussian
-   models);
-3. inflation :math:`\beta` so that the ESS lies in :math:`[N_{\min}, N_{\max}]` (SPEC §3.3,
-   :func:`~genfilter.filters.tempering.find_inflation`);
-4. ancestors by resampling (systematic by default);
+   models; docs/method.md#fa-apf-weights);
+3. inflation :math:`\beta` so that the ESS lies in :math:`[N_{\min}, N_{\max}]` (paper §3.1,
+   :func:`~genfilter.filters.tempering.find_inflation`; docs/method.md#inflation);
+4. ancestors by resampling (systematic by default; docs/method.md#resampling);
 5. propagation with the optimal proposal :math:`p(x^{k+1} \mid x_{a_i}^k, y^{k+1})`
-   (MMPS-guided reverse diffusion, SPEC §4) — with the un-inflated :math:`\Sigma_y`;
+   (MMPS-guided reverse diffusion, paper §3.2 and Algorithm 2;
+   docs/method.md#optimal-proposal) — with the un-inflated :math:`\Sigma_y`;
 6. uniform weights; log-evidence increment
-   :math:`\log \sum_i \pi_i \, p(y \mid x_i^k)` with the un-inflated weights.
+   :math:`\log \sum_i \pi_i \, p(y \mid x_i^k)` with the un-inflated weights
+   (docs/method.md#log-evidence).
+
+References:
+    | Training-Free Bayesian Filtering with Generative Emulators (Savary et al., 2026)
+    | https://arxiv.org/abs/2605.20028
+
+    | Filtering via Simulation: Auxiliary Particle Filters (Pitt & Shephard, 1999)
+    | Journal of the American Statistical Association 94, 590-599
+
+    | Learning Diffusion Priors from Observations by Expectation Maximization
+    | (Rozet et al., 2024), https://arxiv.org/abs/2405.13712
 """
 
 from __future__ import annotations
@@ -59,7 +72,8 @@ def _gaussian_log_density(residual: Tensor, cov: Tensor) -> Tensor:
 
 
 class FAAPF(EnsembleFilter):
-    r"""Fully adapted auxiliary particle filter (SPEC §3).
+    r"""Fully adapted auxiliary particle filter (Savary, Rozet & Louppe 2026, Algorithm 1;
+    docs/method.md#fa-apf).
 
     Arguments:
         emulator: An emulator with ``predict_mean`` and ``sample_posterior`` (e.g. a
@@ -110,7 +124,8 @@ class FAAPF(EnsembleFilter):
 
     # ------------------------------------------------------------------ weights
     def log_likelihoods(self, particles: Tensor, obs: Observation) -> Tensor:
-        r"""Per-particle :math:`\log \hat p(y \mid x_i^k)` ``(N,)`` (SPEC §3.2, un-inflated)."""
+        r"""Per-particle :math:`\log \hat p(y \mid x_i^k)` ``(N,)``, un-inflated
+        (paper Eq. 23–26; docs/method.md#fa-apf-weights)."""
         if self.weights == "dirac":
             mu = self.emulator.predict_mean(particles, generator=self.generator)
             check_finite(mu, "FAAPF: the emulator's predict_mean")

@@ -1,17 +1,18 @@
-r"""FlowDAS-style ensemble (SPEC §5, SPEC_BASELINES §B7): every member propagated with the
-emulator's optimal proposal, no weights, no resampling.
+r"""FlowDAS-style ensemble (Savary, Rozet & Louppe 2026, §4.2;
+docs/method.md#flowdas-style-ensemble): every member propagated with the emulator's optimal
+proposal, no weights, no resampling.
 
 .. math:: x_i^{k+1} \sim p(x^{k+1} \mid x_i^k, y^{k+1}) \quad (i = 1..N),
 
 drawn with ``emulator.sample_posterior`` (MMPS-guided reverse diffusion for a
-:class:`~genfilter.emulators.DiffusionEmulator`, SPEC §4); without an observation,
-:math:`x_i^{k+1} \sim p(x^{k+1} \mid x_i^k)` with ``emulator.sample``.
+:class:`~genfilter.emulators.DiffusionEmulator`, docs/method.md#optimal-proposal); without
+an observation, :math:`x_i^{k+1} \sim p(x^{k+1} \mid x_i^k)` with ``emulator.sample``.
 
-This is genfilter's "pseudo FA-APF" of the paper's §4.2 — FA-APF (SPEC §3) without the
+This is the "pseudo FA-APF" of the paper's §4.2 — FA-APF (docs/method.md#fa-apf) without the
 weighting/resampling stage — and **not** the FlowDAS paper's own method (Chen et al.,
 NeurIPS 2025), which trains a dedicated conditional stochastic-interpolant drift on a
 10-frame window and guides it with an un-squared DPS-like misfit over Monte-Carlo endpoint
-estimates (§B7 pitfall).  Forecast and analysis are fused in one guided sample per member,
+estimates.  Forecast and analysis are fused in one guided sample per member,
 so there is no separate forecast ensemble: ``spread_forecast`` is reported as NaN.
 
 Because members are never reweighted, the ensemble does not target the filtering
@@ -19,6 +20,13 @@ distribution :math:`p(x^k \mid y^{1:k})` in general: member :math:`i` samples
 :math:`p(x^{k+1} \mid x_i^k, y^{k+1})`, but the :math:`x_i^k` are not reweighted by
 :math:`p(y^{k+1} \mid x_i^k)`, so members whose past disagrees with the new observation
 keep their full weight (the gap FA-APF's weights close).
+
+References:
+    | Training-Free Bayesian Filtering with Generative Emulators (Savary et al., 2026)
+    | https://arxiv.org/abs/2605.20028
+
+    | FlowDAS: A Stochastic Interpolant-based Framework for Data Assimilation (Chen et al., 2025)
+    | https://arxiv.org/abs/2501.16642
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from .base import (
 
 
 class FlowDASEnsemble(EnsembleFilter):
-    r"""Unweighted ensemble of optimal-proposal chains (SPEC §5 "FlowDAS-style ensemble").
+    r"""Unweighted ensemble of optimal-proposal chains (docs/method.md#flowdas-style-ensemble).
 
     Arguments:
         emulator: An emulator with ``sample(x, generator=)`` and

@@ -1,5 +1,6 @@
-r"""Free forecast ensemble (SPEC §5): every member propagated with the emulator's
-``sample``, observations ignored — the "ensemble of forecasts" of paper Fig. 4."""
+r"""Free forecast ensemble (docs/method.md#free-forecast): every member propagated with the
+emulator's ``sample``, observations ignored — the "ensemble of forecasts" of Savary, Rozet &
+Louppe (2026), §4.3, Fig. 4."""
 
 from __future__ import annotations
 

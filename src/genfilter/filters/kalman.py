@@ -1,9 +1,14 @@
 r"""Exact Kalman filter for linear-Gaussian models (the reference every filter is checked
-against in the linear-Gaussian limit; SPEC §3 "gaussian" weights).
+against in the linear-Gaussian limit, e.g. FA-APF with "gaussian" weights;
+docs/method.md#linear-gaussian-reference).
 
 Model: :math:`x^{k+1} = A x^k + b + w`, :math:`w \sim \mathcal{N}(0, Q)`;
 :math:`y^k = H x^k + \varepsilon`, :math:`\varepsilon \sim \mathcal{N}(0, R)`.
 States are flat vectors ``(D,)``.
+
+References:
+    | A New Approach to Linear Filtering and Prediction Problems (Kalman, 1960)
+    | Journal of Basic Engineering 82, 35-45
 """
 
 from __future__ import annotations

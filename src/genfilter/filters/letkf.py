@@ -1,7 +1,7 @@
-r"""Ensemble transform Kalman filters: the global ETKF and the local LETKF (SPEC_BASELINES
-§B3; Hunt, Kostelich & Szunyogh 2007, Physica D 230).
+r"""Ensemble transform Kalman filters: the global ETKF and the local LETKF (Hunt, Kostelich
+& Szunyogh 2007, Physica D 230; docs/method.md#etkf-and-letkf).
 
-**ETKF** (§B3 steps 1–8).  With the background ensemble :math:`x_i^b`, its mean
+**ETKF** (Hunt et al. 2007).  With the background ensemble :math:`x_i^b`, its mean
 :math:`\bar x^b`, the unscaled anomalies :math:`X_b = [x_i^b - \bar x^b]` (D×N),
 :math:`Y_b = [H(x_i^b) - \bar y^b]` (M×N), :math:`C = Y_b^\top \Sigma_y^{-1}` (N×M, by solves
 with :math:`\Sigma_y`) and the prior multiplicative inflation :math:`\rho \ge 1`,
@@ -22,20 +22,40 @@ The square root is the *symmetric* one (it keeps the analysis mean equal to
 the EnKF's ``inflation`` (:mod:`genfilter.filters.enkf`), which multiplies the *posterior*
 anomalies.  All linear algebra is in float64; no D×D (or D×M) matrix is ever formed.
 
-**LETKF** (§B3, local).  For every grid point :math:`j` the same analysis is run with row
-:math:`j` of :math:`\bar x^b, X_b` only, and with R-localisation: column :math:`m` of
-:math:`C` is multiplied by the Gaspari–Cohn weight :math:`\rho_{GC}(d(j, m)/c)`
+**LETKF** (Hunt et al. 2007, local analysis).  For every grid point :math:`j` the same
+analysis is run with row :math:`j` of :math:`\bar x^b, X_b` only, and with R-localisation: column
+:math:`m` of :math:`C` is multiplied by the Gaspari–Cohn weight :math:`\rho_{GC}(d(j, m)/c)`
 (:func:`gaspari_cohn`), where :math:`d` is the Euclidean distance in grid-index units between
 grid point :math:`j` and the location of observation :math:`m`
 (``operator.locations(state_shape)``), minimum-image per periodic axis.  Observations at
 :math:`d \ge 2c` get weight 0 and are dropped from the local problem.  The D local N×N
 eigendecompositions are batched (chunks of grid points), never looped over in Python.
 
-**Random rotation** (§B3 pitfalls; DAPPER's ``rot``).  Optionally, after each analysis the
+**Random rotation** (DAPPER's ``rot``; Sakov & Oke 2008).  Optionally, after each analysis the
 anomalies are multiplied by a random orthogonal N×N matrix :math:`Q` with
 :math:`Q \mathbf{1} = \mathbf{1}` (:func:`mean_preserving_rotation`), which leaves the mean and
 the sample covariance unchanged but decorrelates the members from their background
-counterparts.
+counterparts.  Without it the ETKF scores far worse than the perturbed-observation EnKF on
+Lorenz-63 (docs/baselines.md).
+
+References:
+    | Adaptive Sampling with the Ensemble Transform Kalman Filter. Part I: Theoretical Aspects
+    | (Bishop, Etherton & Majumdar, 2001), Monthly Weather Review 129, 420-436
+
+    | Which Is Better, an Ensemble of Positive-Negative Pairs or a Centered Spherical Simplex
+    | Ensemble? (Wang, Bishop & Julier, 2004), Monthly Weather Review 132, 1590-1605
+
+    | Efficient Data Assimilation for Spatiotemporal Chaos: A Local Ensemble Transform Kalman
+    | Filter (Hunt, Kostelich & Szunyogh, 2007), Physica D 230, 112-126
+
+    | Implications of the Form of the Ensemble Transformation in the Ensemble Square Root
+    | Filters (Sakov & Oke, 2008), Monthly Weather Review 136, 1042-1053
+
+    | Construction of Correlation Functions in Two and Three Dimensions (Gaspari & Cohn, 1999)
+    | Quarterly Journal of the Royal Meteorological Society 125, 723-757
+
+    | DAPPER: Data Assimilation with Python: a Package for Experimental Research
+    | (Raanes, Chen & Grudzien, 2024), https://doi.org/10.21105/joss.05150
 """
 
 from __future__ import annotations
@@ -79,7 +99,7 @@ _LETKF_BUDGET = 2**23
 
 def gaspari_cohn(z: Tensor | float) -> Tensor:
     r"""Gaspari–Cohn compactly supported correlation (Gaspari & Cohn 1999, eq. 4.10;
-    SPEC_BASELINES §B3) at :math:`z = d / c \ge 0`; any shape, same shape out.
+    docs/method.md#etkf-and-letkf) at :math:`z = d / c \ge 0`; any shape, same shape out.
 
     .. math::
 
@@ -113,7 +133,8 @@ def grid_distances(points: Tensor, locations: Tensor, periods: Sequence[float] |
 
     Along every axis with ``periods[a] > 0`` the minimum-image distance
     :math:`\min(|\Delta| \bmod L_a,\ L_a - |\Delta| \bmod L_a)` is used (periodic domain of
-    length :math:`L_a`); axes with ``periods[a] == 0`` are not periodic (SPEC_BASELINES §B3).
+    length :math:`L_a`); axes with ``periods[a] == 0`` are not periodic (docs/baselines.md,
+    "Conventions").
     """
     if points.ndim != 2 or locations.ndim != 2 or points.shape[1] != locations.shape[1]:
         raise ValueError(
@@ -182,9 +203,10 @@ def _state_grid(state_shape: Sequence[int], device=None) -> Tensor:
 
 
 def _eigen_transform(G: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    r"""§B3 steps 4 and 6 for a batch: :math:`G = (N-1) I / \rho + C Y_b = V \Lambda V^\top`
-    ``(B, N, N)`` and :math:`\bar w^a = V \Lambda^{-1} V^\top c` from :math:`c = C (y - \bar y)`
-    ``(B, N)``; returns ``V (B, N, N)``, ``Λ (B, N)`` and ``w̄ (B, N)``."""
+    r"""The eigendecomposition and mean weights of the ETKF (module docstring) for a batch:
+    :math:`G = (N-1) I / \rho + C Y_b = V \Lambda V^\top` ``(B, N, N)`` and
+    :math:`\bar w^a = V \Lambda^{-1} V^\top c` from :math:`c = C (y - \bar y)` ``(B, N)``;
+    returns ``V (B, N, N)``, ``Λ (B, N)`` and ``w̄ (B, N)``."""
     lam, V = torch.linalg.eigh((G + G.mT) / 2)  # Λ ≥ (N-1)/ρ > 0
     wbar = (V @ ((V.mT @ c[..., None]) / lam[..., None]))[..., 0]
     return V, lam, wbar
@@ -192,7 +214,7 @@ def _eigen_transform(G: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 def _symmetric_transform(G: Tensor, c: Tensor, n: int) -> Tensor:
     r"""The ETKF weight matrices :math:`W = W^a + \bar w^a \mathbf{1}^\top`,
-    :math:`W^a = \sqrt{N-1}\, V \Lambda^{-1/2} V^\top` (§B3 steps 4–7); ``(B, N, N)``,
+    :math:`W^a = \sqrt{N-1}\, V \Lambda^{-1/2} V^\top` (module docstring); ``(B, N, N)``,
     column ``i`` = the weights of member ``i``."""
     V, lam, wbar = _eigen_transform(G, c)
     Wa = math.sqrt(n - 1) * (V * lam.rsqrt()[..., None, :]) @ V.mT  # symmetric square root
@@ -204,7 +226,7 @@ def mean_preserving_rotation(
     device=None,
 ) -> Tensor:
     r"""A random orthogonal ``(n, n)`` matrix :math:`Q` with :math:`Q \mathbf{1} = \mathbf{1}`
-    (SPEC_BASELINES §B3 pitfalls; DAPPER's ``genOG_1``).
+    (DAPPER's ``genOG_1``; docs/baselines.md, "Conventions").
 
     :math:`Q = U \operatorname{diag}(1, O) U^\top`, with :math:`O` Haar-distributed on
     :math:`O(n-1)` (QR of a Gaussian matrix with the sign fix) and :math:`U` the Householder
@@ -247,14 +269,14 @@ def etkf_update(
     *,
     low_rank: bool | None = None,
 ) -> Tensor:
-    r"""ETKF analysis of SPEC_BASELINES §B3 (steps 1–8; Hunt et al. 2007).
+    r"""ETKF analysis of the module docstring (Hunt et al. 2007; docs/method.md#etkf-and-letkf).
 
     Arguments:
         forecast: The background ensemble ``(N, *S)``.
         obs: An observation without missing values (use ``obs.observed()``), ``M`` values.
         inflation: Prior multiplicative inflation :math:`\rho \ge 1` (of the covariance).
         low_rank: How to decompose the N×N matrix :math:`G = (N-1) I/\rho + C Y_b`.
-            ``False``: a dense symmetric eigendecomposition (§B3 step 4).  ``True``: from its
+            ``False``: a dense symmetric eigendecomposition.  ``True``: from its
             structure — :math:`C Y_b = Y_b^\top \Sigma_y^{-1} Y_b` has rank ≤ M; with the thin
             QR :math:`Y_b^\top = Q R`, :math:`G = a I + (Q U) \operatorname{diag}(s) (Q U)^\top`
             where :math:`R \Sigma_y^{-1} R^\top = U \operatorname{diag}(s) U^\top` (M×M), so
@@ -301,7 +323,8 @@ def letkf_update(
     periodic: bool | Sequence[float] = True,
     chunk_size: int | None = None,
 ) -> tuple[Tensor, float]:
-    r"""LETKF analysis of SPEC_BASELINES §B3 (local) with Gaspari–Cohn R-localisation.
+    r"""LETKF analysis (Hunt et al. 2007; docs/method.md#etkf-and-letkf) with Gaspari–Cohn
+    R-localisation.
 
     Arguments:
         forecast: The background ensemble ``(N, *S)``; the grid is the whole state shape
@@ -447,8 +470,8 @@ class _TransformFilter(EnsembleFilter, abc.ABC):
 
 
 class ETKF(_TransformFilter):
-    r"""Ensemble transform Kalman filter with the symmetric square root (SPEC_BASELINES §B3;
-    Hunt, Kostelich & Szunyogh 2007).
+    r"""Ensemble transform Kalman filter with the symmetric square root (Hunt, Kostelich &
+    Szunyogh 2007; docs/method.md#etkf-and-letkf).
 
     States ``(N, *S)`` are flattened to ``D = prod(S)`` for the analysis
     (:func:`etkf_update`); the observation operator may be nonlinear (it enters only through
@@ -457,10 +480,11 @@ class ETKF(_TransformFilter):
     Arguments:
         emulator: Anything with ``sample(x, generator=)`` (the forecast).
         inflation: Prior multiplicative inflation :math:`\rho \ge 1` of the background
-            covariance (anomalies × :math:`\sqrt\rho`); default 1 (none; §B3 formula, DAPPER
-            default).
+            covariance (anomalies × :math:`\sqrt\rho`); default 1 (none; Hunt et al. 2007's
+            formula, DAPPER default).
         rotate: Apply a random mean-preserving rotation of the anomalies after each analysis
-            (§B3 pitfalls, DAPPER's ``rot``); drawn from ``generator``.
+            (DAPPER's ``rot``; needed on Lorenz-63, docs/baselines.md); drawn from
+            ``generator``.
         generator: ``torch.Generator``, int seed or ``None``.
     """
 
@@ -486,8 +510,8 @@ class ETKF(_TransformFilter):
 
 
 class LETKF(_TransformFilter):
-    r"""Local ensemble transform Kalman filter (SPEC_BASELINES §B3; Hunt et al. 2007) with
-    Gaspari–Cohn R-localisation and batched local analyses (:func:`letkf_update`).
+    r"""Local ensemble transform Kalman filter (Hunt et al. 2007; docs/method.md#etkf-and-letkf)
+    with Gaspari–Cohn R-localisation and batched local analyses (:func:`letkf_update`).
 
     **Conventions.** The grid is the state shape ``S`` itself: component ``j`` of a state
     ``(N, *S)`` sits at its index coordinates (``(i,)`` for Lorenz-96 ``(D,)``, ``(r, c)``
@@ -502,8 +526,9 @@ class LETKF(_TransformFilter):
     Arguments:
         emulator: Anything with ``sample(x, generator=)``.
         radius: Gaspari–Cohn length :math:`c > 0` in grid cells; ``math.inf`` disables
-            localisation (identical to :class:`ETKF`).  No default: it must be tuned (§B3:
-            4 in the EnSF authors' best L96 run, 1–16 in the EnFF authors' sweeps).
+            localisation (identical to :class:`ETKF`).  No default: it must be tuned (4 in
+            the EnSF authors' best L96 run, 1–16 in the EnFF authors' sweeps;
+            docs/baselines.md).
         inflation: Prior multiplicative inflation :math:`\rho \ge 1` (default 1).
         rotate: Random mean-preserving rotation after each analysis (same matrix for every
             grid point).

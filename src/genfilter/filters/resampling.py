@@ -1,4 +1,5 @@
-r"""Resampling schemes (SPEC §3 step 4, SPEC_BASELINES.md §B1).
+r"""Resampling schemes (step 4 of FA-APF and the bootstrap filter's resampling;
+docs/method.md#resampling).
 
 Every scheme is a plain function with one signature, as in N. Chopin's ``particles``:
 
@@ -34,6 +35,19 @@ default generator of the device is used, as in every ``torch`` sampling function
 :func:`resample` is the entry point from log-weights: it normalises them in float64 with
 ``logsumexp`` (never exponentiating unshifted values), validates them and dispatches to a
 scheme by name.
+
+References:
+    | Monte Carlo Filter and Smoother for Non-Gaussian Nonlinear State Space Models
+    | (Kitagawa, 1996), Journal of Computational and Graphical Statistics 5, 1-25
+
+    | Improved Particle Filter for Nonlinear Problems (Carpenter, Clifford & Fearnhead, 1999)
+    | IEE Proceedings - Radar, Sonar and Navigation 146, 2-7
+
+    | Sequential Monte Carlo Methods for Dynamic Systems (Liu & Chen, 1998)
+    | Journal of the American Statistical Association 93, 1032-1044
+
+    | Comparison of Resampling Schemes for Particle Filtering (Douc, Cappé & Moulines, 2005)
+    | ISPA 2005, 64-69
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-r"""Effective sample size and ESS-targeted likelihood inflation (SPEC §3 step 3).
+r"""Effective sample size and ESS-targeted likelihood inflation (step 3 of the FA-APF of
+Savary, Rozet & Louppe 2026, §3.1; docs/method.md#inflation).
 
 Tempered (inflated) log-weights, for :math:`\beta \in (0, 1]`,
 
@@ -6,9 +7,9 @@ Tempered (inflated) log-weights, for :math:`\beta \in (0, 1]`,
 
 with :math:`\ell_i` the log-likelihoods and :math:`\pi_i` optional prior weights (uniform in
 FA-APF, whose particles are equally weighted after each step). For the Gaussian "Dirac"
-weights of SPEC §3.2, :math:`\ell_i = -m_i / 2` and :math:`\beta \ell_i` is the
-log-likelihood with :math:`\Sigma_y` inflated to :math:`\Sigma_y / \beta` (up to a constant
-that normalisation removes).
+weights (paper Eq. 23–26; docs/method.md#fa-apf-weights), :math:`\ell_i = -m_i / 2` and
+:math:`\beta \ell_i` is the log-likelihood with :math:`\Sigma_y` inflated to
+:math:`\Sigma_y / \beta` (up to a constant that normalisation removes).
 
 :func:`find_inflation` chooses :math:`\beta` such that
 :math:`\mathrm{ESS}(\beta) = 1 / \sum_i w_i(\beta)^2 \in [N_{\min}, N_{\max}]`
@@ -35,6 +36,14 @@ bracket needs care: with a non-uniform prior and :math:`\mathrm{ESS}(\beta_{\min
 a 64-point grid in :math:`\log \beta` is scanned for the largest grid :math:`\beta` with
 :math:`\mathrm{ESS} \ge N_{\min}` (a narrower bump between grid points can be missed).
 With a uniform prior the crossing is unique; otherwise it is one of possibly several.
+
+References:
+    | Training-Free Bayesian Filtering with Generative Emulators (Savary et al., 2026)
+    | https://arxiv.org/abs/2605.20028
+
+    | Inference for Lévy-Driven Stochastic Volatility Models via Adaptive Sequential Monte
+    | Carlo (Jasra, Stephens, Doucet & Tsagaris, 2011), Scandinavian Journal of Statistics
+    | 38, 1-22
 """
 
 from __future__ import annotations
@@ -131,7 +140,8 @@ def find_inflation(
     beta_min: float = 1e-12,
     max_iter: int = 100,
 ) -> InflationResult:
-    r"""Chooses the likelihood inflation :math:`\beta` by ESS bisection (SPEC §3 step 3).
+    r"""Chooses the likelihood inflation :math:`\beta` by ESS bisection
+    (docs/method.md#inflation).
 
     :math:`\log w_i(\beta) = \log \pi_i + \beta \ell_i`. If :math:`\mathrm{ESS}(1) \ge N_{\min}`
     (inside or above the interval) :math:`\beta = 1`. Otherwise bisect on :math:`\log \beta`

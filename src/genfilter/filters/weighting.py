@@ -26,7 +26,7 @@ References:
 
 from __future__ import annotations
 
-__all__ = ["Reweighting", "check_ess_interval", "reweight"]
+__all__ = ["Reweighting", "WeightCollapseWarning", "check_ess_interval", "reweight"]
 
 from dataclasses import dataclass
 
@@ -35,6 +35,12 @@ from torch import Tensor
 
 from .tempering import ess as effective_sample_size
 from .tempering import find_inflation
+
+
+class WeightCollapseWarning(UserWarning):
+    """The ESS target could not be met even at the smallest inflation: the weights have
+    collapsed onto few particles (warned once per run by
+    :func:`~genfilter.filters.base.assimilate`; every such step has ``target_met = 0``)."""
 
 
 def check_ess_interval(ess_interval, name: str = "ess_interval") -> tuple[float, float] | None:

@@ -1,4 +1,5 @@
-r"""Training data for the emulators: trajectories of a simulated system on disk (SPEC §8, §B8).
+r"""Training data for the emulators: trajectories of a simulated system on disk
+(docs/systems.md; docs/method.md#test-systems).
 
 A dataset is ``trajectories`` independent runs of one system, each started on the attractor
 (``burn_in`` time units from the system's initial distribution) and kept for ``length``
@@ -7,8 +8,8 @@ trajectory* into train / valid / test (80 / 10 / 10 % by default, after a seeded
 permutation), written as netCDF, and summarised by normalisation statistics of the train
 split (``stats.json``).
 
-Reproducibility (DESIGN.md, Conventions).  Trajectory ``i`` is driven by its own
-``torch.Generator`` seeded from ``(seed, i)`` (``numpy.random.SeedSequence(seed,
+Reproducibility (bit for bit on the same machine, also after resume).  Trajectory ``i`` is driven by
+its own ``torch.Generator`` seeded from ``(seed, i)`` (``numpy.random.SeedSequence(seed,
 spawn_key=(0, i))``): its initial state, its burn-in noise and its kept noise are drawn
 from that stream only, one interval at a time, and the batch is integrated only after the
 noise of every member has been drawn.  A trajectory therefore does not depend on which
@@ -61,6 +62,7 @@ import torch
 from torch import Tensor
 
 from .base import StochasticSystem, check_count
+from .linear_gaussian import LinearGaussian
 from .lorenz63 import StochasticLorenz63
 from .lorenz96 import Lorenz96
 from .navier_stokes import NavierStokes2D
@@ -109,7 +111,7 @@ class SystemEntry:
 
 
 SYSTEMS: dict[str, SystemEntry] = {
-    # SPEC §8 DEFAULT: 1024 trajectories x 1024 snapshots (every 0.1) after a burn-in
+    # genfilter's default: 1024 trajectories x 1024 snapshots (every 0.1) after a burn-in
     "lorenz63": SystemEntry(
         StochasticLorenz63,
         {},
@@ -118,7 +120,7 @@ SYSTEMS: dict[str, SystemEntry] = {
         length=1024,
         burn_in=10.0,
         chunk=512,
-        note="SPEC §8 DEFAULT",
+        note="genfilter's default",
         training=dict(kind="mlp", residual=False, stats="per_component",
                       net=dict(hidden=128, layers=6)),
     ),
@@ -133,7 +135,7 @@ SYSTEMS: dict[str, SystemEntry] = {
         training=dict(kind="mlp", residual=False, stats="per_component",
                       net=dict(hidden=256, layers=6)),
     ),
-    # The paper's NS data are ~1000 trajectories at 128² (SPEC_BASELINES §B8); 64 x 100
+    # The paper's NS data are ~1000 trajectories at 128² (Chen et al. 2024); 64 x 100
     # snapshots at 64² (50 time units each) is what one CPU core makes in ~5 minutes.
     "ns2d": SystemEntry(
         NavierStokes2D,
@@ -146,6 +148,18 @@ SYSTEMS: dict[str, SystemEntry] = {
         note="smaller than the paper's data (CPU budget)",
         # residual on for fields (GenCast's habit), off for the Lorenz systems
         training=dict(kind="unet", residual=True, stats="scalar", net=dict()),
+    ),
+    # the exactly solvable reference (Kalman filter); a dataset of it is seldom needed
+    "linear-gaussian": SystemEntry(
+        LinearGaussian,
+        {},
+        ("component",),
+        trajectories=64,
+        length=256,
+        burn_in=10.0,
+        chunk=64,
+        training=dict(kind="mlp", residual=False, stats="per_component",
+                      net=dict(hidden=128, layers=4)),
     ),
 }
 
@@ -188,11 +202,11 @@ class DatasetSpec:
             the data do not depend on it.
 
     Defaults (``None`` = per system): lorenz63 1024 × 1024 snapshots, burn-in 10, chunk 512
-    (SPEC §8); lorenz96 256 × 1024, burn-in 20, chunk 64; ns2d (64², ``resolution=64``)
-    64 × 100 (50 time units each), burn-in 50, chunk 16 — far smaller than the paper's data
-    (~1000 trajectories at 128², §B8) because of the CPU budget: one core needs ~25 ms per
-    field and snapshot interval (500 internal steps) at 64², so the default set already
-    takes ~5 minutes (docs/systems.md, Data generation).
+    (genfilter's default); lorenz96 256 × 1024, burn-in 20, chunk 64; ns2d (64², ``resolution=64``)
+    64 × 100 (50 time units each), burn-in 50, chunk 16 — far smaller than the paper's data (~1000
+    trajectories at 128², Chen et al. 2024) because of the CPU budget: one core needs ~25 ms per
+    field and snapshot interval (500 internal steps) at 64², so the default set already takes ~5
+    minutes (docs/systems.md, Data generation).
     """
 
     system: str
@@ -273,7 +287,7 @@ class DatasetSpec:
         return cls(**d)
 
 
-_count = _check_count  # the same validation as the systems' counts
+_count = check_count  # the same validation as the systems' counts
 
 
 def _check_split(split: Any) -> tuple[float, float, float]:

@@ -1,4 +1,5 @@
-r"""Stochastic Lorenz-63 with multiplicative noise (SPEC §8; paper §4.1).
+r"""Stochastic Lorenz-63 with multiplicative noise (Savary, Rozet & Louppe 2026, §4.1, Eq. 29;
+docs/method.md#test-systems).
 
 .. math::
 
@@ -8,7 +9,7 @@ r"""Stochastic Lorenz-63 with multiplicative noise (SPEC §8; paper §4.1).
 Itô, with **one** scalar Brownian motion :math:`W` shared by the three components (the
 multiplicative noise of Chekroun et al. 2011).  Defaults :math:`\sigma = 10`, :math:`\rho = 28`,
 :math:`\beta = 8/3`, :math:`\varepsilon = 0.3`, internal step :math:`\Delta t = 10^{-3}`,
-snapshots every :math:`0.1` time units (SPEC §8).
+snapshots every :math:`0.1` time units (genfilter's defaults; docs/systems.md).
 
 Integrator: Milstein (strong order 1; the noise is commutative, a single :math:`W`), which
 for :math:`g(x) = \varepsilon x` reads
@@ -17,6 +18,16 @@ for :math:`g(x) = \varepsilon x` reads
 
 run by ``torchsde.sdeint(..., method="milstein")`` (:func:`milstein_step` is the same step in
 plain torch, used as a reference by the tests).
+
+References:
+    | Deterministic Nonperiodic Flow (Lorenz, 1963)
+    | Journal of the Atmospheric Sciences 20, 130-141
+
+    | Stochastic Climate Dynamics: Random Attractors and Time-Dependent Invariant Measures
+    | (Chekroun, Simonnet & Ghil, 2011), Physica D 240, 1685-1700
+
+    | Numerical Solution of Stochastic Differential Equations (Kloeden & Platen, 1992)
+    | Springer
 """
 
 from __future__ import annotations
@@ -58,7 +69,7 @@ def milstein_step(
     epsilon: float = 0.3,
 ) -> Tensor:
     r"""One Milstein step :math:`x + f\Delta t + \varepsilon x \Delta W + \frac12 \varepsilon^2 x
-    (\Delta W^2 - \Delta t)` in plain torch (SPEC §8).
+    (\Delta W^2 - \Delta t)` in plain torch (Kloeden & Platen 1992; docs/method.md#test-systems).
 
     ``x`` ``(N, 3)``; ``dW`` the Brownian increments over the step, ``(N,)`` or ``(N, 1)``
     (variance ``dt``).  Reference implementation for the tests of the torchsde path.
@@ -139,7 +150,7 @@ class _StepTimeSDE:
     is exactly one increment of the pre-drawn noise and the output times are hit exactly
     (in physical units ``0.1 / 1e-3`` additions drift off the grid and torchsde would then
     take a sliver step and interpolate).  The Milstein step in :math:`\tau` with
-    :math:`\Delta\tau = 1` is algebraically the Milstein step in :math:`t` (SPEC §8).
+    :math:`\Delta\tau = 1` is algebraically the Milstein step in :math:`t` (module docstring).
     """
 
     noise_type = "scalar"
@@ -158,12 +169,13 @@ class _StepTimeSDE:
 
 
 class StochasticLorenz63(StochasticSystem):
-    r"""Stochastic Lorenz-63 with multiplicative noise (SPEC §8); states ``(N, 3)``.
+    r"""Stochastic Lorenz-63 with multiplicative noise (docs/method.md#test-systems); states
+    ``(N, 3)``.
 
     Arguments:
         sigma, rho, beta: Lorenz parameters (10, 28, 8/3).
-        epsilon: noise amplitude :math:`\varepsilon` (0.3, SPEC §8 DEFAULT).
-        dt: internal Milstein step (1e-3, SPEC §8 DEFAULT).
+        epsilon: noise amplitude :math:`\varepsilon` (0.3, genfilter's default).
+        dt: internal Milstein step (1e-3, genfilter's default).
         interval: time between snapshots (0.1); must be a whole number of ``dt``.
 
     Noise of one interval: ``S = interval / dt`` standard normals per particle, ``(N, S)``,

@@ -1,4 +1,5 @@
-r"""Lorenz-96 (Lorenz 1996; the EnSF / EnFF / LETKF benchmark, SPEC_BASELINES).
+r"""Lorenz-96 (Lorenz 1996; the benchmark of the EnSF, EnFF and LETKF papers;
+docs/method.md#test-systems).
 
 .. math:: \frac{\mathrm{d}x_i}{\mathrm{d}t} = (x_{i+1} - x_{i-2})\, x_{i-1} - x_i + F,
           \qquad i = 1, \dots, D \ \text{(cyclic)},
@@ -17,6 +18,10 @@ a deterministic RK4 step followed by the Euler–Maruyama increment
 
 (strong order 1 for additive noise), so over one snapshot interval of :math:`S` steps the
 added noise has covariance :math:`\approx q^2\, S\Delta t\, I` = :math:`q^2` × interval.
+
+References:
+    | Predictability: A Problem Partly Solved (Lorenz, 1996)
+    | Proc. ECMWF Seminar on Predictability, vol. 1, 1-18
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-r"""2D Navier–Stokes (vorticity form) with stochastic forcing on four modes (SPEC_BASELINES §B8).
+r"""2D Navier–Stokes (vorticity form) with stochastic forcing on four modes (the system of
+Chen et al. 2024, used by Savary, Rozet & Louppe 2026, §4.2; docs/method.md#test-systems).
 
 .. math::
 
@@ -9,16 +10,19 @@ r"""2D Navier–Stokes (vorticity form) with stochastic forcing on four modes (S
     \mathrm{d}\eta = \mathrm{d}W_1 \sin 6x + \mathrm{d}W_2 \cos 7x + \mathrm{d}W_3 \sin 5(x + y)
         + \mathrm{d}W_4 \cos 8(x + y),
 
-(§B8 writes :math:`v = (-\partial_y\psi, \partial_x\psi)` together with :math:`-\Delta\psi = \omega`;
-that pair gives a velocity whose curl is :math:`-\omega`.  We use the consistent pair above, which
-is also what the reference generator does through ``jax_cfd.spectral.utils.vorticity_to_velocity``.
+(Some descriptions write :math:`v = (-\partial_y\psi, \partial_x\psi)` together with
+:math:`-\Delta\psi = \omega`; that pair gives a velocity whose curl is :math:`-\omega`.  We use the
+consistent pair above, which is also what the reference generator does through
+``jax_cfd.spectral.utils.vorticity_to_velocity``.
 With the other sign, :math:`-\omega` solves the consistent equation driven by :math:`-\eta`
 (which has the law of :math:`\eta`): only the sign of the field changes, not its RMS or spectrum.)
 The equation holds on the torus :math:`[0, 2\pi)^2` with :math:`W_1, \dots, W_4` independent scalar Brownian
 motions, :math:`\nu = 10^{-3}`, :math:`\alpha = 0.1`, :math:`\varepsilon = 1`, snapshots every
-0.5 time units (§B8).
+0.5 time units (the constants of Chen et al. 2024; docs/systems.md compares our statistics
+with their data).
 
-Discretisation (as the generator of the reference data, §B8 "Numerics"): pseudo-spectral on
+Discretisation (as the notebook that generated the reference data,
+github.com/interpolants/forecasting): pseudo-spectral on
 an ``n × n`` grid with ``torch.fft.rfft2``; the advection term is computed in physical
 space from spectral derivatives and de-aliased by the 2/3 rule (every Fourier mode with
 :math:`|k_x|` or :math:`|k_y| > (n-1)/3` is kept at zero); semi-implicit Euler–Maruyama in
@@ -45,8 +49,12 @@ strong order 1), against a 71 % transition spread, and the stationary RMS vortic
 ``dt = 2.5e-4`` within sampling error.  Advective CFL number max|v| dt/dx ≈ 0.015.
 
 ``python -m genfilter.systems.navier_stokes --stats`` runs to statistical stationarity and
-prints the RMS vorticity and the energy spectrum: 2.34 with the §B8 constants at 64², where the
-reference data report ≈ 3.07 (§B8; the discrepancy is discussed in docs/systems.md).
+prints the RMS vorticity and the energy spectrum: 2.34 with the constants above at 64², where
+the reference data report ≈ 3.07 (the discrepancy is discussed in docs/systems.md).
+
+References:
+    | Probabilistic Forecasting with Stochastic Interpolants and Föllmer Processes
+    | (Chen et al., 2024), https://arxiv.org/abs/2403.13724
 """
 
 from __future__ import annotations
@@ -76,7 +84,7 @@ def _grid(n: int, dtype: torch.dtype, device=None) -> tuple[Tensor, Tensor]:
 
 def forcing_modes(n: int, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
     r"""The four noise patterns :math:`\phi_m(x, y)`: :math:`\sin 6x`, :math:`\cos 7x`,
-    :math:`\sin 5(x+y)`, :math:`\cos 8(x+y)` on the ``n × n`` grid; ``(4, n, n)`` (§B8)."""
+    :math:`\sin 5(x+y)`, :math:`\cos 8(x+y)` on the ``n × n`` grid; ``(4, n, n)``."""
     x, y = _grid(n, torch.float64, device)
     modes = torch.stack(
         (torch.sin(6 * x), torch.cos(7 * x), torch.sin(5 * (x + y)), torch.cos(8 * (x + y)))
@@ -140,11 +148,11 @@ def energy_spectrum(omega: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class NavierStokes2D(StochasticSystem):
-    r"""2D Navier–Stokes vorticity with noise on four Fourier modes (SPEC_BASELINES §B8);
-    states ``(N, n, n)``.
+    r"""2D Navier–Stokes vorticity with noise on four Fourier modes (module docstring;
+    docs/method.md#test-systems); states ``(N, n, n)``.
 
     Arguments:
-        resolution: grid size ``n`` (64, SPEC §8).
+        resolution: grid size ``n`` (64, as in Savary et al. 2026, §4.2).
         nu: viscosity :math:`\nu` (1e-3).
         drag: linear drag :math:`\alpha` (0.1).
         epsilon: noise amplitude :math:`\varepsilon` (1).
@@ -362,7 +370,7 @@ def _stats(
 if __name__ == "__main__":  # python -m genfilter.systems.navier_stokes --stats
     import argparse
 
-    parser = argparse.ArgumentParser(description="2D Navier-Stokes (SPEC_BASELINES §B8) statistics")
+    parser = argparse.ArgumentParser(description="2D Navier-Stokes (docs/systems.md) statistics")
     parser.add_argument(
         "--stats",
         action="store_true",
@@ -370,7 +378,7 @@ if __name__ == "__main__":  # python -m genfilter.systems.navier_stokes --stats
     )
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--dt", type=float, default=1e-3)
-    parser.add_argument("--nu", type=float, default=1e-3, help="viscosity (default: §B8 value)")
+    parser.add_argument("--nu", type=float, default=1e-3, help="viscosity (default: 1e-3)")
     parser.add_argument("--trajectories", type=int, default=8)
     parser.add_argument("--spinup", type=float, default=50.0, help="time units discarded")
     parser.add_argument("--average", type=float, default=100.0, help="time units averaged")

@@ -1,0 +1,99 @@
+r"""Training and validating an emulator of a registered system (``genfilter train`` and
+``genfilter validate``): where the systems' data (:mod:`genfilter.systems.datasets`) meet
+the emulators' training loop (:mod:`genfilter.emulators.training`).
+
+The defaults of each system (backbone, residual target, normalisation) live in its registry
+entry (``SYSTEMS[name].training``); docs/training.md gives the measured runs.
+"""
+
+from __future__ import annotations
+
+__all__ = ["train_system", "validate_checkpoint"]
+
+import json
+from pathlib import Path
+
+
+def train_system(system: str, data_dir: str | Path | None = None, out: str | Path | None = None,
+                 *, epochs: int = 50, batch_size: int = 512, lr: float = 1e-3,
+                 hidden: int | None = None, seed: int = 0, quick: bool = False,
+                 resume: bool = True, device: str = "cpu", progress: bool = True,
+                 command: str = "", echo=print):
+    """Trains a diffusion emulator of ``system`` on a dataset made by ``genfilter data``
+    and records the system in the checkpoint; returns the
+    :class:`~genfilter.emulators.training.TrainResult`."""
+    from ..emulators.networks import denoiser_config
+    from ..emulators.training import TrainingConfig, annotate_checkpoint, train_emulator
+    from ..systems.datasets import SYSTEMS, consecutive_pairs, load_split
+
+    if system not in SYSTEMS:
+        raise ValueError(f"system must be one of {sorted(SYSTEMS)}, got {system!r}")
+    d = SYSTEMS[system].training
+    data_dir = Path(data_dir) if data_dir is not None else Path("data") / system
+    if not (data_dir / "train.nc").exists():
+        raise FileNotFoundError(f"no dataset in {data_dir}: run `genfilter data {system}` first")
+    out = Path(out) if out is not None else Path("checkpoints") / f"{system}.pt"
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder, not a checkpoint file")
+    train_ds = load_split(data_dir, "train")
+    x_prev, x_next = consecutive_pairs(train_ds)
+    valid = consecutive_pairs(load_split(data_dir, "valid"))
+    net = dict(d["net"])
+    if hidden is not None and d["kind"] == "mlp":
+        net["hidden"] = hidden
+    if quick and d["kind"] == "unet":
+        net["quick"] = True
+    cfg = denoiser_config(d["kind"], tuple(x_prev.shape[1:]), **net)
+    tc = TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule="cosine",
+                        seed=seed, device=device, checkpoint_every=max(1, epochs // 10))
+    echo(f"Training on {x_prev.shape[0]} pairs ({system}, {d['kind']}), "
+         f"{valid[0].shape[0]} validation pairs -> {out}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {out} cannot be written: {exc.strerror or exc}") from None
+    result = train_emulator(x_prev, x_next, valid=valid, denoiser_config=cfg,
+                            residual=d["residual"], stats=d["stats"], config=tc, out=out,
+                            resume=resume, progress=progress)
+    annotate_checkpoint(out, system=system,
+                        system_kwargs=train_ds.attrs.get("system_kwargs", "{}"),
+                        dataset=str(data_dir), command=command)
+    return result
+
+
+def validate_checkpoint(checkpoint: str | Path, system: str | None = None, *, states: int = 16,
+                        samples: int = 256, rollout: int = 500, rollout_members: int = 16,
+                        steps: int = 64, sampler: str = "xeab", seed: int = 0,
+                        progress: bool = True) -> str:
+    """Compares an emulator with the true model of the system it was trained for (or
+    ``system``): the one-step energy distance against the noise floor of two true-model
+    sample sets, and a free-rollout climatology.  Returns the markdown table."""
+    import torch
+
+    from ..emulators.training import checkpoint_system, load_emulator
+    from ..emulators.validation import one_step_validation, rollout_validation, validation_table
+    from ..systems.datasets import SYSTEMS, make_system
+
+    recorded, kwargs = checkpoint_system(checkpoint)
+    name = system or recorded
+    if name is None:
+        raise ValueError(f"{Path(checkpoint).name} does not record its system: pass --system")
+    if name not in SYSTEMS:
+        raise ValueError(f"--system must be one of {sorted(SYSTEMS)}, got {name!r}")
+    sys_ = make_system(name, **(kwargs if name == recorded else {}))
+    em = load_emulator(checkpoint, steps=steps, sampler=sampler)
+    if tuple(em.state_shape) != tuple(sys_.state_shape):
+        raise ValueError(
+            f"{Path(checkpoint).name} emulates states of shape {tuple(em.state_shape)}, but "
+            f"{name} has {tuple(sys_.state_shape)}"
+            + (f" (it was trained for {recorded})" if recorded and recorded != name else ""))
+    g = torch.Generator().manual_seed(seed)
+    x0 = sys_.attractor_states(max(states, rollout_members), generator=g)
+    one = one_step_validation(em, sys_, x0[:states], samples=samples, generator=g)
+    roll = None
+    if rollout > 0:
+        roll = rollout_validation(em, sys_, x0[:rollout_members], length=rollout, generator=g,
+                                  progress=progress)
+    head = (f"Emulator {checkpoint} vs the true {name} model ({sampler}, {steps} steps; "
+            f"system options {json.dumps(kwargs) if name == recorded else '{}'}):\n\n")
+    return head + validation_table(one, roll)
