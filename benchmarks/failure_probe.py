@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         import genfilter
 
         where = f"genfilter {getattr(genfilter, '__version__', '?')} from {genfilter.__file__}"
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         where = f"genfilter does not import: {type(exc).__name__}: {exc}"
     cases = [c for c in mod.CASES if args.only is None or args.only in c.id]
 

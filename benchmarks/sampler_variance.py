@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import make_lg_model  # noqa: E402
+from conftest import make_lg_model
 
-from genfilter.emulators.linear_gaussian import LinearGaussianEmulator  # noqa: E402
-from genfilter.observations import Observation, Select, isotropic_noise  # noqa: E402
+from genfilter.emulators.linear_gaussian import LinearGaussianEmulator
+from genfilter.observations import Observation, Select, isotropic_noise
 
 CONFIGS = [
     ("ddim", 16, {"eta": 1.0}, 1), ("ddim", 64, {"eta": 1.0}, 1), ("ddim", 256, {"eta": 1.0}, 1),

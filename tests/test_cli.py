@@ -42,12 +42,11 @@ def test_train_without_data_is_a_clear_error(tmp_path):
 
 def test_linear_gaussian_demo(tmp_path):
     out = invoke("demo", "--system", "linear-gaussian", "--out", tmp_path, "--particles", 16,
-                 "--steps", 6, "--dim", 4,
-                 "--no-progress")
+                 "--steps", 6, "--no-progress")
     assert "Kalman (exact)" in out and "FA-APF (gaussian weights)" in out
-    assert (tmp_path / "trajectories.png").exists()
-    ds = xr.open_dataset(next(tmp_path.glob("run_enkf.nc")))
-    assert ds["particles"].shape == (6, 16, 4)
+    assert next(tmp_path.glob("trajectories_*.png")).exists()
+    with xr.open_dataset(tmp_path / "enkf.nc", engine="h5netcdf") as ds:
+        assert ds["particles"].shape == (1, 6, 16, 8)  # run, step, member, component
 
 
 def test_bad_input_gives_a_message_not_a_traceback(tmp_path):

@@ -46,7 +46,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 try:  # the probe imports this module without pytest
     import pytest
@@ -210,7 +210,7 @@ def _run_cli(case: Case, argv: Sequence, tmp_path: Path, out: Outcome):
             warnings.simplefilter("always")
             try:
                 from genfilter.cli import app
-            except Exception as exc:  # noqa: BLE001 - the package itself does not import
+            except Exception as exc:
                 out.exception = f"{type(exc).__name__}: {exc}"
                 out.message = f"import genfilter.cli failed: {type(exc).__name__}: {exc}"
                 out.status = "traceback"
@@ -243,7 +243,7 @@ def _run_api(case: Case, action: Callable[[], Any], out: Outcome):
         warnings.simplefilter("always")
         try:
             value = action()
-        except Exception as exc:  # noqa: BLE001 - classified below
+        except Exception as exc:
             out.exception = f"{type(exc).__name__}: {exc}"
             out.message = str(exc)
             out._exc = exc  # type: ignore[attr-defined]
@@ -273,7 +273,7 @@ def run_case(case: Case, tmp_path: Path) -> Outcome:
     out = Outcome(case.id, case.cls, case.kind)
     try:
         action = case.setup(tmp_path)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         import traceback
 
         out.status = "setup-error"
@@ -390,7 +390,7 @@ def _classify_warning(case: Case, out: Outcome, caught, value, tmp_path: Path) -
     if case.recorded is not None:
         try:
             ok = bool(case.recorded(value, tmp_path))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             ok = False
             out.reasons.append(f"checking the record failed: {type(exc).__name__}: {exc}")
         if not ok:
@@ -408,7 +408,7 @@ class _Shared:
     ``genfilter data`` and one finished ``genfilter filter`` run of :data:`BASE_CONFIG`."""
 
     root: Path | None = None
-    _made: dict[str, Path] = {}
+    _made: ClassVar[dict[str, Path]] = {}
 
     @classmethod
     def set_root(cls, root: Path) -> None:

@@ -9,8 +9,20 @@ import torch
 from torch.distributions import MultivariateNormal
 
 from genfilter.observations import (
-    Coarsen, Compose, Identity, Lambda, Mask, Observation, Select, Stack, Subsample,
-    diagonal_noise, full_noise, isotropic_noise, noise_matrix, synthetic_observations,
+    Coarsen,
+    Compose,
+    Identity,
+    Lambda,
+    Mask,
+    Observation,
+    Select,
+    Stack,
+    Subsample,
+    diagonal_noise,
+    full_noise,
+    isotropic_noise,
+    noise_matrix,
+    synthetic_observations,
 )
 
 

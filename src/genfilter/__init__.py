@@ -4,20 +4,45 @@ The public API re-exports the pieces a user combines: an emulator, an observatio
 filter, run by :func:`assimilate` and scored by :mod:`genfilter.metrics`.
 """
 
-from . import metrics
+from . import io, metrics
+from ._version import __version__ as __version__
 from .emulators import DiffusionEmulator, Emulator, LinearGaussianEmulator, SimulatorEmulator
 from .filters import (
-    ETKF, FAAPF, LETKF, BootstrapPF, EnFF, EnKF, Ensemble, EnSF, Filter, FilterRun,
-    FlowDASEnsemble, Forecast, KalmanFilter, StepInfo, assimilate,
+    ETKF,
+    FAAPF,
+    LETKF,
+    BootstrapPF,
+    EnFF,
+    EnKF,
+    Ensemble,
+    EnSF,
+    Filter,
+    FilterRun,
+    FlowDASEnsemble,
+    Forecast,
+    KalmanFilter,
+    StepInfo,
+    assimilate,
 )
 from .observations import (
-    Coarsen, Compose, Identity, Lambda, Mask, Observation, ObservationOperator, Select, Stack,
-    Subsample, diagonal_noise, full_noise, isotropic_noise, synthetic_observations,
+    Coarsen,
+    Compose,
+    Identity,
+    Lambda,
+    Mask,
+    Observation,
+    ObservationOperator,
+    Select,
+    Stack,
+    Subsample,
+    diagonal_noise,
+    full_noise,
+    isotropic_noise,
+    synthetic_observations,
 )
 
-from ._version import __version__
-
 __all__ = [
+    "io",
     "metrics",
     "Emulator", "DiffusionEmulator", "LinearGaussianEmulator", "SimulatorEmulator",
     "Ensemble", "StepInfo", "Filter", "FilterRun", "assimilate",

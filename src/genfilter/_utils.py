@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["make_generator", "chunks", "draw_seed", "check_states", "check_count", "whole_steps"]
+__all__ = ["make_generator", "chunks", "draw_seed", "check_states", "check_count", "whole_steps",
+           "nonfinite_members"]
 
 import operator
 import os
@@ -64,8 +65,8 @@ def check_states(x: Tensor, state_shape: tuple[int, ...], name: str = "x_prev") 
             f"{name} must have shape (N, {', '.join(map(str, state_shape))}), "
             f"got {tuple(x.shape)}"
         )
-    if not torch.isfinite(x).all():
-        bad = (~torch.isfinite(x)).flatten(1).any(dim=1).nonzero().flatten()
+    bad = nonfinite_members(x)
+    if bad.numel():
         raise ValueError(
             f"{name} contains non-finite values in {bad.numel()} particle(s), "
             f"first indices {bad[:5].tolist()}"
@@ -92,3 +93,8 @@ def whole_steps(interval: float, dt: float) -> int:
             f"interval ({interval}) must be a whole number of internal steps dt ({dt})"
         )
     return steps
+
+
+def nonfinite_members(x: Tensor) -> Tensor:
+    """Indices of the members (rows of ``x`` ``(N, *S)``) with a NaN or ``±inf`` value."""
+    return (~torch.isfinite(x).flatten(1).all(dim=1)).nonzero().flatten()

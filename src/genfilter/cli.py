@@ -6,7 +6,6 @@ names the field or file and the cause, and exit code 2 (:func:`_clean_errors`).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -178,6 +177,8 @@ def validate(
     sampler: str = typer.Option("xeab", help="Sampler name."),
     seed: int = typer.Option(0, min=0, help="Random seed."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    device: str = typer.Option("cpu", help="Torch device of the emulator and the true model "
+                                           "(cpu, cuda)."),
 ) -> None:
     """Compare an emulator with the true model: one-step energy distance (vs the noise floor
     of two independent true-model sample sets) and free-rollout climatology."""
@@ -185,7 +186,8 @@ def validate(
 
     typer.echo(validate_checkpoint(checkpoint, system, states=states, samples=samples,
                                    rollout=rollout, rollout_members=rollout_members,
-                                   steps=steps, sampler=sampler, seed=seed, progress=progress))
+                                   steps=steps, sampler=sampler, seed=seed, progress=progress,
+                                   device=device))
 
 
 @app.command("filter")

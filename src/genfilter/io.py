@@ -27,7 +27,8 @@ renamed) or not at all.
 
 from __future__ import annotations
 
-__all__ = ["FORMAT", "METRICS", "run_dataset", "write_run", "open_run", "RunFileError"]
+__all__ = ["FORMAT", "METRICS", "run_dataset", "check_run_path", "write_run", "open_run",
+           "RunFileError"]
 
 import os
 from collections.abc import Sequence
@@ -154,6 +155,22 @@ def _members(run) -> int:
     return 0
 
 
+def check_run_path(path: str | os.PathLike) -> Path:
+    """Checks, before any work, that ``path`` can become a run file: it ends in ``.nc``, is
+    not a folder, and no parent on its way is a regular file."""
+    path = Path(path)
+    if path.suffix != ".nc":
+        raise ValueError(f"a run file must end in .nc, got {path}")
+    if path.is_dir():
+        raise ValueError(f"output {path} is a folder, not a file")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"output {path} cannot be written: {parent} is a file")
+            break
+    return path
+
+
 def write_run(ds, path: str | os.PathLike) -> Path:
     """Writes a run dataset to ``path`` (``.nc``) atomically.
 
@@ -161,11 +178,7 @@ def write_run(ds, path: str | os.PathLike) -> Path:
         ValueError: ``path`` does not end in ``.nc``, is a folder, or cannot be written (the
             message names it and the cause); nothing is left behind.
     """
-    path = Path(path)
-    if path.suffix != ".nc":
-        raise ValueError(f"a run file must end in .nc, got {path}")
-    if path.is_dir():
-        raise ValueError(f"output {path} is a folder, not a file")
+    path = check_run_path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,7 +206,7 @@ def open_run(path: str | os.PathLike):
         raise FileNotFoundError(f"no such run file: {path}")
     try:
         ds = xr.open_dataset(path, engine="h5netcdf")
-    except Exception as exc:  # noqa: BLE001 - h5py/xarray raise many types for a bad file
+    except Exception as exc:
         raise RunFileError(f"{path} is not a netCDF file ({type(exc).__name__})") from None
     missing = [v for v in _REQUIRED if v not in ds.variables]
     if missing or ("run" not in ds.dims or "step" not in ds.dims):

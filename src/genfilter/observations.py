@@ -532,6 +532,9 @@ def synthetic_observations(
     """
     if truth.ndim < 2:
         raise ValueError(f"truth must have shape (K, *S), got {tuple(truth.shape)}")
+    if not bool(torch.isfinite(truth).all()):
+        raise ValueError("truth has non-finite values (NaN or ±inf): NaN marks a missing "
+                         "observation, not a missing truth")
     if not 0.0 <= missing < 1.0:
         raise ValueError(f"missing must be in [0, 1), got {missing}")
     with torch.no_grad():

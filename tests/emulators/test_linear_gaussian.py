@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import make_lg_model
+
 from genfilter.emulators.linear_gaussian import LinearGaussianEmulator
 from genfilter.observations import Observation, Select, isotropic_noise
 
@@ -73,7 +73,7 @@ def test_predict_obs_moments_match_closed_form():
     obs = _obs()
     g = torch.Generator().manual_seed(6)
     x = torch.randn(7, model.D, generator=g, dtype=torch.float64)
-    mu, hmu, hvh = em.predict_obs_moments(x, obs, generator=g)
+    _mu, hmu, hvh = em.predict_obs_moments(x, obs, generator=g)
     pred_mean, pred_cov = em.exact_predictive(x, obs)
     R = 0.25 * torch.eye(2, dtype=torch.float64)
     assert torch.allclose(hmu, pred_mean, atol=0.05)  # see test_predict_mean_...

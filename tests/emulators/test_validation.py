@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 
 from genfilter.emulators.simulator import SimulatorEmulator
-
 from genfilter.emulators.validation import (
-    energy_distance, one_step_validation, rollout_validation, validation_table,
+    energy_distance,
+    one_step_validation,
+    rollout_validation,
+    validation_table,
 )
 from genfilter.systems.lorenz63 import StochasticLorenz63
 

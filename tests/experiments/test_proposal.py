@@ -4,9 +4,9 @@ model and flags a proposal that ignores the observation."""
 from __future__ import annotations
 
 import torch
-
 from conftest import make_lg_model
 from exact_linear import ExactLinearEmulator
+
 from genfilter.emulators.linear_gaussian import LinearGaussianEmulator
 from genfilter.experiments.proposal import exact_proposal_moments, proposal_diagnostic
 from genfilter.observations import Observation, Select, isotropic_noise

@@ -140,7 +140,7 @@ def _checkpoint_step(parts: Path) -> int:
         return 0
     try:
         return int(torch.load(files[-1], weights_only=True)["step"]) + 100 * (len(files) - 1)
-    except Exception:  # noqa: BLE001 - being replaced at this moment
+    except Exception:
         return 0
 
 

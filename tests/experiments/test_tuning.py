@@ -248,7 +248,8 @@ def test_failing_configurations_are_recorded_and_ranked_last():
 
     def make_config(params, seed):
         if params["gain"] > 1.0:
-            raise ConfigError(f"config field 'filter.options.gain': too large, got {params['gain']}")
+            raise ConfigError(f"config field 'filter.options.gain': too large, got "
+                              f"{params['gain']}")
         return toy_config(params, seed, steps=60, burn_in=10)
 
     result = tune(make_config, {"gain": [-1.0, 0.5, 0.3, 2.0]}, seeds=(10_000, 10_001))

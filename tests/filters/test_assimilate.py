@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
 import numpy as np
+import pytest
 import torch
 import xarray as xr
-
 from conftest import make_lg_model, simulate_lg
 from exact_linear import ExactLinearEmulator
+
 from genfilter.emulators.linear_gaussian import LinearGaussianEmulator
 from genfilter.filters.base import Ensemble, assimilate
 from genfilter.filters.enkf import EnKF
@@ -79,6 +79,6 @@ def test_non_finite_particles_are_an_error_naming_the_step():
             from genfilter.filters.base import StepInfo
             return Ensemble(ens.particles * torch.inf, ens.log_weights), StepInfo(ess=32.0)
 
-    model, truth, obs, x0 = setup()
+    _model, _truth, obs, x0 = setup()
     with pytest.raises(FloatingPointError, match="Exploding at step 1 of"):  # steps count from 1
         assimilate(Exploding(), x0, obs, progress=False)

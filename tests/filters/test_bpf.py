@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import make_lg_model, simulate_lg
 from exact_linear import ExactLinearEmulator
+
 from genfilter.filters.base import assimilate
 from genfilter.filters.bpf import BootstrapPF
 from genfilter.filters.kalman import KalmanFilter

@@ -7,14 +7,19 @@ import math
 
 import pytest
 import torch
-
 from conftest import make_lg_model, simulate_lg
 from exact_linear import ExactLinearEmulator
+
 from genfilter.filters.base import assimilate
 from genfilter.filters.enkf import EnKF, ensemble_kalman_update
 from genfilter.filters.kalman import KalmanFilter
 from genfilter.observations import (
-    Observation, Select, diagonal_noise, full_noise, isotropic_noise, synthetic_observations,
+    Observation,
+    Select,
+    diagonal_noise,
+    full_noise,
+    isotropic_noise,
+    synthetic_observations,
 )
 
 

@@ -8,13 +8,19 @@ import math
 
 import pytest
 import torch
-
 from conftest import make_lg_model, simulate_lg
+
 from genfilter.emulators.linear_gaussian import LinearGaussianEmulator
 from genfilter.filters.base import assimilate
 from genfilter.filters.fa_apf import FAAPF
 from genfilter.filters.kalman import KalmanFilter
-from genfilter.observations import Lambda, Observation, Select, isotropic_noise, synthetic_observations
+from genfilter.observations import (
+    Lambda,
+    Observation,
+    Select,
+    isotropic_noise,
+    synthetic_observations,
+)
 
 K_STEPS = 20
 
@@ -71,7 +77,7 @@ def test_dirac_weights_are_biased_where_gaussian_weights_are_not():
     """The paper's Dirac weights ignore H Q Hᵀ in p(y | x^k): on the linear-Gaussian model
     the evidence they give is off by far more than the "gaussian" weights' (a check that
     the two modes really differ, and which one is exact)."""
-    model, truth, obs, m0, P0, kf = kalman_setup()
+    model, _truth, obs, m0, P0, _kf = kalman_setup()
     N = 500
     x0 = m0 + torch.randn(N, model.D, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     em = LinearGaussianEmulator(model.A, model.b, model.Q, steps=16, iterations=4)
@@ -95,7 +101,7 @@ def test_inflation_holds_ess_in_the_interval():
     obs = Observation(torch.tensor([0.1, -0.2], dtype=torch.float64), Select([0, 2]),
                       isotropic_noise(0.05))
     f = FAAPF(em, generator=2)  # default interval [50/256, 60/256] of N
-    ens, info = f.step(f.init(x0), obs)
+    _ens, info = f.step(f.init(x0), obs)
     assert info.ess_untempered < 50
     assert info.inflation < 1.0
     assert 50 <= info.ess <= 60

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-
 from conftest import make_lg_model
 from exact_linear import ExactLinearEmulator
+
 from genfilter.filters.base import assimilate
 from genfilter.filters.forecast import Forecast
 from genfilter.filters.kalman import KalmanFilter

@@ -7,10 +7,9 @@ import math
 
 import pytest
 import torch
+from conftest import make_lg_model, simulate_lg
 
 from genfilter.emulators.simulator import SimulatorEmulator
-
-from conftest import make_lg_model, simulate_lg
 from genfilter.filters.base import assimilate
 from genfilter.filters.kalman import KalmanFilter
 from genfilter.filters.letkf import (

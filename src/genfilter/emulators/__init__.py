@@ -3,8 +3,8 @@
 from .base import Emulator
 from .diffusion import SAMPLERS, DiffusionEmulator
 from .guidance import GuidanceWindow, ProjectedMMPSDenoiser
-from .linear_gaussian import ConditionalGaussianDenoiser, LinearGaussianEmulator
 from .jittered import Jittered
+from .linear_gaussian import ConditionalGaussianDenoiser, LinearGaussianEmulator
 from .simulator import SimulatorEmulator
 
 __all__ = [

@@ -91,6 +91,9 @@ class LinearGaussianEmulator(DiffusionEmulator):
         Q = torch.as_tensor(Q, dtype=torch.float64)
         if Q.shape != (D, D):
             raise ValueError(f"Q must have shape ({D}, {D}), got {tuple(Q.shape)}")
+        for name, value in (("A", A), ("b", b), ("Q", Q)):
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"{name} has non-finite values (NaN or ±inf)")
         if (Q - Q.T).abs().max() > 1e-8 * Q.abs().max():
             raise ValueError("Q must be symmetric")
         if torch.linalg.eigvalsh(Q).min() <= 0:

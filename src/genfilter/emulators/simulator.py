@@ -92,9 +92,9 @@ def true_model(system: Any):
     samples the optimal proposal) for :class:`~genfilter.systems.linear_gaussian.
     LinearGaussian`, the fast numpy loop for deterministic Lorenz-63, otherwise
     :class:`~genfilter.emulators.simulator.SimulatorEmulator`."""
-    from .linear_gaussian import LinearGaussianEmulator
     from ..systems.linear_gaussian import LinearGaussian
     from ..systems.lorenz63 import DeterministicLorenz63, StochasticLorenz63
+    from .linear_gaussian import LinearGaussianEmulator
 
     if isinstance(system, LinearGaussian):
         return LinearGaussianEmulator(system.A, system.b, system.Q, steps=32, iterations=4)

@@ -60,10 +60,11 @@ __all__ = [
 ]
 
 import copy
-import math
 import json
+import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,8 @@ from tqdm.auto import tqdm
 from .base import check_states
 from .diffusion import DiffusionEmulator
 from .guidance import time_of_log_ratio
-from .networks import build_denoiser_from_config, denoiser_config as _validate_denoiser_config
+from .networks import build_denoiser_from_config
+from .networks import denoiser_config as _validate_denoiser_config
 
 FORMAT = "genfilter-emulator/1"
 STATS = ("per_component", "per_channel", "scalar")
@@ -390,12 +392,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
-        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+        with warnings.catch_warnings():  # torch warns about foreign pickles before failing
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
         raise ValueError(
-            f"{path} is not a readable genfilter checkpoint ({type(exc).__name__}"
-            + (f": {first}" if first else "") + ")"
+            f"{path} is not a readable genfilter checkpoint ({type(exc).__name__}: truncated, "
+            "damaged, or not a weights-only torch file)"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__

@@ -249,6 +249,16 @@ def _check_option_types(options: dict, fn, path: str, skip=("self",)) -> None:
             _fail(f"{path}.{key}", f"must be {want}", value)
 
 
+def field_of(exc: Exception, options: dict, path: str) -> str:
+    """``path.key`` when the message of ``exc`` (raised by a constructor given ``options``)
+    starts with an option's name, else ``path``."""
+    text = str(exc)
+    for key in sorted(options, key=len, reverse=True):
+        if text.startswith(f"{key} ") or text.startswith(f"{key}:") or f"'{key}'" in text:
+            return f"{path}.{key}"
+    return path
+
+
 def _emulator_parameters():
     from ..emulators.diffusion import DiffusionEmulator
 
@@ -278,7 +288,8 @@ def parse_config(raw: Any) -> ExperimentConfig:
     try:
         SYSTEMS[system](**system_options)
     except (TypeError, ValueError) as exc:
-        _fail("system_options", f"{system} cannot be built: {exc}")
+        _fail(field_of(exc, system_options, "system_options"),
+              f"{system} cannot be built: {exc}")
     emulator = raw.get("emulator", "shipped")
     if emulator is True:  # YAML reads an unquoted `true` as a boolean
         emulator = "true"
@@ -368,5 +379,8 @@ def load_config(path: str | Path, **overrides: Any) -> ExperimentConfig:
         raise ConfigError(f"{path} is not valid YAML{at}") from None
     if raw is None:
         raise ConfigError(f"{path} is empty: a config needs at least 'system' and 'filter'")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of fields, got "
+                          f"{type(raw).__name__}")
     cfg = parse_config(raw)
     return cfg.replace(**overrides) if any(v is not None for v in overrides.values()) else cfg

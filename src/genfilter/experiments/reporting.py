@@ -211,7 +211,7 @@ def _observed_indices(ds) -> list[int] | None:
         cfg = yaml.safe_load(ds.attrs.get("config", ""))
         idx = cfg["observations"]["indices"]
         return list(idx) if idx is not None else None
-    except Exception:  # noqa: BLE001 - a file without a config has no observed indices
+    except Exception:
         return None
 
 
@@ -292,7 +292,45 @@ def _dir_figures(rows: list[dict], files: dict[str, Path], out: Path) -> list[Pa
                       "(dashed: calibrated)", fontsize=10)
         for f_, name in ((fig, "skill_vs_step"), (fig2, "rank_histograms"), (fig3, "ess")):
             _save(f_, out / f"{name}_{slug}.png", written)
+        _trajectories(exp, [r for r in sel if not r["filter"].startswith("Bayes")], files,
+                      out / f"trajectories_{slug}.png", written)
     return written
+
+
+def _trajectories(exp: str, rows: list[dict], files: dict[str, Path], path: Path,
+                  written: list[Path]) -> None:
+    """Run 0 of every filter of ``rows``: truth, observations and ensemble mean ± spread,
+    one panel per variable (the first three)."""
+    if not rows:
+        return
+    plt = _plt()
+    with _open(files[rows[0]["file"]]) as ds:
+        t = ds["time"].values
+        truth = _per_variable(ds, "truth")[0]
+        obs = ds["observations"].values[0] if "observations" in ds else None
+        idx = _observed_indices(ds)
+        _, names = _state_names(ds)
+    show = list(range(min(truth.shape[-1], 3)))
+    names = names or [f"value {i}" for i in range(truth.shape[-1])]
+    fig, axes = plt.subplots(len(show), 1, figsize=(10, 2.6 * len(show)), sharex=True,
+                             squeeze=False)
+    for ax, d in zip(axes[:, 0], show):
+        ax.plot(t, truth[:, d], "k-", lw=1.6, label="truth")
+        if obs is not None and idx is not None and d in idx:
+            ax.plot(t, obs[:, idx.index(d)], "k.", ms=3, label="observation")
+        ax.set_ylabel(f"{names[d]} [state units]")
+        ax.grid(alpha=0.3)
+    for r in rows:
+        with _open(files[r["file"]]) as ds:
+            mean, spread = _per_variable(ds, "mean")[0], _per_variable(ds, "spread")[0]
+        for ax, d in zip(axes[:, 0], show):
+            (line,) = ax.plot(t, mean[:, d], lw=1.0, label=f"{r['filter']} mean ± spread")
+            ax.fill_between(t, mean[:, d] - spread[:, d], mean[:, d] + spread[:, d],
+                            color=line.get_color(), alpha=0.2)
+    axes[0, 0].legend(fontsize=8, ncol=3, loc="upper left")
+    axes[0, 0].set_title(f"{exp}: run 0, truth, observations and ensembles (N = {rows[0]['N']})")
+    axes[-1, 0].set_xlabel("model time")
+    _save(fig, path, written)
 
 
 def report(path: str | Path) -> list[Path]:

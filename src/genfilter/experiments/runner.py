@@ -46,9 +46,9 @@ from .._utils import make_generator
 from .._version import __version__
 from ..emulators.simulator import true_model
 from ..filters.base import FilterRun, assimilate
-from ..io import open_run, run_dataset, write_run
+from ..io import check_run_path, open_run, run_dataset, write_run
 from ..observations import Identity, Select, Subsample
-from .config import ConfigError, ExperimentConfig, filter_class, parse_config
+from .config import ConfigError, ExperimentConfig, field_of, filter_class, parse_config
 from .twin import TwinSetup, climatology, make_twin
 
 
@@ -134,7 +134,8 @@ def build_emulator(cfg: ExperimentConfig, setup: TwinSetup):
         return load_emulator(path, **cfg.emulator_options)
     except (TypeError, ValueError) as exc:
         if cfg.emulator_options and "checkpoint" not in str(exc):
-            raise ConfigError(f"config field 'emulator_options': {exc}") from None
+            where = field_of(exc, cfg.emulator_options, "emulator_options")
+            raise ConfigError(f"config field {where!r}: {exc}") from None
         raise
 
 
@@ -158,7 +159,8 @@ def build_filter(cfg: ExperimentConfig, emulator, setup: TwinSetup, generator):
     try:
         return cls(emulator, generator=generator, **options)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config field 'filter.options': {exc}") from None
+        where = field_of(exc, cfg.filter.options, "filter.options")
+        raise ConfigError(f"config field {where!r}: {exc}") from None
 
 
 def run_seed(cfg: ExperimentConfig, run: int) -> tuple[int, int]:
@@ -196,7 +198,7 @@ def run_summary(cfg: ExperimentConfig, run: int, setup: TwinSetup | None = None,
         summary = run_one(cfg, run, setup, em).summary(burn_in=cfg.burn_in)
         for key in ("skill", "spread", "ssr", "crps"):
             out[key] = float(summary[key])
-    except Exception as exc:  # noqa: BLE001 - a sweep records the failure and goes on
+    except Exception as exc:
         for key in ("skill", "spread", "ssr", "crps"):
             out[key] = float("nan")
         last = traceback.extract_tb(exc.__traceback__)[-1]
@@ -256,19 +258,10 @@ def run_config(
     """Runs every run of ``cfg`` and writes ``out`` (netCDF; module docstring); ``label``
     names the filter in reports (default: the method).  With ``resume``, an unfinished
     run continues and a finished one of the same config is returned as it is."""
-    out = Path(out)
-    if out.suffix != ".nc":
-        raise ValueError(f"--out must be a .nc file, got {out}")
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder, not a file")
+    out = check_run_path(out)
     parts = out.with_name(out.name + ".parts")
     if _check_resume(cfg, out, parts, resume):
         return out
-    for parent in (out.parent, *out.parent.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"--out {out} cannot be written: {parent} is a file")
-            break
 
     setup = build_twin_setup(cfg)
     emulator = build_emulator(cfg, setup)

@@ -39,17 +39,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ..emulators.simulator import true_model
 from ..metrics import crps as crps_metric
 from ..observations import (
-    Identity,
     Observation,
     ObservationOperator,
-    Select,
     isotropic_noise,
     synthetic_observations,
 )

@@ -22,6 +22,7 @@ __all__ = [
     "TRACES",
     "ensemble_spread",
     "inflate",
+    "check_inflation",
     "EnsembleFilter",
 ]
 
@@ -39,6 +40,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._utils import nonfinite_members
 from ..observations import Observation
 from .tempering import ess as effective_sample_size
 from .weighting import WeightCollapseWarning
@@ -61,9 +63,8 @@ def check_particles(particles: Tensor, name: str = "particles", min_members: int
         raise ValueError(
             f"{name} must hold at least {min_members} members, got N = {particles.shape[0]}"
         )
-    finite = torch.isfinite(particles).flatten(1).all(dim=1)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero().flatten()
+    bad = nonfinite_members(particles)
+    if bad.numel():
         raise ValueError(
             f"{name} contains non-finite values in {bad.numel()} member(s), first indices "
             f"{bad[:5].tolist()}"
@@ -74,9 +75,8 @@ def check_particles(particles: Tensor, name: str = "particles", min_members: int
 def check_finite(x: Tensor, what: str) -> Tensor:
     """Raises ``FloatingPointError`` naming ``what`` when ``x`` ``(N, *S)`` has NaN or
     ``±inf`` values (the count and first indices of the bad members)."""
-    finite = torch.isfinite(x).flatten(1).all(dim=1)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero().flatten()
+    bad = nonfinite_members(x)
+    if bad.numel():
         raise FloatingPointError(
             f"{what} has non-finite values (NaN or ±inf) in {bad.numel()} member(s), first "
             f"indices {bad[:5].tolist()}"
@@ -87,6 +87,19 @@ def check_finite(x: Tensor, what: str) -> Tensor:
 def ensemble_spread(x: Tensor) -> float:
     """Square root of the mean (over components) unbiased member variance, ``(N, *S) -> float``."""
     return float(x.flatten(1).var(0, unbiased=True).mean().sqrt())
+
+
+def check_inflation(inflation: Any, name: str = "inflation") -> float:
+    """Validates a multiplicative inflation factor: a finite number >= 1."""
+    if isinstance(inflation, bool) or not isinstance(inflation, (int, float)):
+        try:
+            inflation = float(inflation)  # numpy / torch scalars
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a number, got {inflation!r}") from None
+    value = float(inflation)
+    if not (math.isfinite(value) and value >= 1.0):
+        raise ValueError(f"{name} must be a finite number >= 1, got {inflation!r}")
+    return value
 
 
 def inflate(x: Tensor, factor: float) -> Tensor:
@@ -353,6 +366,10 @@ def assimilate(
     check_particles(particles0, "particles0")
     K = len(observations)
     if truth is not None:
+        bad = ~torch.isfinite(truth.reshape(truth.shape[0], -1)).all(1)
+        if bool(bad.any()):
+            raise ValueError(f"truth has non-finite values (NaN or ±inf) at step(s) "
+                             f"{(bad.nonzero().flatten() + 1)[:5].tolist()}")
         if truth.shape[0] != K or tuple(truth.shape[1:]) != tuple(particles0.shape[1:]):
             raise ValueError(
                 f"truth must have shape ({K}, {', '.join(map(str, particles0.shape[1:]))}) "
@@ -370,7 +387,16 @@ def assimilate(
 
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                state = torch.load(ckpt, weights_only=True)
+            state["step"], state["particles"], state["infos"]
+        except Exception as exc:
+            raise ValueError(
+                f"{ckpt} is not a readable run checkpoint ({type(exc).__name__}); delete it "
+                "to restart this run"
+            ) from None
         start = int(state["step"])
         ens = Ensemble(state["particles"], state["log_weights"])
         means, spreads = list(state["means"]), list(state["spreads"])

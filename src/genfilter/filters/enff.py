@@ -68,6 +68,7 @@ from .base import (
     Ensemble,
     EnsembleFilter,
     StepInfo,
+    check_inflation,
     check_particles,
     inflate,
     uniform_log_weights,
@@ -75,7 +76,6 @@ from .base import (
 from .ensf import (
     Normalizer,
     _check_chunk,
-    _check_inflation,
     _check_positive_int,
     _log_likelihood_and_grad,
     _mixture_averages,
@@ -170,7 +170,7 @@ class EnFF(EnsembleFilter):
         self.sigma_min = sigma_min
         self.guidance_scale = guidance_scale
         self.steps = _check_positive_int(steps, "steps", minimum=2)
-        self.inflation = _check_inflation(inflation)
+        self.inflation = check_inflation(inflation)
         self.normalizer = Normalizer(mean, std)
         self.mixture_chunk = _check_chunk(mixture_chunk, "mixture_chunk")
         self.generator = make_generator(generator)

@@ -39,11 +39,10 @@ from .base import (
     Ensemble,
     EnsembleFilter,
     StepInfo,
+    check_inflation,
     inflate,
     uniform_log_weights,
 )
-
-
 
 
 def ensemble_kalman_update(
@@ -103,10 +102,8 @@ class EnKF(EnsembleFilter):
     ) -> None:
         if not callable(getattr(emulator, "sample", None)):
             raise TypeError("emulator must implement sample()")
-        if not float(inflation) >= 1.0:
-            raise ValueError(f"inflation must be >= 1, got {inflation}")
         self.emulator = emulator
-        self.inflation = float(inflation)
+        self.inflation = check_inflation(inflation)
         self.generator = make_generator(generator)
 
 

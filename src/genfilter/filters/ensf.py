@@ -72,6 +72,7 @@ from .base import (
     Ensemble,
     EnsembleFilter,
     StepInfo,
+    check_inflation,
     check_particles,
     inflate,
     uniform_log_weights,
@@ -108,11 +109,6 @@ def _check_positive_int(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def _check_inflation(inflation) -> float:
-    inflation = float(inflation)
-    if not (math.isfinite(inflation) and inflation >= 1.0):
-        raise ValueError(f"inflation must be a finite number >= 1, got {inflation}")
-    return inflation
 
 
 def _check_chunk(chunk, name: str) -> int | None:
@@ -338,7 +334,7 @@ class EnSF(EnsembleFilter):
         self.score, self.solver = score, solver
         self.score_clip = score_clip
         self.standardize_init = bool(standardize_init)
-        self.inflation = _check_inflation(inflation)
+        self.inflation = check_inflation(inflation)
         self.normalizer = Normalizer(mean, std)
         self.mixture_chunk = _check_chunk(mixture_chunk, "mixture_chunk")
         self.emulator = emulator

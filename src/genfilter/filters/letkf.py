@@ -84,6 +84,7 @@ from .base import (
     Ensemble,
     EnsembleFilter,
     StepInfo,
+    check_inflation,
     uniform_log_weights,
 )
 
@@ -289,7 +290,7 @@ def etkf_update(
         The analysis ensemble ``(N, *S)`` in the dtype of ``forecast``.
     """
     N = forecast.shape[0]
-    a = (N - 1) / _check_inflation(inflation)
+    a = (N - 1) / check_inflation(inflation)
     xbar, Xb, ybar, Yb = _moments(forecast, obs)
     M = Yb.shape[1]
     noise = obs.noise.to(dtype=torch.float64, device=Yb.device)
@@ -346,7 +347,7 @@ def letkf_update(
     state_shape = tuple(forecast.shape[1:])
     device = forecast.device
     radius = _check_radius(radius)
-    a = (N - 1) / _check_inflation(inflation)
+    a = (N - 1) / check_inflation(inflation)
     periods = _resolve_periods(periodic, state_shape)
     xbar, Xb, ybar, Yb = _moments(forecast, obs)
     P, M = Xb.shape[1], Yb.shape[1]
@@ -405,14 +406,6 @@ def letkf_update(
 # Filters
 
 
-def _check_inflation(inflation: float) -> float:
-    try:
-        value = float(inflation)
-    except (TypeError, ValueError):
-        raise TypeError(f"inflation must be a number, got {type(inflation).__name__}") from None
-    if not (math.isfinite(value) and value >= 1.0):
-        raise ValueError(f"inflation must be a finite number >= 1, got {inflation}")
-    return value
 
 
 def _check_radius(radius: float) -> float:
@@ -498,7 +491,7 @@ class ETKF(_TransformFilter):
     ) -> None:
         _check_emulator(emulator)
         self.emulator = emulator
-        self.inflation = _check_inflation(inflation)
+        self.inflation = check_inflation(inflation)
         self.rotate = _check_rotate(rotate)
         self.generator = make_generator(generator)
 
@@ -580,7 +573,7 @@ class LETKF(_TransformFilter):
             raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
         self.emulator = emulator
         self.radius = radius
-        self.inflation = _check_inflation(inflation)
+        self.inflation = check_inflation(inflation)
         self.rotate = _check_rotate(rotate)
         self.periodic = periodic
         self.distance = distance

@@ -220,7 +220,8 @@ class DatasetSpec:
 
     def __post_init__(self) -> None:
         entry = _entry(self.system)
-        set_ = lambda name, value: object.__setattr__(self, name, value)
+        def set_(name, value):
+            return object.__setattr__(self, name, value)
         set_("system_kwargs", _resolve_kwargs(entry, self.system, self.system_kwargs))
         set_(
             "trajectories",
@@ -621,7 +622,7 @@ def generate_dataset(
         try:
             stored = _stored_spec(path)
         except (OSError, KeyError, ValueError) as err:  # unreadable (atomic writes: rare): redo
-            warnings.warn(f"ignoring unreadable chunk {path} ({err}); it will be recomputed")
+            warnings.warn(f"ignoring unreadable chunk {path} ({err}); it will be recomputed", stacklevel=2)
             path.unlink()
             continue
         if stored != wanted:
