@@ -40,7 +40,7 @@ else
   MIN_TRAJ=64
   PROBE_ARGS="--batch-sizes 64 128 256 --steps 20" BATCH=${GPU_NS64_BATCH:-128} QUICK=""
   # seconds since the start: training should end by T_END_TRAIN, validation by T_HARD
-  T_END_TRAIN=${GPU_NS64_T_END_TRAIN:-390} T_HARD=${GPU_NS64_T_HARD:-540}
+  T_END_TRAIN=${GPU_NS64_T_END_TRAIN:-370} T_HARD=${GPU_NS64_T_HARD:-510}
   MAX_EPOCHS=${GPU_NS64_MAX_EPOCHS:-1000}
   VAL_ARGS="--states 8 --samples 256 --rollout 100 --rollout-members 8 --steps 64"
   VAL_CPU_ARGS="--states 2 --samples 64 --rollout 10 --rollout-members 2 --steps 32"
@@ -101,10 +101,10 @@ if torch.cuda.is_available():
 print(json.dumps(env))
 EOF
   cat "$WORK/env.json"; echo
-  VAL_DEVICE=$DEVICE
+  VAL_DEVICE=$DEVICE VAL_THREADS=1  # on a GPU the CPU only burns the states in: one thread
   if ! phase smoke $PY benchmarks/gpu_ns64_helpers.py smoke "$DEVICE" "$RES"; then
-    echo "SMOKE FAILED on $DEVICE: the validation will run on the CPU"
-    VAL_DEVICE=cpu
+    echo "SMOKE FAILED on $DEVICE: the validation will run on the CPU, with fewer states"
+    VAL_DEVICE=cpu VAL_ARGS=$VAL_CPU_ARGS VAL_THREADS=16
     $PY -c "import torch; assert torch.cuda.is_available() or '$DEVICE' == 'cpu'" || return 1
   fi
 
@@ -117,7 +117,15 @@ EOF
   phase data $PY benchmarks/ns_data_device.py --out "$DATA" --resolution "$RES" \
     --trajectories "$TRAJ" --length "$LEN" $BURN --device "$DEVICE" \
     --budget-s "$DATA_BUDGET" --min-trajectories "$MIN_TRAJ" \
-    --timings "$OUT/data_timings.json" || return 1
+    --timings "$OUT/data_timings.json"
+  if [ $? -ne 0 ]; then  # the same dataset code on the CPU cores, chunks in parallel
+    [ "$DEVICE" != cpu ] || return 1
+    echo "DATA ON $DEVICE FAILED: the default 64 trajectories on $(nproc) CPU processes"
+    DATA=$WORK/data_ns${RES}_cpu
+    phase data_cpu $PY benchmarks/ns_data_device.py --out "$DATA" --resolution "$RES" \
+      --trajectories 64 --length "$LEN" $BURN --chunk 4 --workers "$(nproc)" \
+      --timings "$OUT/data_timings.json" || return 1
+  fi
 
   # ---- 3. train
   local left=$(( T_END_TRAIN - $(elapsed) ))
@@ -141,10 +149,10 @@ EOF
   # ---- 5. validate (the fp32 EMA weights of the training checkpoint)
   left=$(( T_HARD - $(elapsed) ))
   {
-    echo "# genfilter validate $VAL_ARGS --device $VAL_DEVICE (scripts/gpu_ns64.sh)"
+    echo "# genfilter --threads $VAL_THREADS validate $VAL_ARGS --device $VAL_DEVICE (scripts/gpu_ns64.sh)"
     echo
   } >"$OUT/validation.md"
-  if ! phase validate to_file "$OUT/validation.md" timeout "$left" "${GF[@]}" --threads 1 \
+  if ! phase validate to_file "$OUT/validation.md" timeout "$left" "${GF[@]}" --threads "$VAL_THREADS" \
       validate "$CKPT" --system ns2d $VAL_ARGS --device "$VAL_DEVICE" --no-progress; then
     left=$(( T_HARD - $(elapsed) ))
     if [ "$left" -gt 60 ] && [ "$VAL_DEVICE" != cpu ]; then

@@ -118,6 +118,8 @@ def data(
     burn_in: float = typer.Option(None, min=0.0, help="Burn-in in model time units."),
     seed: int = typer.Option(0, min=0, help="Random seed."),
     resolution: int = typer.Option(None, help="ns2d grid size (default 64)."),
+    interval: float = typer.Option(None, min=0.0, help="Model time between snapshots "
+                                                        "(default per system, e.g. 0.1 for lorenz63)."),
     overwrite: bool = typer.Option(False, help="Discard a different dataset already in --out."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -127,6 +129,8 @@ def data(
     if system not in SYSTEMS:
         raise typer.BadParameter(f"unknown system {system!r}; choose from {sorted(SYSTEMS)}")
     kwargs = {"resolution": resolution} if resolution is not None and system == "ns2d" else {}
+    if interval is not None:
+        kwargs["interval"] = interval
     spec = DatasetSpec(system, system_kwargs=kwargs, trajectories=trajectories, length=length,
                        burn_in=burn_in, seed=seed)
     out = out or Path("data") / system

@@ -18,6 +18,8 @@ is netCDF (h5netcdf engine) with CF-style attributes and the dims ``run, step, m
 - with the truth, the per-step metrics ``skill``, ``spread_metric``, ``ssr``, ``crps``
   ``(run, step)`` (docs/method.md#metrics) and their averages after the burn-in,
   ``summary_<metric> (run)``;
+- with the posterior predictive check, ``pit (run, step, obs)`` and
+  ``predictive_coverage_50`` / ``_90 (run)`` (:mod:`genfilter.filters.predictive`);
 - attributes: ``genfilter_format``, ``method``, ``label``, ``experiment``, ``particles``,
   ``burn_in``, ``interval`` and, when the run came from a config, the config as YAML.
 
@@ -117,6 +119,19 @@ def run_dataset(
         data["log_weights"] = (("run", "step", "member"),
                                np.stack([_np(r.log_weights) for r in runs]),
                                {"long_name": "normalised log-weights", "units": "1"})
+    if all(getattr(r, "pit", None) is not None for r in runs):
+        from .filters.predictive import coverage
+
+        pit = np.stack([_np(r.pit) for r in runs])
+        data["pit"] = (("run", "step", "obs"), pit,
+                       {"long_name": "PIT of the observation under the one-step predictive "
+                                     "(uniform when calibrated; NaN: missing)", "units": "1"})
+        for level in (50, 90):
+            data[f"predictive_coverage_{level}"] = (
+                ("run",), np.array([coverage(r.pit[burn_in:], level / 100) for r in runs]),
+                {"long_name": f"fraction of observations inside the central {level} % "
+                              "predictive interval, after the burn-in", "units": "1",
+                 "burn_in": burn_in})
     for name, (long, units) in TRACES.items():
         data[name] = (("run", "step"), np.stack([_np(r.trace(name)) for r in runs]),
                       {"long_name": long, "units": units})

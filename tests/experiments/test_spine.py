@@ -151,3 +151,18 @@ def test_fa_apf_and_bpf_share_the_weighting_core(monkeypatch):
     for f in (gf.FAAPF(em, generator=1), gf.BootstrapPF(em, generator=1)):
         f.step(f.init(x0), obs)
     assert calls == ["FAAPF", "BootstrapPF"]
+
+
+def test_shipped_emulator_is_chosen_by_interval():
+    from genfilter.experiments.l63 import SHIPPED, shipped_checkpoint
+
+    assert shipped_checkpoint(0.1).name == SHIPPED[0.1]
+    with pytest.raises(FileNotFoundError, match="interval 0.25 .shipped: 0.1"):
+        shipped_checkpoint(0.25)
+    # through a config: a lorenz63 system with another interval is refused in one line
+    cfg = parse_config({"setup": "l63-a", "system_options": {"interval": 0.25},
+                        "filter": {"method": "enkf", "particles": 4}, "steps": 3, "burn_in": 0})
+    from genfilter.experiments.runner import build_emulator, build_twin_setup
+
+    with pytest.raises(FileNotFoundError, match="no shipped Lorenz-63 emulator"):
+        build_emulator(cfg, build_twin_setup(cfg))

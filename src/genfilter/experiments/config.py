@@ -33,6 +33,8 @@ A config describes a twin experiment (docs/experiments.md)::
     seed: 0
     save: particles                  # particles | moments (means and spreads only)
     dtype: float32                   # float32 | float64: the states of the twin
+    predictive_check: 0              # > 0: draws of the one-step predictive per step for
+                                     # the posterior predictive check (PIT, coverage)
 
 ``load_config(path, **overrides)`` returns a :class:`ExperimentConfig`;
 :func:`genfilter.experiments.runner.run_config` runs it.
@@ -177,6 +179,7 @@ class ExperimentConfig:
     save: str = "particles"
     setup: str | None = None
     dtype: str = "float32"
+    predictive_check: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -205,7 +208,7 @@ class ExperimentConfig:
 
 _TOP = {"name", "setup", "system", "system_options", "emulator", "emulator_options",
         "observations", "initial", "filter", "steps", "burn_in", "runs", "seed", "save",
-        "dtype"}
+        "dtype", "predictive_check"}
 
 
 def filter_class(method: str):
@@ -362,6 +365,7 @@ def parse_config(raw: Any) -> ExperimentConfig:
         save=_choice(raw, "save", "", SAVES, "particles"),
         setup=setup,
         dtype=_choice(raw, "dtype", "", DTYPES, "float32"),
+        predictive_check=_int(raw, "predictive_check", "", 0, minimum=0),
     )
 
 

@@ -70,12 +70,16 @@ def summarize_file(path: str | Path) -> dict[str, Any]:
         row["mean_ess"] = float(np.nanmean(ds["ess"].values))
         row["seconds"] = float(ds.attrs.get("wall_seconds", math.nan))
         row["has_particles"] = "particles" in ds
+        for level in (50, 90):
+            v = f"predictive_coverage_{level}"
+            row[f"coverage_{level}"] = float(np.nanmean(ds[v].values)) if v in ds else math.nan
     return row
 
 
 def _table(rows: list[dict], out_md: Path, out_csv: Path, title: str) -> None:
     keys = ["experiment", "filter", "N", "runs", "burn_in"] + [
-        k for m in _METRICS for k in (m, f"{m}_se")] + ["mean_ess", "file"]
+        k for m in _METRICS for k in (m, f"{m}_se")] + ["mean_ess", "coverage_50",
+                                                          "coverage_90", "file"]
     with open(out_csv, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
@@ -86,13 +90,20 @@ def _table(rows: list[dict], out_md: Path, out_csv: Path, title: str) -> None:
         se = r[f"{m}_se"]
         return f"{r[m]:.{d}f}" + (f" ± {se:.{d}f}" if math.isfinite(se) else "")
 
+    check = any(math.isfinite(r["coverage_90"]) for r in rows)
+    head = "| experiment | filter | N | runs | skill | spread | SSR | CRPS | mean ESS |"
+    if check:
+        head += " predictive 50 % / 90 % coverage |"
     lines = [f"# {title}", "", "Averages after the burn-in; ± is the standard error over runs.",
-             "", "| experiment | filter | N | runs | skill | spread | SSR | CRPS | mean ESS |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "", head, "|---" * head.count(" | ") + "|---|"]
     for r in rows:
-        lines.append(f"| {r['experiment']} | {r['filter']} | {r['N']} | {r['runs']} | "
-                     f"{f(r, 'skill')} | {f(r, 'spread')} | {f(r, 'ssr', 2)} | {f(r, 'crps')} | "
-                     f"{r['mean_ess']:.1f} |")
+        line = (f"| {r['experiment']} | {r['filter']} | {r['N']} | {r['runs']} | "
+                f"{f(r, 'skill')} | {f(r, 'spread')} | {f(r, 'ssr', 2)} | {f(r, 'crps')} | "
+                f"{r['mean_ess']:.1f} |")
+        if check:
+            line += (f" {r['coverage_50']:.2f} / {r['coverage_90']:.2f} |"
+                     if math.isfinite(r["coverage_90"]) else " — |")
+        lines.append(line)
     out_md.write_text("\n".join(lines) + "\n")
 
 
@@ -188,6 +199,19 @@ def _file_figures(path: Path, out: Path) -> list[Path]:
             axes[0, 0].legend(fontsize=8)
             fig.suptitle(f"Rank histograms after the burn-in: {title}")
             _save(fig, out / "rank_histogram.png", written)
+
+        if "pit" in ds:
+            b = int(ds.attrs.get("burn_in", 0))
+            pit = ds["pit"].values[:, b:].ravel()
+            pit = pit[np.isfinite(pit)]
+            fig, ax = plt.subplots(figsize=(5, 3.2))
+            ax.hist(pit, bins=10, range=(0, 1), density=True, color="C2", alpha=0.8)
+            ax.axhline(1.0, color="k", ls="--", lw=1, label="calibrated")
+            ax.set_xlabel("PIT of the observation under the one-step predictive")
+            ax.set_ylabel("density")
+            ax.legend(fontsize=8)
+            ax.set_title(f"Posterior predictive check: {title}", fontsize=9)
+            _save(fig, out / "pit_histogram.png", written)
 
         fig, ax = plt.subplots(2, 1, figsize=(9, 4.5), sharex=True)
         ax[0].plot(time_, np.nanmean(ds["ess"].values, 0) / max(N, 1))

@@ -126,7 +126,7 @@ def build_emulator(cfg: ExperimentConfig, setup: TwinSetup):
     if cfg.emulator == "shipped":
         from .l63 import shipped_checkpoint
 
-        path = shipped_checkpoint()
+        path = shipped_checkpoint(float(setup.system.interval))
     else:
         path = Path(cfg.emulator)
     _check_checkpoint_system(path, cfg, setup)
@@ -180,7 +180,8 @@ def run_one(cfg: ExperimentConfig, run: int, setup: TwinSetup, emulator, *,
     return assimilate(filt, twin.initial_ensemble(cfg.filter.particles), twin.observations,
                       truth=twin.truth, progress=progress, checkpoint=checkpoint,
                       save_particles=cfg.save == "particles",
-                      desc=desc or f"{cfg.filter.method} run {run + 1}/{cfg.runs}")
+                      desc=desc or f"{cfg.filter.method} run {run + 1}/{cfg.runs}",
+                      predictive_check=cfg.predictive_check, predictive_seed=filter_seed + 1)
 
 
 def run_summary(cfg: ExperimentConfig, run: int, setup: TwinSetup | None = None,

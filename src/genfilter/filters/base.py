@@ -283,6 +283,7 @@ class FilterRun:
     metrics: dict[str, Tensor] = field(default_factory=dict)
     truth: Tensor | None = None
     final: Ensemble | None = None
+    pit: Tensor | None = None
 
     @property
     def steps(self) -> int:
@@ -347,6 +348,8 @@ def assimilate(
     save_particles: bool = True,
     variable_axis: int | None = None,
     desc: str | None = None,
+    predictive_check: int = 0,
+    predictive_seed: int = 0,
 ) -> FilterRun:
     r"""Runs ``filter`` over ``observations`` (one filter step each; ``None`` = forecast
     only) from the initial members ``particles0`` ``(N, *S)``.
@@ -360,6 +363,11 @@ def assimilate(
             result is identical to an uninterrupted run).
         save_particles: Keep every step's members (``(K, N, *S)``) in the run; otherwise
             only means and spreads.
+        predictive_check: If > 0, before each analysis draw this many samples of the
+            one-step predictive of the observation and record its PIT values
+            (:mod:`genfilter.filters.predictive`) in ``run.pit`` ``(K, M)``; the draws use
+            their own generator (seeded with ``predictive_seed``), so particles and weights
+            are the same as without the check.
     """
     from ..metrics import step_metrics
 
@@ -383,7 +391,9 @@ def assimilate(
     lws: list[Tensor] = []
     infos: list[StepInfo] = []
     metric_rows: list[dict[str, Tensor]] = []
+    pits: list[Tensor] = []
     ens: Ensemble | None = None
+    pgen = torch.Generator().manual_seed(int(predictive_seed)) if predictive_check else None
 
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.exists():
@@ -403,6 +413,9 @@ def assimilate(
         parts, lws = list(state["saved_particles"]), list(state["saved_log_weights"])
         infos = [StepInfo(**i) for i in state["infos"]]
         metric_rows = list(state["metric_rows"])
+        pits = list(state.get("pits", []))
+        if pgen is not None and "predictive_generator" in state:
+            pgen.set_state(state["predictive_generator"])
         gen = getattr(filter, "generator", None)
         if gen is not None and "generator" in state:
             gen.set_state(state["generator"])
@@ -422,6 +435,8 @@ def assimilate(
     for k in bar:
         t0 = time.perf_counter()
         where = f"{name} at step {k + 1} of {K}"
+        if pgen is not None:
+            pits.append(_pit(filter, ens, observations, k, pgen, predictive_check))
         try:
             ens, info = filter.step(ens, observations[k])
         except FloatingPointError as exc:
@@ -454,7 +469,7 @@ def assimilate(
                                 ess=f"{info.ess:.0f}")
         if ckpt is not None:
             _save_checkpoint(ckpt, k + 1, ens, means, spreads, parts, lws, infos, metric_rows,
-                             getattr(filter, "generator", None))
+                             getattr(filter, "generator", None), pits, pgen)
     bar.close()
 
     metrics: dict[str, Tensor] = {}
@@ -470,7 +485,21 @@ def assimilate(
         metrics=metrics,
         truth=truth,
         final=ens,
+        pit=torch.stack(pits) if pits else None,
     )
+
+
+def _pit(filter, ens: Ensemble, observations, k: int, generator, samples: int) -> Tensor:
+    """PIT values of observation ``k`` under the filter's one-step predictive (NaN for a
+    step without observation)."""
+    from .predictive import predictive_pit
+
+    obs = observations[k]
+    if obs is None:
+        M = next(o.y.shape[0] for o in observations if o is not None)
+        return torch.full((M,), float("nan"), dtype=torch.float64)
+    return predictive_pit(filter.emulator, ens.particles, ens.log_weights, obs, generator,
+                          samples)
 
 
 def _info_dict(info: StepInfo) -> dict[str, Any]:
@@ -481,7 +510,7 @@ def _info_dict(info: StepInfo) -> dict[str, Any]:
 
 
 def _save_checkpoint(path: Path, step, ens, means, spreads, parts, lws, infos, metric_rows,
-                     generator) -> None:
+                     generator, pits=(), predictive_generator=None) -> None:
     state = {
         "step": step,
         "particles": ens.particles,
@@ -492,7 +521,10 @@ def _save_checkpoint(path: Path, step, ens, means, spreads, parts, lws, infos, m
         "saved_log_weights": lws,
         "infos": [_info_dict(i) for i in infos],
         "metric_rows": metric_rows,
+        "pits": list(pits),
     }
+    if predictive_generator is not None:
+        state["predictive_generator"] = predictive_generator.get_state()
     if generator is not None:
         state["generator"] = generator.get_state()
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -32,7 +32,7 @@ References:
 
 from __future__ import annotations
 
-__all__ = ["FAAPF"]
+__all__ = ["FAAPF", "WEIGHTS"]
 
 import math
 import time
@@ -53,6 +53,10 @@ from .base import (
 )
 from .resampling import SCHEMES, resample
 from .weighting import check_ess_interval, reweight
+
+
+WEIGHTS = ("dirac", "gaussian", "exact")
+"""The FA-APF weight approximations (docs/method.md#fa-apf-weights)."""
 
 
 def _gaussian_log_density(residual: Tensor, cov: Tensor) -> Tensor:
@@ -78,8 +82,13 @@ class FAAPF(EnsembleFilter):
     Arguments:
         emulator: An emulator with ``predict_mean`` and ``sample_posterior`` (e.g. a
             :class:`~genfilter.emulators.DiffusionEmulator`).
-        weights: ``"dirac"`` (paper) or ``"gaussian"`` (moment-matched; needs an emulator
-            with ``predict_obs_moments`` and forms ``M×M`` matrices, so ``M ≤ max_obs_gaussian``).
+        weights: ``"dirac"`` (paper), ``"gaussian"`` (moment-matched; needs an emulator
+            with ``predict_obs_moments`` and forms ``M×M`` matrices, so ``M ≤ max_obs_gaussian``)
+            or ``"exact"``: the Monte-Carlo estimate
+            :math:`\log \frac1K \sum_{m=1}^{K} \mathcal{N}(y; H(x'_m), \Sigma_y)`,
+            :math:`x'_m \sim p(\cdot \mid x_i^k)` drawn with the emulator's ``sample``
+            (``K = exact_samples``; a reference, ``K`` times the cost of a forecast; the
+            paper reports using it in preliminary Lorenz-63 experiments).
         ess_interval: ``(N_min, N_max)`` as fractions of ``N`` (default ``(50/256, 60/256)``,
             the official GenCast run; each bound is at least one particle, so small N works);
             ``None`` disables inflation (β = 1 always).
@@ -90,6 +99,7 @@ class FAAPF(EnsembleFilter):
         generator: ``torch.Generator``, int seed or ``None`` (seeded from the OS; see
             ``self.generator.initial_seed()``).
         max_obs_gaussian: Largest ``M`` for ``"gaussian"`` weights.
+        exact_samples: Draws per particle ``K`` of the ``"exact"`` weights.
     """
 
     def __init__(
@@ -102,12 +112,15 @@ class FAAPF(EnsembleFilter):
         skip_identical: bool = True,
         generator: torch.Generator | int | None = None,
         max_obs_gaussian: int = 256,
+        exact_samples: int = 256,
     ) -> None:
         for name in ("predict_mean", "sample_posterior", "sample"):
             if not callable(getattr(emulator, name, None)):
                 raise TypeError(f"emulator must implement {name}() for FA-APF")
-        if weights not in ("dirac", "gaussian"):
-            raise ValueError(f"weights must be 'dirac' or 'gaussian', got {weights!r}")
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
+        if isinstance(exact_samples, bool) or not isinstance(exact_samples, int) or exact_samples < 1:
+            raise ValueError(f"exact_samples must be an integer >= 1, got {exact_samples!r}")
         if weights == "gaussian" and not callable(getattr(emulator, "predict_obs_moments", None)):
             raise TypeError("weights='gaussian' needs an emulator with predict_obs_moments()")
         ess_interval = check_ess_interval(ess_interval)
@@ -120,6 +133,7 @@ class FAAPF(EnsembleFilter):
         self.skip_identical = bool(skip_identical)
         self.generator = make_generator(generator)
         self.max_obs_gaussian = int(max_obs_gaussian)
+        self.exact_samples = int(exact_samples)
 
 
     # ------------------------------------------------------------------ weights
@@ -130,6 +144,8 @@ class FAAPF(EnsembleFilter):
             mu = self.emulator.predict_mean(particles, generator=self.generator)
             check_finite(mu, "FAAPF: the emulator's predict_mean")
             return obs.log_likelihood(mu).double()
+        if self.weights == "exact":
+            return self._exact_log_likelihoods(particles, obs)
         M = obs.y.shape[0]
         if M > self.max_obs_gaussian:
             raise ValueError(
@@ -142,6 +158,16 @@ class FAAPF(EnsembleFilter):
         cov = R + hvh.double()
         cov = (cov + cov.transpose(-1, -2)) / 2
         return _gaussian_log_density(obs.y.double() - hmu.double(), cov)
+
+    def _exact_log_likelihoods(self, particles: Tensor, obs: Observation) -> Tensor:
+        r"""Monte-Carlo :math:`\log p(y \mid x_i^k)` from ``exact_samples`` forecasts of
+        every particle (one batched ``sample`` call of ``N K`` states)."""
+        N, K = particles.shape[0], self.exact_samples
+        draws = self.emulator.sample(particles.repeat_interleave(K, dim=0),
+                                     generator=self.generator)
+        check_finite(draws, "FAAPF: the emulator's forecasts for the exact weights")
+        ll = obs.log_likelihood(draws).double().reshape(N, K)
+        return torch.logsumexp(ll, dim=1) - math.log(K)
 
     # ------------------------------------------------------------------ step
     def step(self, ensemble: Ensemble, obs: Observation | None) -> tuple[Ensemble, StepInfo]:
