@@ -42,7 +42,9 @@ else
   # seconds since the start: training should end by T_END_TRAIN, validation by T_HARD
   T_END_TRAIN=${GPU_NS64_T_END_TRAIN:-370} T_HARD=${GPU_NS64_T_HARD:-510}
   MAX_EPOCHS=${GPU_NS64_MAX_EPOCHS:-1000}
-  VAL_ARGS="--states 8 --samples 256 --rollout 100 --rollout-members 8 --steps 64"
+  # rollout 100 did not fit (emulator rollout: 64 denoiser calls of batch 8 per snapshot,
+  # overhead-bound); rollout 20 ran in 74 s on an H200 (docs/results/ns_gpu.md)
+  VAL_ARGS="--states 8 --samples 256 --rollout 20 --rollout-members 8 --steps 64"
   VAL_CPU_ARGS="--states 2 --samples 64 --rollout 10 --rollout-members 2 --steps 32"
 fi
 

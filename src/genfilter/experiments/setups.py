@@ -14,6 +14,9 @@ from here.
                     units, noise std 0.25, the initial ensemble N copies of the true
                     initial state (Savary, Rozet & Louppe 2026, §4.1, setup (a))
 ``l63-b``           the same with x1 only observed (setup (b))
+``l63-c``           as ``l63-a`` with observations every 0.5 time units, where the
+                    filtering distribution is far from Gaussian
+``l63-d``           as ``l63-b`` every 0.5 time units
 ``l63-det``         deterministic Lorenz-63 (ε = 0, Euler steps of 10⁻³), x1 and x3 every
                     0.25 with noise std 1, initial ensemble truth + N(0, 2² I), float64
                     (the baseline table; comparable with DAPPER's benchmarks)
@@ -70,6 +73,20 @@ SETUPS: dict[str, Setup] = {
         {"operator": "select", "indices": [0], "noise_std": 0.25},
         _L63_INITIAL,
         "stochastic Lorenz-63 (ε = 0.3), x1 observed, noise std 0.25, every 0.1",
+    ),
+    "l63-c": Setup(
+        "lorenz63",
+        {"operator": "select", "indices": [0, 2], "noise_std": 0.25},
+        _L63_INITIAL,
+        "stochastic Lorenz-63 (ε = 0.3), x1 and x3 observed, noise std 0.25, every 0.5",
+        system_options={"interval": 0.5},
+    ),
+    "l63-d": Setup(
+        "lorenz63",
+        {"operator": "select", "indices": [0], "noise_std": 0.25},
+        _L63_INITIAL,
+        "stochastic Lorenz-63 (ε = 0.3), x1 observed, noise std 0.25, every 0.5",
+        system_options={"interval": 0.5},
     ),
     "l63-det": Setup(
         "lorenz63",

@@ -54,7 +54,6 @@ from .base import (
 from .resampling import SCHEMES, resample
 from .weighting import check_ess_interval, reweight
 
-
 WEIGHTS = ("dirac", "gaussian", "exact")
 """The FA-APF weight approximations (docs/method.md#fa-apf-weights)."""
 
