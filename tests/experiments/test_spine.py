@@ -166,3 +166,17 @@ def test_shipped_emulator_is_chosen_by_interval():
 
     with pytest.raises(FileNotFoundError, match="no shipped Lorenz-63 emulator"):
         build_emulator(cfg, build_twin_setup(cfg))
+
+
+def test_oracle_emulator_config_runs(tmp_path):
+    """`emulator: oracle` (the true model with an importance-sampled optimal proposal) and
+    `weights: exact` make the oracle FA-APF of a setup; its options are checked by name."""
+    cfg = parse_config({"setup": "l63-a", "emulator": "oracle", "emulator_options": {"draws": 20},
+                        "filter": {"method": "fa-apf", "particles": 8,
+                                   "options": {"weights": "exact", "exact_samples": 20}},
+                        "steps": 3, "burn_in": 0})
+    path = run_config(cfg, tmp_path / "oracle.nc", progress=False)
+    assert math.isfinite(summarize_file(path)["skill"])
+    with pytest.raises(ValueError, match="emulator_options.steps"):
+        parse_config({"setup": "l63-a", "emulator": "oracle", "emulator_options": {"steps": 3},
+                      "filter": {"method": "fa-apf", "particles": 8}})

@@ -11,7 +11,9 @@ A config describes a twin experiment (docs/experiments.md)::
     system: lorenz63                 # a registered system (genfilter.systems.datasets.SYSTEMS)
     system_options: {}               # its constructor arguments (e.g. epsilon: 0.3)
     emulator: shipped                # "shipped" (Lorenz-63 only), "true" (the system
-                                     # itself) or the path of a checkpoint trained for it
+                                     # itself), "oracle" (the true model with its optimal
+                                     # proposal by importance sampling; option draws) or
+                                     # the path of a checkpoint trained for the system
     emulator_options: {}             # sampling options of the emulator (steps, covariance...)
     observations:
       operator: select               # select | identity | subsample
@@ -297,18 +299,24 @@ def parse_config(raw: Any) -> ExperimentConfig:
     if emulator is True:  # YAML reads an unquoted `true` as a boolean
         emulator = "true"
     if not isinstance(emulator, str) or not emulator:
-        _fail("emulator", "must be 'shipped', 'true' or a checkpoint path", emulator)
+        _fail("emulator", "must be 'shipped', 'true', 'oracle' or a checkpoint path", emulator)
     if emulator == "shipped" and system != "lorenz63":
         _fail("emulator", f"only lorenz63 has a shipped emulator (system is {system!r}); "
               "use 'true' or a checkpoint path", emulator)
-    if emulator not in ("shipped", "true") and not Path(emulator).is_file():
+    if emulator not in ("shipped", "true", "oracle") and not Path(emulator).is_file():
         _fail("emulator", "checkpoint file not found", emulator)
     emulator_options = _mapping(raw, "emulator_options", "")
     if emulator == "true" and emulator_options:
         _fail("emulator_options", "the true model takes no sampling options", emulator_options)
-    _check_option_types(emulator_options, _emulator_parameters(), "emulator_options",
-                        skip=("self", "denoiser", "state_shape", "mean", "std", "residual",
-                              "residual_std"))
+    if emulator == "oracle":
+        from ..emulators.oracle import ImportanceSampledEmulator
+
+        _check_option_types(emulator_options, ImportanceSampledEmulator.__init__,
+                            "emulator_options", skip=("self", "emulator"))
+    else:
+        _check_option_types(emulator_options, _emulator_parameters(), "emulator_options",
+                            skip=("self", "denoiser", "state_shape", "mean", "std", "residual",
+                                  "residual_std"))
 
     o = _section(raw, "observations", {"operator", "indices", "stride", "noise_std"})
     operator = _choice(o, "operator", "observations.", OPERATORS, "select")

@@ -121,6 +121,10 @@ def build_emulator(cfg: ExperimentConfig, setup: TwinSetup):
     for the config's system (checked against what the checkpoint records)."""
     if cfg.emulator == "true":
         return true_model(setup.system)
+    if cfg.emulator == "oracle":
+        from ..emulators.oracle import ImportanceSampledEmulator
+
+        return ImportanceSampledEmulator(true_model(setup.system), **cfg.emulator_options)
     from ..emulators.training import load_emulator
 
     if cfg.emulator == "shipped":
