@@ -63,8 +63,11 @@ def main(argv=None) -> int:
             folder = root / f"case{i:03d}"
             folder.mkdir()
             outcomes.append(mod.run_case(case, folder))
-            print(f"  {outcomes[-1].status:<10} {case.id} ({outcomes[-1].seconds:.1f} s)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  {outcomes[-1].status:<10} {case.id} ({outcomes[-1].seconds:.1f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
     total_s = time.perf_counter() - t0
 
     statuses = list(mod.STATUSES)
@@ -83,8 +86,11 @@ def main(argv=None) -> int:
         lines.append(f"| {cls} | {n} | " + " | ".join(str(row.get(s, 0)) for s in statuses) + " |")
         for s in statuses:
             totals[s] += row.get(s, 0)
-    lines.append(f"| **total** | **{len(outcomes)}** | "
-                 + " | ".join(f"**{totals[s]}**" for s in statuses) + " |")
+    lines.append(
+        f"| **total** | **{len(outcomes)}** | "
+        + " | ".join(f"**{totals[s]}**" for s in statuses)
+        + " |"
+    )
     bad = [o for o in outcomes if o.status != "clear"]
     if bad:
         lines += ["", "Cases that are not clear:", ""]
@@ -93,8 +99,9 @@ def main(argv=None) -> int:
             if len(msg) > 160:
                 msg = msg[:157] + "..."
             why = "; ".join(o.reasons)
-            lines.append(f"- `{o.case}` ({o.cls}): **{o.status}**: {why}. First line: "
-                         f"`{msg or '<none>'}`")
+            lines.append(
+                f"- `{o.case}` ({o.cls}): **{o.status}**: {why}. First line: `{msg or '<none>'}`"
+            )
     text = "\n".join(lines)
     print(text)
     if args.verbose:

@@ -35,14 +35,25 @@ def smoke(device: str, resolution: int) -> None:
     assert y.device == x.device and torch.isfinite(y).all(), "NS step on the device failed"
     cfg = denoiser_config("unet", (resolution, resolution), quick=True)
     den = build_denoiser_from_config(cfg).to(device)  # as load_emulator does
-    em = _emulator_from(den, {"state_shape": [resolution, resolution], "mean": 0.0, "std": 2.4,
-                              "residual": True, "residual_std": 0.6}, steps=2).to(device)
+    em = _emulator_from(
+        den,
+        {
+            "state_shape": [resolution, resolution],
+            "mean": 0.0,
+            "std": 2.4,
+            "residual": True,
+            "residual_std": 0.6,
+        },
+        steps=2,
+    ).to(device)
     em.eval().requires_grad_(False)
     one = one_step_validation(em, system, y[:1], samples=4, generator=g)
     roll = rollout_validation(em, system, y, length=2, generator=g)
-    print(f"smoke on {device}: NS step, emulator sample, one-step (ED {one.energy_distance:.3f}, "
-          f"floor {one.energy_distance_floor:.3f}) and rollout (finite {roll.finite}) ran in "
-          f"{time.perf_counter() - t0:.1f} s")
+    print(
+        f"smoke on {device}: NS step, emulator sample, one-step (ED {one.energy_distance:.3f}, "
+        f"floor {one.energy_distance_floor:.3f}) and rollout (finite {roll.finite}) ran in "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
 
 
 def epochs(data: str, probe: str, batch: int, seconds: float, most: int = 100000) -> None:
@@ -59,10 +70,20 @@ def epochs(data: str, probe: str, batch: int, seconds: float, most: int = 100000
     per_epoch = step * (train_steps + 0.4 * valid_batches)  # validation: forward only
     fixed = 20.0 + n_train * 2e-4  # start, data loading and statistics, final saves (guess)
     n = max(1, min(most, int(0.9 * (seconds - fixed) / per_epoch)))
-    print(json.dumps({"epochs": n, "n_train": n_train, "n_valid": n_valid,
-                      "steps_per_epoch": train_steps, "seconds_per_step": step,
-                      "predicted_seconds_per_epoch": per_epoch, "budget_seconds": seconds}),
-          file=sys.stderr)
+    print(
+        json.dumps(
+            {
+                "epochs": n,
+                "n_train": n_train,
+                "n_valid": n_valid,
+                "steps_per_epoch": train_steps,
+                "seconds_per_step": step,
+                "predicted_seconds_per_epoch": per_epoch,
+                "budget_seconds": seconds,
+            }
+        ),
+        file=sys.stderr,
+    )
     print(n)
 
 
@@ -71,9 +92,15 @@ def export(train_ckpt: str, out: str) -> None:
 
     ckpt = load_checkpoint(train_ckpt)
     small = {k: ckpt[k] for k in ("format", "denoiser_config", "emulator_config", "state_dict")}
-    small.update(train_state=None, history=ckpt.get("history", {}),
-                 meta={**ckpt.get("meta", {}), "exported_from": str(train_ckpt),
-                       "exported": "EMA weights float32, no optimiser state"})
+    small.update(
+        train_state=None,
+        history=ckpt.get("history", {}),
+        meta={
+            **ckpt.get("meta", {}),
+            "exported_from": str(train_ckpt),
+            "exported": "EMA weights float32, no optimiser state",
+        },
+    )
     _atomic_save(small, Path(out))
     print(f"{out}: {Path(out).stat().st_size / 2**20:.2f} MiB")
 
@@ -122,28 +149,38 @@ def summary(out: str, work: str) -> None:
             "pairs_per_second": steps * (batch or 0) / sum(secs) if secs else None,
             "seconds_per_epoch_first_last": [secs[0], secs[-1]] if secs else None,
             "train_loss_first_last": [h["train_loss"][0], h["train_loss"][-1]]
-            if h.get("train_loss") else None,
+            if h.get("train_loss")
+            else None,
             "valid_loss": dict(zip(h.get("valid_epoch", []), h.get("valid_loss", []))),
             "valid_loss_min": min(h["valid_loss"]) if h.get("valid_loss") else None,
             "config": ckpt["train_state"]["config"] if ckpt.get("train_state") else None,
             "meta": {k: v for k, v in meta.items() if k != "versions"},
             "versions": meta.get("versions"),
-            "parameters": sum(v.numel() for v in ckpt["state_dict"].values()
-                              if torch.is_floating_point(v)),
+            "parameters": sum(
+                v.numel() for v in ckpt["state_dict"].values() if torch.is_floating_point(v)
+            ),
         }
-        s["checkpoints"] = {"train (not returned)": {
-            "path": str(ckpt_path), "MiB": ckpt_path.stat().st_size / 2**20,
-            "sha256_16": _sha(ckpt_path)}}
+        s["checkpoints"] = {
+            "train (not returned)": {
+                "path": str(ckpt_path),
+                "MiB": ckpt_path.stat().st_size / 2**20,
+                "sha256_16": _sha(ckpt_path),
+            }
+        }
     for p in sorted(out_p.glob("*.pt")):
-        s.setdefault("checkpoints", {})[p.name] = {"MiB": p.stat().st_size / 2**20,
-                                                    "sha256_16": _sha(p)}
+        s.setdefault("checkpoints", {})[p.name] = {
+            "MiB": p.stat().st_size / 2**20,
+            "sha256_16": _sha(p),
+        }
     (out_p / "summary.json").write_text(json.dumps(s, indent=1, default=str))
     print(json.dumps({k: s[k] for k in ("phases", "checkpoints") if k in s}, indent=1))
     if "training" in s:
         t = s["training"]
-        print(f"training: {t['epochs_done']} epochs, {t['steps']} steps, "
-              f"{t['steps_per_second']:.2f} steps/s, {t['pairs_per_second']:.0f} pairs/s; "
-              f"valid loss min {t['valid_loss_min']:.4f}")
+        print(
+            f"training: {t['epochs_done']} epochs, {t['steps']} steps, "
+            f"{t['steps_per_second']:.2f} steps/s, {t['pairs_per_second']:.0f} pairs/s; "
+            f"valid loss min {t['valid_loss_min']:.4f}"
+        )
 
 
 if __name__ == "__main__":
@@ -151,8 +188,7 @@ if __name__ == "__main__":
     if cmd == "smoke":
         smoke(rest[0], int(rest[1]))
     elif cmd == "epochs":
-        epochs(rest[0], rest[1], int(rest[2]), float(rest[3]),
-               *(int(r) for r in rest[4:5]))
+        epochs(rest[0], rest[1], int(rest[2]), float(rest[3]), *(int(r) for r in rest[4:5]))
     elif cmd == "export":
         export(rest[0], rest[1])
     elif cmd == "summary":

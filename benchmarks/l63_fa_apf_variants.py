@@ -30,8 +30,14 @@ def main(obs: str = "a") -> None:
     torch.set_num_threads(1)
     print("| seed | variant | skill | spread |\n|---|---|---|---|")
     for seed in (0, 1, 2):
-        cfg = parse_config({"setup": f"l63-{obs}", "filter": {"method": "fa-apf", "particles": 32},
-                            "steps": 100, "burn_in": 10})
+        cfg = parse_config(
+            {
+                "setup": f"l63-{obs}",
+                "filter": {"method": "fa-apf", "particles": 32},
+                "steps": 100,
+                "burn_in": 10,
+            }
+        )
         twin = make_twin(build_twin_setup(cfg), seed)
         x0 = twin.initial_ensemble(32)
         for name, (em_kw, f_kw) in VARIANTS.items():

@@ -48,8 +48,9 @@ def part1() -> None:
             diffusion.ProjectedMMPSDenoiser = functools.partial(ProjectedMMPSDenoiser, clip=False)
         try:
             cov = kw.pop("covariance")
-            res = l63_proposal_study(("a", "b"), (cov,), pairs=30, progress=False,
-                                     emulator_options=kw)
+            res = l63_proposal_study(
+                ("a", "b"), (cov,), pairs=30, progress=False, emulator_options=kw
+            )
         finally:
             diffusion.ProjectedMMPSDenoiser = original
         print(f"### {name}\n")
@@ -72,8 +73,10 @@ def part2() -> None:
     for i, x in enumerate(xs):
         true = system.step(x.expand(20_000, 3).clone(), 1, g).var(0)
         f = lambda v: ", ".join(f"{float(a):.3g}" for a in v)  # noqa: E731
-        print(f"| {i} | {f(true)} | {f(hvh['tweedie'][i].diagonal())} | "
-              f"{f(hvh['projected'][i].diagonal())} |")
+        print(
+            f"| {i} | {f(true)} | {f(hvh['tweedie'][i].diagonal())} | "
+            f"{f(hvh['projected'][i].diagonal())} |"
+        )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,10 @@ def main(cells: Path) -> None:
                     continue
                 d = _skills(p) - _skills(q)
                 se = d.std(ddof=1) / math.sqrt(d.size)
-                print(f"| {setup} | {n} | {first} − {second} | {d.mean():.3f} ± {se:.3f} | "
-                      f"{int((d > 0).sum())} of {d.size} |")
+                print(
+                    f"| {setup} | {n} | {first} − {second} | {d.mean():.3f} ± {se:.3f} | "
+                    f"{int((d > 0).sum())} of {d.size} |"
+                )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,10 @@ GRID = [
     ("ensf", {"score": "paired", "eps_beta": 0.0003, "steps": 1000}),
     ("ensf", {"score": "mixture", "eps_beta": 0.0003, "steps": 1000}),
     ("ensf", {"score": "paired", "eps_beta": 0.01, "steps": 1000}),
-    ("enff", {"path": "ot", "sigma_min": 0.1, "guidance_scale": 0.1}),  # the deterministic-L63 value
+    (
+        "enff",
+        {"path": "ot", "sigma_min": 0.1, "guidance_scale": 0.1},
+    ),  # the deterministic-L63 value
     ("enff", {"path": "ot", "sigma_min": 0.1, "guidance_scale": 0.01}),
     ("enff", {"path": "ot", "sigma_min": 0.1, "guidance_scale": 0.001}),
     ("enff", {"path": "ot", "sigma_min": 0.1, "guidance_scale": 0.01, "steps": 50}),
@@ -39,14 +42,21 @@ GRID = [
 
 def main() -> None:
     torch.set_num_threads(1)
-    base = {"name": "grid", "system": "lorenz63", "emulator": "true",
-            "observations": {"operator": "select", "indices": [0, 2], "noise_std": 0.25},
-            "steps": 40, "burn_in": 10, "save": "moments"}
+    base = {
+        "name": "grid",
+        "system": "lorenz63",
+        "emulator": "true",
+        "observations": {"operator": "select", "indices": [0, 2], "noise_std": 0.25},
+        "steps": 40,
+        "burn_in": 10,
+        "save": "moments",
+    }
     print("| method | options | skill | spread |\n|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for i, (method, options) in enumerate(GRID):
-            cfg = parse_config({**base, "filter": {"method": method, "particles": 32,
-                                                   "options": options}})
+            cfg = parse_config(
+                {**base, "filter": {"method": method, "particles": 32, "options": options}}
+            )
             try:
                 path = run_config(cfg, Path(tmp) / f"{i}.nc", progress=False)
                 with xr.open_dataset(path, engine="h5netcdf") as ds:

@@ -34,8 +34,14 @@ import torch
 from genfilter.systems import datasets as D
 
 
-def _integrate_batch(spec: D.DatasetSpec, indices: range, device: str, budget_s: float | None,
-                     min_keep: int, log=print) -> tuple[np.ndarray, dict]:
+def _integrate_batch(
+    spec: D.DatasetSpec,
+    indices: range,
+    device: str,
+    budget_s: float | None,
+    min_keep: int,
+    log=print,
+) -> tuple[np.ndarray, dict]:
     """``_integrate_chunk`` for all ``indices`` at once on ``device``.  If after a few
     intervals the projected time exceeds ``budget_s``, only the first rows are kept (the
     first n trajectories of a dataset are those of the smaller dataset with the same seed)."""
@@ -65,8 +71,10 @@ def _integrate_batch(spec: D.DatasetSpec, indices: range, device: str, budget_s:
                 per = (time.perf_counter() - t1) / 5
                 info["seconds_per_interval_2to6"] = per
                 projected = (time.perf_counter() - t0) + per * (total - 6)
-                log(f"  {len(generators)} trajectories: {per:.3f} s per interval, projected "
-                    f"{projected:.0f} s for {total} intervals")
+                log(
+                    f"  {len(generators)} trajectories: {per:.3f} s per interval, projected "
+                    f"{projected:.0f} s for {total} intervals"
+                )
                 if budget_s is not None and projected > budget_s and len(generators) > min_keep:
                     keep = max(min_keep, int(len(generators) * budget_s / projected))
                     log(f"  over the budget of {budget_s:.0f} s: keeping the first {keep}")
@@ -89,8 +97,12 @@ def _cpu_chunk(args) -> tuple[int, float]:
     t0 = time.perf_counter()
     state = D._integrate_chunk(spec, range(sl[0], sl[1]))
     n_chunks = len(spec.chunk_slices())
-    ds = D._to_dataset(spec, state, np.arange(sl[0], sl[1]),
-                       {"chunk_index": i, "chunk_count": n_chunks, "integrated_on": "cpu"})
+    ds = D._to_dataset(
+        spec,
+        state,
+        np.arange(sl[0], sl[1]),
+        {"chunk_index": i, "chunk_count": n_chunks, "integrated_on": "cpu"},
+    )
     D._write_atomic(ds, Path(path))
     return i, time.perf_counter() - t0
 
@@ -105,41 +117,65 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunk", type=int, default=None)
     p.add_argument("--device", default="cpu", help="cuda: one batch on the GPU")
-    p.add_argument("--workers", type=int, default=0,
-                   help="CPU: chunks in this many processes (0: one batch in this process)")
-    p.add_argument("--budget-s", type=float, default=None,
-                   help="one-batch mode: keep fewer trajectories if projected over this")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="CPU: chunks in this many processes (0: one batch in this process)",
+    )
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="one-batch mode: keep fewer trajectories if projected over this",
+    )
     p.add_argument("--min-trajectories", type=int, default=64)
     p.add_argument("--timings", type=Path, default=None, help="JSON file for the timings")
     args = p.parse_args()
 
     t_start = time.perf_counter()
-    spec = D.DatasetSpec("ns2d", system_kwargs={"resolution": args.resolution},
-                         trajectories=args.trajectories, length=args.length,
-                         burn_in=args.burn_in, seed=args.seed, chunk=args.chunk)
+    spec = D.DatasetSpec(
+        "ns2d",
+        system_kwargs={"resolution": args.resolution},
+        trajectories=args.trajectories,
+        length=args.length,
+        burn_in=args.burn_in,
+        seed=args.seed,
+        chunk=args.chunk,
+    )
     out = args.out
     chunk_dir = out / "chunks"
     chunk_dir.mkdir(parents=True, exist_ok=True)
     timings: dict = {"device": args.device, "workers": args.workers, "torch": torch.__version__}
     if args.workers > 0:
         slices = spec.chunk_slices()
-        jobs = [(spec.to_dict(), i, (sl.start, sl.stop), str(chunk_dir / f"chunk_{i:04d}.nc"))
-                for i, sl in enumerate(slices)]
+        jobs = [
+            (spec.to_dict(), i, (sl.start, sl.stop), str(chunk_dir / f"chunk_{i:04d}.nc"))
+            for i, sl in enumerate(slices)
+        ]
         with ProcessPoolExecutor(args.workers) as pool:
             per_chunk = dict(pool.map(_cpu_chunk, jobs))
         timings["chunk_seconds"] = [per_chunk[i] for i in range(len(slices))]
     else:
-        state, info = _integrate_batch(spec, range(spec.trajectories), args.device,
-                                       args.budget_s, min(args.min_trajectories, spec.trajectories))
+        state, info = _integrate_batch(
+            spec,
+            range(spec.trajectories),
+            args.device,
+            args.budget_s,
+            min(args.min_trajectories, spec.trajectories),
+        )
         timings.update(info)
         if info["kept"] < spec.trajectories:
             spec = D.DatasetSpec.from_dict({**spec.to_dict(), "trajectories": info["kept"]})
             state = state[: info["kept"]]
         slices = spec.chunk_slices()
         for i, sl in enumerate(slices):
-            ds = D._to_dataset(spec, state[sl], np.arange(sl.start, sl.stop),
-                               {"chunk_index": i, "chunk_count": len(slices),
-                                "integrated_on": args.device})
+            ds = D._to_dataset(
+                spec,
+                state[sl],
+                np.arange(sl.start, sl.stop),
+                {"chunk_index": i, "chunk_count": len(slices), "integrated_on": args.device},
+            )
             D._write_atomic(ds, chunk_dir / f"chunk_{i:04d}.nc")
     t_int = time.perf_counter()
     D.generate_dataset(spec, out, progress=False)  # finds every chunk done: merges only
@@ -153,8 +189,10 @@ def main() -> None:
         * (math.ceil(spec.burn_in / spec.make_system().interval - 1e-9) + spec.length - 1),
     )
     print(D.describe(out))
-    print(f"integrated in {t_int - t_start:.1f} s ({args.device}, workers {args.workers}), "
-          f"merged in {t_end - t_int:.1f} s")
+    print(
+        f"integrated in {t_int - t_start:.1f} s ({args.device}, workers {args.workers}), "
+        f"merged in {t_end - t_int:.1f} s"
+    )
     if args.timings is not None:
         args.timings.write_text(json.dumps(timings, indent=1))
 

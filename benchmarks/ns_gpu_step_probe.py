@@ -28,8 +28,12 @@ def main() -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128, 256])
     p.add_argument("--steps", type=int, default=20, help="steps per epoch (two epochs)")
     p.add_argument("--quick", action="store_true", help="the --quick U-Net (tests)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1: what `genfilter train` uses by default)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1: what `genfilter train` uses by default)",
+    )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -48,10 +52,16 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         res = train_emulator(
-            x_prev, x_next, denoiser_config=cfg, residual=d["residual"], stats=d["stats"],
-            config=TrainingConfig(epochs=2, batch_size=bs, lr=1e-3, lr_schedule="cosine",
-                                  device=args.device),
-            progress=False)
+            x_prev,
+            x_next,
+            denoiser_config=cfg,
+            residual=d["residual"],
+            stats=d["stats"],
+            config=TrainingConfig(
+                epochs=2, batch_size=bs, lr=1e-3, lr_schedule="cosine", device=args.device
+            ),
+            progress=False,
+        )
         wall = time.perf_counter() - t0
         warm = res.history["seconds"][1]
         row = {

@@ -94,15 +94,27 @@ def main() -> None:
     p.add_argument("--snapshots", type=int, default=100)
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--gpu", choices=sorted(GPUS), default="h100")
-    p.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32",
-                   help="peak used for the compute-bound estimate (default fp32: the "
-                        "training runs in float32; no AMP in train_emulator)")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "tf32", "bf16"],
+        default="fp32",
+        help="peak used for the compute-bound estimate (default fp32: the "
+        "training runs in float32; no AMP in train_emulator)",
+    )
     p.add_argument("--compute-efficiency", type=float, nargs="+", default=[0.10, 0.20])
     p.add_argument("--bandwidth-efficiency", type=float, default=0.30)
-    p.add_argument("--gpu-batch-size", type=int, default=128,
-                   help="batch size of the GPU run (sets the number of optimisation steps)")
-    p.add_argument("--op-overhead-us", type=float, default=10.0,
-                   help="assumed launch + Python dispatch cost per aten op on the GPU (eager)")
+    p.add_argument(
+        "--gpu-batch-size",
+        type=int,
+        default=128,
+        help="batch size of the GPU run (sets the number of optimisation steps)",
+    )
+    p.add_argument(
+        "--op-overhead-us",
+        type=float,
+        default=10.0,
+        help="assumed launch + Python dispatch cost per aten op on the GPU (eager)",
+    )
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -117,9 +129,11 @@ def main() -> None:
 
     print(f"# Training cost of the default NS U-Net at {n}x{n}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), float32")
-    print(f"denoiser_config: hidden_channels {cfg['hidden_channels']}, hidden_blocks "
-          f"{cfg['hidden_blocks']}, emb_features {cfg['emb_features']}, norm {cfg['norm']}, "
-          f"periodic {cfg['periodic']}")
+    print(
+        f"denoiser_config: hidden_channels {cfg['hidden_channels']}, hidden_blocks "
+        f"{cfg['hidden_blocks']}, emb_features {cfg['emb_features']}, norm {cfg['norm']}, "
+        f"periodic {cfg['periodic']}"
+    )
     print(f"parameters: {params:,} ({params * 4 / 2**20:.2f} MiB in float32)")
 
     # ---- FLOPs and bytes per sample (batch 8, divided by 8)
@@ -149,12 +163,18 @@ def main() -> None:
         loss = denoising_loss(den, u, t, z, cond=c).mean()
     saved_bytes = sum(saved.values()) / b
     del loss
-    print(f"FLOPs per sample (FlopCounterMode: conv/matmul only): forward "
-          f"{flops_fwd / 1e9:.3f} GFLOP, forward+backward {flops_fb / 1e9:.3f} GFLOP")
-    print(f"bytes written by aten ops per sample, forward+backward: {bytes_fb / 2**20:.1f} MiB "
-          f"({ops_fb} aten ops per training step, whatever the batch)")
-    print(f"activations saved for backward per sample: {saved_bytes / 2**20:.1f} MiB "
-          f"(batch 512: {512 * saved_bytes / 2**30:.1f} GiB)")
+    print(
+        f"FLOPs per sample (FlopCounterMode: conv/matmul only): forward "
+        f"{flops_fwd / 1e9:.3f} GFLOP, forward+backward {flops_fb / 1e9:.3f} GFLOP"
+    )
+    print(
+        f"bytes written by aten ops per sample, forward+backward: {bytes_fb / 2**20:.1f} MiB "
+        f"({ops_fb} aten ops per training step, whatever the batch)"
+    )
+    print(
+        f"activations saved for backward per sample: {saved_bytes / 2**20:.1f} MiB "
+        f"(batch 512: {512 * saved_bytes / 2**30:.1f} GiB)"
+    )
 
     # ---- CPU wall time per training sample
     print("\n| batch | s / step | ms / sample | GFLOP/s (counted) |")
@@ -171,8 +191,10 @@ def main() -> None:
         s = min(times)
         cpu_rate = s / bs
         print(f"| {bs} | {s:.3f} | {1e3 * s / bs:.1f} | {flops_fb * bs / s / 1e9:.1f} |")
-    print("(min over the timed steps; the machine is shared, so other jobs can only make "
-          "these slower)")
+    print(
+        "(min over the timed steps; the machine is shared, so other jobs can only make "
+        "these slower)"
+    )
 
     # ---- GPU estimate
     samples = args.trajectories * args.snapshots * args.epochs
@@ -184,33 +206,51 @@ def main() -> None:
     t_over = steps * ops_fb * args.op_overhead_us * 1e-6
     print("\n## GPU training time: ESTIMATE (no GPU measured)")
     print("Assumptions:")
-    print(f"- samples processed: {args.trajectories} trajectories x {args.snapshots} snapshots "
-          f"x {args.epochs} epochs = {samples:,} (an upper bound: the train split is ~80 % "
-          "of the trajectories, with snapshots-1 pairs each)")
-    print(f"- GPU {args.gpu.upper()} SXM, {args.precision} dense peak {peak / 1e12:.0f} TFLOP/s, "
-          f"HBM {gpu['bandwidth'] / 1e12:.2f} TB/s")
-    print(f"- compute-bound time: counted forward+backward FLOPs at "
-          f"{', '.join(f'{100 * e:.0f} %' for e in args.compute_efficiency)} of that peak")
-    print(f"- memory-bound time: 2 x the bytes produced by aten ops (written once, read once) "
-          f"at {100 * args.bandwidth_efficiency:.0f} % of the HBM bandwidth")
-    print(f"- per-step overhead: {ops_fb} aten ops x {args.op_overhead_us:g} us (kernel launch + "
-          f"Python dispatch, eager mode, no CUDA graphs) x {steps:,} steps at batch "
-          f"{args.gpu_batch_size} = {t_over / 60:.1f} min")
-    print("- estimate = max(compute-bound, memory-bound) + per-step overhead; the optimiser "
-          "step's own traffic, data loading and validation passes are ignored")
+    print(
+        f"- samples processed: {args.trajectories} trajectories x {args.snapshots} snapshots "
+        f"x {args.epochs} epochs = {samples:,} (an upper bound: the train split is ~80 % "
+        "of the trajectories, with snapshots-1 pairs each)"
+    )
+    print(
+        f"- GPU {args.gpu.upper()} SXM, {args.precision} dense peak {peak / 1e12:.0f} TFLOP/s, "
+        f"HBM {gpu['bandwidth'] / 1e12:.2f} TB/s"
+    )
+    print(
+        f"- compute-bound time: counted forward+backward FLOPs at "
+        f"{', '.join(f'{100 * e:.0f} %' for e in args.compute_efficiency)} of that peak"
+    )
+    print(
+        f"- memory-bound time: 2 x the bytes produced by aten ops (written once, read once) "
+        f"at {100 * args.bandwidth_efficiency:.0f} % of the HBM bandwidth"
+    )
+    print(
+        f"- per-step overhead: {ops_fb} aten ops x {args.op_overhead_us:g} us (kernel launch + "
+        f"Python dispatch, eager mode, no CUDA graphs) x {steps:,} steps at batch "
+        f"{args.gpu_batch_size} = {t_over / 60:.1f} min"
+    )
+    print(
+        "- estimate = max(compute-bound, memory-bound) + per-step overhead; the optimiser "
+        "step's own traffic, data loading and validation passes are ignored"
+    )
     print(f"- memory-bound time: {t_mem / 60:.1f} min")
     for e in args.compute_efficiency:
         t_comp = samples * flops_fb / (peak * e)
         est = max(t_comp, t_mem) + t_over
-        print(f"- at {100 * e:.0f} % of peak: compute-bound {t_comp / 60:.1f} min -> "
-              f"ESTIMATE {est / 60:.1f} min ({est / 3600:.2f} h)")
+        print(
+            f"- at {100 * e:.0f} % of peak: compute-bound {t_comp / 60:.1f} min -> "
+            f"ESTIMATE {est / 60:.1f} min ({est / 3600:.2f} h)"
+        )
     need = samples * flops_fb / (peak * 3600)
-    print(f"- the 1 h target is missed on compute only below {100 * need:.1f} % of the "
-          f"{args.precision} peak, and on memory traffic only below "
-          f"{100 * samples * bytes_fb * 2 / (gpu['bandwidth'] * 3600):.1f} % of the bandwidth")
-    print(f"- for comparison, this CPU at {torch.get_num_threads()} thread(s): "
-          f"{samples * cpu_rate / 3600:.1f} h for the same samples "
-          f"(at the last batch size's rate)")
+    print(
+        f"- the 1 h target is missed on compute only below {100 * need:.1f} % of the "
+        f"{args.precision} peak, and on memory traffic only below "
+        f"{100 * samples * bytes_fb * 2 / (gpu['bandwidth'] * 3600):.1f} % of the bandwidth"
+    )
+    print(
+        f"- for comparison, this CPU at {torch.get_num_threads()} thread(s): "
+        f"{samples * cpu_rate / 3600:.1f} h for the same samples "
+        f"(at the last batch size's rate)"
+    )
 
 
 if __name__ == "__main__":

@@ -43,24 +43,49 @@ METHODS = {"EnKF": "enkf", "ETKF": "etkf", "LETKF": "letkf"}
 # (label, filter, N, genfilter params, DAPPER method, published rmse.a)
 L63 = [
     ("EnKF-PO", "EnKF", 10, {"inflation": 1.04}, "EnKF('PertObs', N=10, infl=1.04)", 0.65),
-    ("ETKF+rot", "ETKF", 10, {"inflation": 1.02**2, "rotate": True},
-     "EnKF('Sqrt', N=10, infl=1.02, rot=True)", 0.60),
+    (
+        "ETKF+rot",
+        "ETKF",
+        10,
+        {"inflation": 1.02**2, "rotate": True},
+        "EnKF('Sqrt', N=10, infl=1.02, rot=True)",
+        0.60,
+    ),
     ("EnKF-PO", "EnKF", 100, {"inflation": 1.01}, "EnKF('PertObs', N=100, infl=1.01)", 0.56),
 ]
 L96 = [
     ("EnKF-PO", "EnKF", 40, {"inflation": 1.06}, "EnKF('PertObs', N=40, infl=1.06)", 0.22),
     ("EnKF-PO", "EnKF", 28, {"inflation": 1.08}, "EnKF('PertObs', N=28, infl=1.08)", 0.24),
-    ("ETKF+rot", "ETKF", 24, {"inflation": 1.013**2, "rotate": True},
-     "EnKF('Sqrt', N=24, infl=1.013, rot=True)", 0.18),
-    ("ETKF+rot", "ETKF", 20, {"inflation": 1.04**2, "rotate": True},
-     "EnKF('Sqrt', N=20, infl=1.04, rot=True)", 0.20),
-    ("LETKF+rot", "LETKF", 7, {"inflation": 1.04**2, "radius": 4 * 1.82, "rotate": True},
-     "LETKF(N=7, rot=True, infl=1.04, loc_rad=4)", 0.22),
+    (
+        "ETKF+rot",
+        "ETKF",
+        24,
+        {"inflation": 1.013**2, "rotate": True},
+        "EnKF('Sqrt', N=24, infl=1.013, rot=True)",
+        0.18,
+    ),
+    (
+        "ETKF+rot",
+        "ETKF",
+        20,
+        {"inflation": 1.04**2, "rotate": True},
+        "EnKF('Sqrt', N=20, infl=1.04, rot=True)",
+        0.20,
+    ),
+    (
+        "LETKF+rot",
+        "LETKF",
+        7,
+        {"inflation": 1.04**2, "radius": 4 * 1.82, "rotate": True},
+        "LETKF(N=7, rot=True, infl=1.04, loc_rad=4)",
+        0.22,
+    ),
 ]
 
 
 SAKOV2012 = {
-    "system": "lorenz63", "system_options": {"epsilon": 0.0, "interval": 0.25},
+    "system": "lorenz63",
+    "system_options": {"epsilon": 0.0, "interval": 0.25},
     "observations": {"operator": "identity", "noise_std": math.sqrt(2.0)},
     "initial": {"recipe": "perturbed", "std": math.sqrt(2.0), "spinup": 10.0},
     "dtype": "float64",
@@ -70,13 +95,22 @@ SAKOV2008 = {"setup": "l96"}
 """Lorenz-96 of sakov2008: the baseline table's setup."""
 
 
-def config(name: str, fields: dict, method: str, N: int, params: dict, runs: int,
-           cycles: int, burn_in: int) -> ExperimentConfig:
-    return parse_config({
-        "name": name, **fields, "emulator": "true",
-        "filter": {"method": METHODS[method], "particles": N, "options": dict(params)},
-        "steps": cycles, "burn_in": burn_in, "runs": runs, "seed": 0, "save": "moments",
-    })
+def config(
+    name: str, fields: dict, method: str, N: int, params: dict, runs: int, cycles: int, burn_in: int
+) -> ExperimentConfig:
+    return parse_config(
+        {
+            "name": name,
+            **fields,
+            "emulator": "true",
+            "filter": {"method": METHODS[method], "particles": N, "options": dict(params)},
+            "steps": cycles,
+            "burn_in": burn_in,
+            "runs": runs,
+            "seed": 0,
+            "save": "moments",
+        }
+    )
 
 
 def main() -> None:
@@ -87,8 +121,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     print(f"genfilter: {args.seeds} seeds x {args.cycles} cycles (burn-in {args.burn_in})\n")
-    print("| setup | genfilter filter | N | genfilter params | RMSE (mean ± s.e.) | "
-          "DAPPER method | published rmse.a | seconds |")
+    print(
+        "| setup | genfilter filter | N | genfilter params | RMSE (mean ± s.e.) | "
+        "DAPPER method | published rmse.a | seconds |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for title, name, fields, cases in (
         ("L63 sakov2012", "lorenz63-sakov2012", SAKOV2012, L63),
@@ -105,13 +141,20 @@ def main() -> None:
             errors = sorted({r["error"] for r in runs if r["error"]})
             skill = [r["skill"] for r in runs]
             m = sum(skill) / len(skill)
-            se = (math.sqrt(sum((v - m) ** 2 for v in skill) / (len(skill) - 1) / len(skill))
-                  if len(skill) > 1 else math.nan)
-            text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                             for k, v in params.items())
-            print(f"| {title} | {label} | {N} | {text} | {format_mean_sem(m, se)} | "
-                  f"`{dapper}` | {published:.2f} | {time.perf_counter() - t0:.0f} |"
-                  + (f" errors: {errors}" if errors else ""), flush=True)
+            se = (
+                math.sqrt(sum((v - m) ** 2 for v in skill) / (len(skill) - 1) / len(skill))
+                if len(skill) > 1
+                else math.nan
+            )
+            text = ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+            )
+            print(
+                f"| {title} | {label} | {N} | {text} | {format_mean_sem(m, se)} | "
+                f"`{dapper}` | {published:.2f} | {time.perf_counter() - t0:.0f} |"
+                + (f" errors: {errors}" if errors else ""),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

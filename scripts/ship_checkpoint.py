@@ -26,11 +26,14 @@ def main() -> None:
     parser.add_argument("train_ckpt", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--note", default="")
-    parser.add_argument("--system", default=None,
-                        help="system name, if the training checkpoint does not record it")
+    parser.add_argument(
+        "--system", default=None, help="system name, if the training checkpoint does not record it"
+    )
     args = parser.parse_args()
     ckpt = torch.load(args.train_ckpt, weights_only=True)
-    state = {k: (v.half() if torch.is_floating_point(v) else v) for k, v in ckpt["state_dict"].items()}
+    state = {
+        k: (v.half() if torch.is_floating_point(v) else v) for k, v in ckpt["state_dict"].items()
+    }
     meta = dict(ckpt.get("meta", {}))
     if args.system is not None and "system" not in meta:
         import json

@@ -21,17 +21,54 @@ def invoke(*args):
 
 def test_data_train_validate(tmp_path):
     data = tmp_path / "l63"
-    out = invoke("data", "lorenz63", "--out", data, "--trajectories", 10, "--length", 30,
-                 "--burn-in", 1.0, "--no-progress")
+    out = invoke(
+        "data",
+        "lorenz63",
+        "--out",
+        data,
+        "--trajectories",
+        10,
+        "--length",
+        30,
+        "--burn-in",
+        1.0,
+        "--no-progress",
+    )
     assert "Dataset written to" in out and (data / "train.nc").exists()
     ckpt = tmp_path / "l63.pt"
-    out = invoke("train", "lorenz63", "--data", data, "--out", ckpt, "--epochs", 2,
-                 "--batch-size", 32, "--hidden", 16, "--no-progress")
+    out = invoke(
+        "train",
+        "lorenz63",
+        "--data",
+        data,
+        "--out",
+        ckpt,
+        "--epochs",
+        2,
+        "--batch-size",
+        32,
+        "--hidden",
+        16,
+        "--no-progress",
+    )
     assert "Checkpoint written to" in out
     meta = torch.load(ckpt, weights_only=True)["meta"]
     assert meta["system"] == "lorenz63" and "epsilon" in json.loads(meta["system_kwargs"])
-    out = invoke("validate", ckpt, "--states", 2, "--samples", 16, "--rollout", 5,
-                 "--rollout-members", 2, "--steps", 4, "--no-progress")
+    out = invoke(
+        "validate",
+        ckpt,
+        "--states",
+        2,
+        "--samples",
+        16,
+        "--rollout",
+        5,
+        "--rollout-members",
+        2,
+        "--steps",
+        4,
+        "--no-progress",
+    )
     assert "energy distance true vs true (floor)" in out and "autocorrelation lag 1" in out
 
 
@@ -41,8 +78,18 @@ def test_train_without_data_is_a_clear_error(tmp_path):
 
 
 def test_linear_gaussian_demo(tmp_path):
-    out = invoke("demo", "--system", "linear-gaussian", "--out", tmp_path, "--particles", 16,
-                 "--steps", 6, "--no-progress")
+    out = invoke(
+        "demo",
+        "--system",
+        "linear-gaussian",
+        "--out",
+        tmp_path,
+        "--particles",
+        16,
+        "--steps",
+        6,
+        "--no-progress",
+    )
     assert "Kalman (exact)" in out and "FA-APF (gaussian weights)" in out
     assert next(tmp_path.glob("trajectories_*.png")).exists()
     with xr.open_dataset(tmp_path / "enkf.nc", engine="h5netcdf") as ds:

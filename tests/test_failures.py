@@ -58,8 +58,7 @@ except ImportError:  # pragma: no cover
 ACCEPTED_API_ERRORS = (ValueError, TypeError, FloatingPointError, FileNotFoundError)
 STATUSES = ("clear", "traceback", "unclear", "silent")
 # Warning categories Python does not print by default (outside __main__).
-HIDDEN_BY_DEFAULT = (DeprecationWarning, PendingDeprecationWarning, ImportWarning,
-                     ResourceWarning)
+HIDDEN_BY_DEFAULT = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
 
 
 @dataclass(frozen=True)
@@ -225,8 +224,11 @@ def _run_cli(case: Case, argv: Sequence, tmp_path: Path, out: Outcome):
     out.warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
     # Warnings Python prints by default would add lines to a real terminal's stderr (the
     # harness records them instead).
-    out.printed_warnings = [f"{w.category.__name__}: {w.message}" for w in caught
-                            if not issubclass(w.category, HIDDEN_BY_DEFAULT)]
+    out.printed_warnings = [
+        f"{w.category.__name__}: {w.message}"
+        for w in caught
+        if not issubclass(w.category, HIDDEN_BY_DEFAULT)
+    ]
     exc = result.exception
     if exc is not None and not isinstance(exc, SystemExit):
         import traceback
@@ -262,9 +264,13 @@ def _matching_warnings(caught, needles, category=UserWarning) -> list[str]:
 
 def _wrong_category(caught, needles) -> list[str]:
     """Categories of the warnings that contain every needle but are no UserWarning."""
-    return sorted({w.category.__name__ for w in caught
-                   if not issubclass(w.category, UserWarning)
-                   and not _missing(str(w.message), needles)})
+    return sorted(
+        {
+            w.category.__name__
+            for w in caught
+            if not issubclass(w.category, UserWarning) and not _missing(str(w.message), needles)
+        }
+    )
 
 
 def run_case(case: Case, tmp_path: Path) -> Outcome:
@@ -289,8 +295,9 @@ def run_case(case: Case, tmp_path: Path) -> Outcome:
     else:
         value, caught = _run_api(case, action, out)
     out.seconds = time.perf_counter() - t0
-    out.leftovers = _leftovers(before, _tree(tmp_path),
-                               case.allowed if case.expect == "warning" else ())
+    out.leftovers = _leftovers(
+        before, _tree(tmp_path), case.allowed if case.expect == "warning" else ()
+    )
     if out.status == "traceback":  # genfilter.cli did not import
         return out
     if case.expect == "warning":
@@ -318,8 +325,10 @@ def _classify_cli(case: Case, out: Outcome) -> None:
         out.reasons.append(f"{len(lines)} non-empty lines on stderr, not 1")
     if out.printed_warnings:
         first = out.printed_warnings[0].splitlines()[0]
-        out.reasons.append(f"{len(out.printed_warnings)} warning(s) would also print on "
-                           f"stderr, first: {first[:100]}")
+        out.reasons.append(
+            f"{len(out.printed_warnings)} warning(s) would also print on "
+            f"stderr, first: {first[:100]}"
+        )
     missing = _missing(lines[-1] if len(lines) == 1 else out.message, case.needles)
     if missing:
         out.reasons.append("message lacks " + ", ".join(missing))
@@ -338,8 +347,10 @@ def _classify_api(case: Case, out: Outcome) -> None:
         return
     if not isinstance(exc, ACCEPTED_API_ERRORS):
         out.status = "traceback"
-        out.reasons.append(f"raised {type(exc).__name__}, not a ValueError/TypeError/"
-                           "FloatingPointError/FileNotFoundError")
+        out.reasons.append(
+            f"raised {type(exc).__name__}, not a ValueError/TypeError/"
+            "FloatingPointError/FileNotFoundError"
+        )
         return
     lines = _nonempty_lines(out.message)
     if len(lines) != 1:
@@ -364,8 +375,11 @@ def _classify_warning(case: Case, out: Outcome, caught, value, tmp_path: Path) -
             return
         recorded_w = _matching_warnings(caught, case.needles)
         notice = re.compile(r"warn|collapse|\bess\b", re.IGNORECASE)
-        echoed = [ln for ln in _nonempty_lines(out.message + "\n" + out.stdout)
-                  if notice.search(ln) and not _missing(ln, case.needles)]
+        echoed = [
+            ln
+            for ln in _nonempty_lines(out.message + "\n" + out.stdout)
+            if notice.search(ln) and not _missing(ln, case.needles)
+        ]
         n = max(len(recorded_w), len(echoed))
         any_warning = bool(caught) or "warn" in (out.message + out.stdout).lower()
     else:
@@ -435,8 +449,10 @@ class _Shared:
         finally:
             os.chdir(old)
         if result.exit_code != 0:
-            raise RuntimeError(f"genfilter {' '.join(map(str, argv))} failed "
-                               f"({result.exit_code}): {_stderr(result)} {result.exception!r}")
+            raise RuntimeError(
+                f"genfilter {' '.join(map(str, argv))} failed "
+                f"({result.exit_code}): {_stderr(result)} {result.exception!r}"
+            )
 
     @classmethod
     def dataset(cls) -> Path:
@@ -444,8 +460,22 @@ class _Shared:
         if "dataset" not in cls._made:
             path = cls._root() / "l63-data"
             if not (path / "train.nc").is_file():
-                cls._invoke(["data", "lorenz63", "--out", path, "--trajectories", 10,
-                             "--length", 5, "--burn-in", 0.5, "--no-progress"], cls._root())
+                cls._invoke(
+                    [
+                        "data",
+                        "lorenz63",
+                        "--out",
+                        path,
+                        "--trajectories",
+                        10,
+                        "--length",
+                        5,
+                        "--burn-in",
+                        0.5,
+                        "--no-progress",
+                    ],
+                    cls._root(),
+                )
             cls._made["dataset"] = path
         return cls._made["dataset"]
 
@@ -490,7 +520,9 @@ def _merge(base: dict, changes: dict) -> dict:
         elif isinstance(v, dict) and isinstance(out.get(k), dict) and not v.get("__replace__"):
             out[k] = _merge(out[k], v)
         else:
-            out[k] = {a: b for a, b in v.items() if a != "__replace__"} if isinstance(v, dict) else v
+            out[k] = (
+                {a: b for a, b in v.items() if a != "__replace__"} if isinstance(v, dict) else v
+            )
     return out
 
 
@@ -513,8 +545,17 @@ def shipped_checkpoint() -> Path:
 
 FILTER_ARGV = ["filter", "c.yaml", "--out", "o.nc", "--no-progress"]
 TRAIN_FLAGS = ["--epochs", "1", "--batch-size", "32", "--hidden", "8", "--no-progress"]
-VALIDATE_FLAGS = ["--states", "2", "--samples", "4", "--rollout", "0", "--steps", "2",
-                  "--no-progress"]
+VALIDATE_FLAGS = [
+    "--states",
+    "2",
+    "--samples",
+    "4",
+    "--rollout",
+    "0",
+    "--steps",
+    "2",
+    "--no-progress",
+]
 
 
 def _write_truncated(path: Path) -> None:
@@ -540,8 +581,10 @@ def _write_nan_checkpoint(path: Path) -> None:
     import torch
 
     ckpt = torch.load(shipped_checkpoint(), weights_only=True, map_location="cpu")
-    ckpt["state_dict"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
-                          for k, v in ckpt["state_dict"].items()}
+    ckpt["state_dict"] = {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+        for k, v in ckpt["state_dict"].items()
+    }
     torch.save(ckpt, path)
 
 
@@ -601,12 +644,19 @@ class FaultyEmulator(ToyEmulator):
         return self._maybe("predict_mean", super().predict_mean(x_prev, generator=generator))
 
     def sample_posterior(self, x_prev, obs, *, generator=None):
-        return self._maybe("sample_posterior",
-                           super().sample_posterior(x_prev, obs, generator=generator))
+        return self._maybe(
+            "sample_posterior", super().sample_posterior(x_prev, obs, generator=generator)
+        )
 
 
-def toy_twin(steps: int = 5, n: int = 8, noise_std: float = 0.5, observed: Sequence[int] | None = None,
-             spread: float = 1.0, seed: int = 0):
+def toy_twin(
+    steps: int = 5,
+    n: int = 8,
+    noise_std: float = 0.5,
+    observed: Sequence[int] | None = None,
+    spread: float = 1.0,
+    seed: int = 0,
+):
     """``(particles0 (n, 2), observations, truth (steps, 2))`` in float64 for the toy model;
     ``observed`` lists the steps with an observation (``None`` elsewhere; default all)."""
     import torch
@@ -620,8 +670,9 @@ def toy_twin(steps: int = 5, n: int = 8, noise_std: float = 0.5, observed: Seque
         x = 0.9 * x + 0.1 * torch.randn(2, generator=g, dtype=torch.float64)
         truth.append(x)
     truth = torch.stack(truth)
-    obs = gf.synthetic_observations(truth, gf.Identity(), gf.isotropic_noise(noise_std),
-                                    generator=g)
+    obs = gf.synthetic_observations(
+        truth, gf.Identity(), gf.isotropic_noise(noise_std), generator=g
+    )
     if observed is not None:
         obs = [o if k in set(observed) else None for k, o in enumerate(obs)]
     p0 = truth[0] + spread * torch.randn(n, 2, generator=g, dtype=torch.float64)
@@ -636,12 +687,16 @@ def _collapse_twin(steps: int, observed: Sequence[int], n: int = 8):
 
     import genfilter as gf
 
-    p0 = torch.stack([torch.arange(1, n + 1, dtype=torch.float64),
-                      torch.arange(1, n + 1, dtype=torch.float64)], 1)
+    p0 = torch.stack(
+        [torch.arange(1, n + 1, dtype=torch.float64), torch.arange(1, n + 1, dtype=torch.float64)],
+        1,
+    )
     noise = gf.isotropic_noise(1e-7)
     y = torch.zeros(2, dtype=torch.float64)
-    obs = [gf.Observation(y, gf.Identity(), noise) if k in set(observed) else None
-           for k in range(steps)]
+    obs = [
+        gf.Observation(y, gf.Identity(), noise) if k in set(observed) else None
+        for k in range(steps)
+    ]
     return p0, obs
 
 
@@ -664,9 +719,11 @@ def _records_collapse(run, tmp_path=None) -> bool:
         fields.update(getattr(info, "extra", None) or {})
         if any(_says_collapse(str(k), v) for k, v in fields.items() if k != "extra"):
             return True
-    return any(_says_collapse(str(k), v)
-               for k, v in (getattr(run, "__dict__", None) or {}).items()
-               if not isinstance(v, (list, dict)))
+    return any(
+        _says_collapse(str(k), v)
+        for k, v in (getattr(run, "__dict__", None) or {}).items()
+        if not isinstance(v, (list, dict))
+    )
 
 
 def _file_records_collapse(_value, tmp_path: Path) -> bool:
@@ -687,11 +744,17 @@ def _file_records_collapse(_value, tmp_path: Path) -> bool:
         attrs = dict(ds.attrs)
         for var in ds.variables.values():
             attrs.update({f"{k}": v for k, v in var.attrs.items()})
-        if any(_says_collapse(str(k), v) for k, v in attrs.items()
-               if isinstance(v, (bool, int, float, np.number))):
+        if any(
+            _says_collapse(str(k), v)
+            for k, v in attrs.items()
+            if isinstance(v, (bool, int, float, np.number))
+        ):
             return True
-        return any("collapse" in str(v).lower() for k, v in ds.attrs.items()
-                   if k not in ("config", "history"))
+        return any(
+            "collapse" in str(v).lower()
+            for k, v in ds.attrs.items()
+            if k not in ("config", "history")
+        )
 
 
 # --------------------------------------------------------------------------- the cases
@@ -740,15 +803,25 @@ for _kind, _writer in BAD_CHECKPOINTS.items():
 
 def _setup_l63_ckpt_in_l96(tmp):
     shutil.copy(shipped_checkpoint(), tmp / "l63.pt")
-    write_config(tmp, "c.yaml", system="lorenz96", emulator="l63.pt",
-                 emulator_options={"__replace__": True},
-                 initial={"std": 1.0})
+    write_config(
+        tmp,
+        "c.yaml",
+        system="lorenz96",
+        emulator="l63.pt",
+        emulator_options={"__replace__": True},
+        initial={"std": 1.0},
+    )
     return FILTER_ARGV
 
 
-_add("filter-lorenz63-checkpoint-in-lorenz96-config", "checkpoint", "cli",
-     _setup_l63_ckpt_in_l96, ["l63.pt", ("lorenz63", "lorenz96")],
-     note="the checkpoint records system lorenz63 in its meta")
+_add(
+    "filter-lorenz63-checkpoint-in-lorenz96-config",
+    "checkpoint",
+    "cli",
+    _setup_l63_ckpt_in_l96,
+    ["l63.pt", ("lorenz63", "lorenz96")],
+    note="the checkpoint records system lorenz63 in its meta",
+)
 
 
 def _setup_validate_other_system(tmp):
@@ -756,8 +829,13 @@ def _setup_validate_other_system(tmp):
     return ["validate", "l63.pt", "--system", "lorenz96", *VALIDATE_FLAGS]
 
 
-_add("validate-lorenz63-checkpoint-as-lorenz96", "checkpoint", "cli",
-     _setup_validate_other_system, ["l63.pt", ("lorenz63", "lorenz96")])
+_add(
+    "validate-lorenz63-checkpoint-as-lorenz96",
+    "checkpoint",
+    "cli",
+    _setup_validate_other_system,
+    ["l63.pt", ("lorenz63", "lorenz96")],
+)
 
 
 # ---- report input
@@ -777,14 +855,21 @@ def _write_foreign_netcdf(path: Path) -> None:
     import numpy as np
     import xarray as xr
 
-    xr.Dataset({"state": (("time", "component"), np.zeros((4, 3)))},
-               attrs={"title": "not a genfilter run"}).to_netcdf(path, engine="h5netcdf")
+    xr.Dataset(
+        {"state": (("time", "component"), np.zeros((4, 3)))}, attrs={"title": "not a genfilter run"}
+    ).to_netcdf(path, engine="h5netcdf")
 
 
 _add("report-text-file-named-nc", "report input", "cli", _report_file(_write_text), ["x.nc"])
 _add("report-random-bytes-nc", "report input", "cli", _report_file(_write_random), ["x.nc"])
-_add("report-netcdf-not-a-run", "report input", "cli", _report_file(_write_foreign_netcdf),
-     ["x.nc"], note="a valid netCDF file without the variables of a genfilter run")
+_add(
+    "report-netcdf-not-a-run",
+    "report input",
+    "cli",
+    _report_file(_write_foreign_netcdf),
+    ["x.nc"],
+    note="a valid netCDF file without the variables of a genfilter run",
+)
 
 
 def _setup_report_empty(tmp):
@@ -805,10 +890,15 @@ def _setup_report_folder_bad_file(tmp):
 
 _add("report-empty-folder", "report input", "cli", _setup_report_empty, ["runs"])
 _add("report-missing-path", "report input", "cli", _setup_report_missing, ["missing.nc"])
-_add("report-folder-with-a-foreign-netcdf", "report input", "cli",
-     _setup_report_folder_bad_file, ["bad.nc"],
-     note="a folder with one good run and one netCDF that is not a run: no report.md/csv "
-          "or figures may be written")
+_add(
+    "report-folder-with-a-foreign-netcdf",
+    "report input",
+    "cli",
+    _setup_report_folder_bad_file,
+    ["bad.nc"],
+    note="a folder with one good run and one netCDF that is not a run: no report.md/csv "
+    "or figures may be written",
+)
 
 
 # ---- output path
@@ -816,8 +906,13 @@ def _blocker(tmp: Path) -> None:
     (tmp / "blocker").write_text("a regular file where a folder is needed\n")
 
 
-_filter_case("filter-out-parent-is-a-file", "output path", ["blocker"],
-             argv_extra=["--out", "blocker/o.nc"], prepare=_blocker)
+_filter_case(
+    "filter-out-parent-is-a-file",
+    "output path",
+    ["blocker"],
+    argv_extra=["--out", "blocker/o.nc"],
+    prepare=_blocker,
+)
 
 
 def _setup_out_is_folder(tmp):
@@ -826,8 +921,14 @@ def _setup_out_is_folder(tmp):
     return [*FILTER_ARGV, "--out", "run.nc"]
 
 
-_add("filter-out-is-a-folder", "output path", "cli", _setup_out_is_folder, ["run.nc"],
-     note="--out names an existing folder (with a .nc suffix)")
+_add(
+    "filter-out-is-a-folder",
+    "output path",
+    "cli",
+    _setup_out_is_folder,
+    ["run.nc"],
+    note="--out names an existing folder (with a .nc suffix)",
+)
 _filter_case("filter-out-not-nc", "output path", ["o.txt"], argv_extra=["--out", "o.txt"])
 
 
@@ -839,14 +940,33 @@ def _setup_train_blocked(tmp):
 
 def _setup_data_blocked(tmp):
     _blocker(tmp)
-    return ["data", "lorenz63", "--out", "blocker/d", "--trajectories", "10", "--length", "5",
-            "--no-progress"]
+    return [
+        "data",
+        "lorenz63",
+        "--out",
+        "blocker/d",
+        "--trajectories",
+        "10",
+        "--length",
+        "5",
+        "--no-progress",
+    ]
 
 
 def _setup_demo_blocked(tmp):
     _blocker(tmp)
-    return ["demo", "--system", "linear-gaussian", "--out", "blocker/demo", "--particles", "4",
-            "--steps", "2", "--no-progress"]
+    return [
+        "demo",
+        "--system",
+        "linear-gaussian",
+        "--out",
+        "blocker/demo",
+        "--particles",
+        "4",
+        "--steps",
+        "2",
+        "--no-progress",
+    ]
 
 
 def _setup_report_blocked(tmp):
@@ -858,38 +978,70 @@ def _setup_report_blocked(tmp):
 _add("train-out-parent-is-a-file", "output path", "cli", _setup_train_blocked, ["blocker"])
 _add("data-out-parent-is-a-file", "output path", "cli", _setup_data_blocked, ["blocker"])
 _add("demo-out-parent-is-a-file", "output path", "cli", _setup_demo_blocked, ["blocker"])
-_add("report-folder-is-a-file", "output path", "cli", _setup_report_blocked, ["o_report"],
-     note="report writes into <stem>_report/, here a regular file")
+_add(
+    "report-folder-is-a-file",
+    "output path",
+    "cli",
+    _setup_report_blocked,
+    ["o_report"],
+    note="report writes into <stem>_report/, here a regular file",
+)
 
 
 # ---- config types
 _T = "config types"
-_filter_case("emulator-options-steps-string", _T, ["emulator_options.steps"],
-             emulator_options={"steps": "ten"})
-_filter_case("emulator-options-steps-float", _T, ["emulator_options.steps"],
-             emulator_options={"steps": 2.5},
-             )
-_filter_case("emulator-options-covariance-int", _T, ["emulator_options.covariance"],
-             emulator_options={"covariance": 3})
-_filter_case("emulator-options-eta-string", _T, ["emulator_options.eta"],
-             emulator_options={"eta": "fast"})
-_filter_case("emulator-options-unknown-key", _T, ["emulator_options.bogus"],
-             emulator_options={"bogus": 1})
-_filter_case("system-options-epsilon-string", _T, ["system_options.epsilon"],
-             system_options={"epsilon": "x"})
-_filter_case("system-options-unknown-key", _T, ["system_options.bogus"],
-             system_options={"bogus": 1})
-_filter_case("filter-options-ess-interval-string", _T, ["filter.options.ess_interval"],
-             filter={"options": {"ess_interval": "wide"}})
-_filter_case("filter-options-inflation-string", _T, ["filter.options.inflation"],
-             filter={"method": "enkf", "options": {"inflation": "x"}})
-_filter_case("filter-options-weights-int", _T, ["filter.options.weights"],
-             filter={"options": {"weights": 5}})
-_filter_case("filter-options-resample-threshold-string", _T,
-             ["filter.options.resample_threshold"],
-             filter={"method": "bpf", "options": {"resample_threshold": "half"}})
-_filter_case("filter-particles-string", _T, ["filter.particles"],
-             filter={"particles": "many"})
+_filter_case(
+    "emulator-options-steps-string",
+    _T,
+    ["emulator_options.steps"],
+    emulator_options={"steps": "ten"},
+)
+_filter_case(
+    "emulator-options-steps-float",
+    _T,
+    ["emulator_options.steps"],
+    emulator_options={"steps": 2.5},
+)
+_filter_case(
+    "emulator-options-covariance-int",
+    _T,
+    ["emulator_options.covariance"],
+    emulator_options={"covariance": 3},
+)
+_filter_case(
+    "emulator-options-eta-string", _T, ["emulator_options.eta"], emulator_options={"eta": "fast"}
+)
+_filter_case(
+    "emulator-options-unknown-key", _T, ["emulator_options.bogus"], emulator_options={"bogus": 1}
+)
+_filter_case(
+    "system-options-epsilon-string", _T, ["system_options.epsilon"], system_options={"epsilon": "x"}
+)
+_filter_case(
+    "system-options-unknown-key", _T, ["system_options.bogus"], system_options={"bogus": 1}
+)
+_filter_case(
+    "filter-options-ess-interval-string",
+    _T,
+    ["filter.options.ess_interval"],
+    filter={"options": {"ess_interval": "wide"}},
+)
+_filter_case(
+    "filter-options-inflation-string",
+    _T,
+    ["filter.options.inflation"],
+    filter={"method": "enkf", "options": {"inflation": "x"}},
+)
+_filter_case(
+    "filter-options-weights-int", _T, ["filter.options.weights"], filter={"options": {"weights": 5}}
+)
+_filter_case(
+    "filter-options-resample-threshold-string",
+    _T,
+    ["filter.options.resample_threshold"],
+    filter={"method": "bpf", "options": {"resample_threshold": "half"}},
+)
+_filter_case("filter-particles-string", _T, ["filter.particles"], filter={"particles": "many"})
 
 # ---- config values
 _V = "config values"
@@ -898,20 +1050,37 @@ _filter_case("steps-zero", _V, ["steps"], steps=0)
 _filter_case("burn-in-not-below-steps", _V, ["burn_in"], burn_in=3)
 _filter_case("unknown-method", _V, ["filter.method"], filter={"method": "magic"})
 _filter_case("unknown-top-level-field", _V, ["stepz"], stepz=3)
-_filter_case("select-index-out-of-range", _V, ["observations.indices"],
-             observations={"indices": [0, 5]},
-             )
-_filter_case("emulator-options-steps-zero", _V, ["emulator_options.steps"],
-             emulator_options={"steps": 0})
-_filter_case("system-options-epsilon-negative", _V, ["system_options.epsilon"],
-             system_options={"epsilon": -1.0})
-_filter_case("system-options-rho-nan", _V, ["system_options.rho"],
-             system_options={"rho": float("nan")})
-_filter_case("filter-options-ess-interval-reversed", _V, ["filter.options.ess_interval"],
-             filter={"options": {"ess_interval": [0.9, 0.1]}},
-             )
-_filter_case("emulator-checkpoint-missing", _V, ["emulator", "nowhere.pt"],
-             emulator="nowhere.pt", emulator_options={"__replace__": True})
+_filter_case(
+    "select-index-out-of-range",
+    _V,
+    ["observations.indices"],
+    observations={"indices": [0, 5]},
+)
+_filter_case(
+    "emulator-options-steps-zero", _V, ["emulator_options.steps"], emulator_options={"steps": 0}
+)
+_filter_case(
+    "system-options-epsilon-negative",
+    _V,
+    ["system_options.epsilon"],
+    system_options={"epsilon": -1.0},
+)
+_filter_case(
+    "system-options-rho-nan", _V, ["system_options.rho"], system_options={"rho": float("nan")}
+)
+_filter_case(
+    "filter-options-ess-interval-reversed",
+    _V,
+    ["filter.options.ess_interval"],
+    filter={"options": {"ess_interval": [0.9, 0.1]}},
+)
+_filter_case(
+    "emulator-checkpoint-missing",
+    _V,
+    ["emulator", "nowhere.pt"],
+    emulator="nowhere.pt",
+    emulator_options={"__replace__": True},
+)
 
 
 def _raw_config(text: str, name: str):
@@ -922,12 +1091,21 @@ def _raw_config(text: str, name: str):
     return setup
 
 
-_add("yaml-syntax-error", _V, "cli",
-     _raw_config("name: t\nsystem: [lorenz63\nfilter: {method: fa-apf\n", "bad.yaml"),
-     ["bad.yaml"])
+_add(
+    "yaml-syntax-error",
+    _V,
+    "cli",
+    _raw_config("name: t\nsystem: [lorenz63\nfilter: {method: fa-apf\n", "bad.yaml"),
+    ["bad.yaml"],
+)
 _add("empty-config-file", _V, "cli", _raw_config("", "empty.yaml"), ["empty.yaml"])
-_add("config-is-a-list", _V, "cli", _raw_config("- name: t\n- system: lorenz63\n", "list.yaml"),
-     ["list.yaml"])
+_add(
+    "config-is-a-list",
+    _V,
+    "cli",
+    _raw_config("- name: t\n- system: lorenz63\n", "list.yaml"),
+    ["list.yaml"],
+)
 
 
 # ---- resume
@@ -966,16 +1144,28 @@ def _setup_parts_corrupt_step(tmp):
 
 
 _R = "resume"
-_add("resume-output-finished-from-another-config", _R, "cli", _setup_resume_finished_other,
-     ["o.nc"], note="o.nc was finished with seed 0; --resume --seed 1 must refuse, not overwrite")
-_add("resume-parts-without-config", _R, "cli", _setup_parts_without_config,
-     ["o.nc.parts", "config"])
+_add(
+    "resume-output-finished-from-another-config",
+    _R,
+    "cli",
+    _setup_resume_finished_other,
+    ["o.nc"],
+    note="o.nc was finished with seed 0; --resume --seed 1 must refuse, not overwrite",
+)
+_add(
+    "resume-parts-without-config", _R, "cli", _setup_parts_without_config, ["o.nc.parts", "config"]
+)
 _add("resume-parts-from-another-config", _R, "cli", _setup_parts_other_config, ["o.nc.parts"])
 _add("parts-exists-without-resume", _R, "cli", _setup_parts_without_resume, ["o.nc.parts"])
-_add("resume-corrupt-step-checkpoint", _R, "cli", _setup_parts_corrupt_step,
-     [("o.nc.parts", "run0000.pt")],
-     note="the per-run checkpoint in .parts/ is random bytes (the config.yaml is the "
-          "current one, so today's comparison of parsed configs passes)")
+_add(
+    "resume-corrupt-step-checkpoint",
+    _R,
+    "cli",
+    _setup_parts_corrupt_step,
+    [("o.nc.parts", "run0000.pt")],
+    note="the per-run checkpoint in .parts/ is random bytes (the config.yaml is the "
+    "current one, so today's comparison of parsed configs passes)",
+)
 
 
 # ---- non-finite values mid-run (API) and a checkpoint with NaN weights (CLI)
@@ -994,36 +1184,76 @@ def _api_nonfinite(filter_factory, emulator_factory, steps=5):
     return setup
 
 
-_add("bpf-sample-nan-at-step-3", _N, "api",
-     _api_nonfinite(lambda gf, em: gf.BootstrapPF(em, generator=0),
-                    lambda: FaultyEmulator("sample", 3, float("nan"))),
-     ["BootstrapPF", step_re(2, 3)])
-_add("bpf-sample-inf-at-step-3", _N, "api",
-     _api_nonfinite(lambda gf, em: gf.BootstrapPF(em, resample_threshold=1.0, generator=0),
-                    lambda: FaultyEmulator("sample", 3, float("inf"))),
-     ["BootstrapPF", step_re(2, 3)],
-     note="resampling at every step drops the +inf member (zero weight) without a word")
-_add("fa-apf-predict-mean-inf-at-step-3", _N, "api",
-     _api_nonfinite(lambda gf, em: gf.FAAPF(em, generator=0),
-                    lambda: FaultyEmulator("predict_mean", 3, float("inf"))),
-     [FAAPF_NAMES, step_re(2, 3)],
-     note="an infinite predictive mean gives that particle zero weight silently")
-_add("fa-apf-predict-mean-nan-at-step-3", _N, "api",
-     _api_nonfinite(lambda gf, em: gf.FAAPF(em, generator=0),
-                    lambda: FaultyEmulator("predict_mean", 3, float("nan"))),
-     [FAAPF_NAMES, step_re(2, 3)])
-_add("fa-apf-sample-posterior-nan-at-step-3", _N, "api",
-     _api_nonfinite(lambda gf, em: gf.FAAPF(em, generator=0),
-                    lambda: FaultyEmulator("sample_posterior", 3, float("nan"))),
-     [FAAPF_NAMES, step_re(2, 3)])
-_add("enkf-forecast-nan-member-at-step-3", _N, "api",
-     _api_nonfinite(lambda gf, em: gf.EnKF(em, generator=0),
-                    lambda: FaultyEmulator("sample", 3, float("nan"))),
-     ["EnKF", step_re(2, 3)])
-_add("enkf-forecast-neginf-member-at-step-3", _N, "api",
-     _api_nonfinite(lambda gf, em: gf.EnKF(em, generator=0),
-                    lambda: FaultyEmulator("sample", 3, float("-inf"))),
-     ["EnKF", step_re(2, 3)])
+_add(
+    "bpf-sample-nan-at-step-3",
+    _N,
+    "api",
+    _api_nonfinite(
+        lambda gf, em: gf.BootstrapPF(em, generator=0),
+        lambda: FaultyEmulator("sample", 3, float("nan")),
+    ),
+    ["BootstrapPF", step_re(2, 3)],
+)
+_add(
+    "bpf-sample-inf-at-step-3",
+    _N,
+    "api",
+    _api_nonfinite(
+        lambda gf, em: gf.BootstrapPF(em, resample_threshold=1.0, generator=0),
+        lambda: FaultyEmulator("sample", 3, float("inf")),
+    ),
+    ["BootstrapPF", step_re(2, 3)],
+    note="resampling at every step drops the +inf member (zero weight) without a word",
+)
+_add(
+    "fa-apf-predict-mean-inf-at-step-3",
+    _N,
+    "api",
+    _api_nonfinite(
+        lambda gf, em: gf.FAAPF(em, generator=0),
+        lambda: FaultyEmulator("predict_mean", 3, float("inf")),
+    ),
+    [FAAPF_NAMES, step_re(2, 3)],
+    note="an infinite predictive mean gives that particle zero weight silently",
+)
+_add(
+    "fa-apf-predict-mean-nan-at-step-3",
+    _N,
+    "api",
+    _api_nonfinite(
+        lambda gf, em: gf.FAAPF(em, generator=0),
+        lambda: FaultyEmulator("predict_mean", 3, float("nan")),
+    ),
+    [FAAPF_NAMES, step_re(2, 3)],
+)
+_add(
+    "fa-apf-sample-posterior-nan-at-step-3",
+    _N,
+    "api",
+    _api_nonfinite(
+        lambda gf, em: gf.FAAPF(em, generator=0),
+        lambda: FaultyEmulator("sample_posterior", 3, float("nan")),
+    ),
+    [FAAPF_NAMES, step_re(2, 3)],
+)
+_add(
+    "enkf-forecast-nan-member-at-step-3",
+    _N,
+    "api",
+    _api_nonfinite(
+        lambda gf, em: gf.EnKF(em, generator=0), lambda: FaultyEmulator("sample", 3, float("nan"))
+    ),
+    ["EnKF", step_re(2, 3)],
+)
+_add(
+    "enkf-forecast-neginf-member-at-step-3",
+    _N,
+    "api",
+    _api_nonfinite(
+        lambda gf, em: gf.EnKF(em, generator=0), lambda: FaultyEmulator("sample", 3, float("-inf"))
+    ),
+    ["EnKF", step_re(2, 3)],
+)
 
 
 def _setup_nan_checkpoint(tmp):
@@ -1032,9 +1262,14 @@ def _setup_nan_checkpoint(tmp):
     return FILTER_ARGV
 
 
-_add("filter-checkpoint-with-nan-weights", _N, "cli", _setup_nan_checkpoint,
-     [("nan.pt", step_re(0, 1))],
-     note="either the load names the file or the run names the (first) step")
+_add(
+    "filter-checkpoint-with-nan-weights",
+    _N,
+    "cli",
+    _setup_nan_checkpoint,
+    [("nan.pt", step_re(0, 1))],
+    note="either the load names the file or the run names the (first) step",
+)
 
 
 # ---- weight collapse: the ESS target cannot be met even at the smallest inflation
@@ -1067,34 +1302,69 @@ def _setup_collapse_bpf(tmp):
     import genfilter as gf
 
     p0, obs = _collapse_twin(steps=4, observed=[1, 3])
-    filt = gf.BootstrapPF(ToyEmulator(), ess_interval=(0.2, 0.25), resample_threshold=1.0,
-                          generator=0)
+    filt = gf.BootstrapPF(
+        ToyEmulator(), ess_interval=(0.2, 0.25), resample_threshold=1.0, generator=0
+    )
     return lambda: gf.assimilate(filt, p0, obs, progress=False)
 
 
-_add("fa-apf-collapse-two-steps-one-warning", _W, "api", _setup_collapse_two_steps,
-     [step_re(1, 2)], expect="warning", recorded=_records_collapse,
-     note="observations at steps 1 and 3 (0-based) only, both collapse: one warning naming "
-          "the first")
-_add("fa-apf-collapse-two-runs-two-warnings", _W, "api", _setup_collapse_two_runs,
-     [step_re(1, 2)], expect="warning", warnings_expected=2,
-     recorded=lambda runs, _t: all(_records_collapse(r) for r in runs),
-     note="'once per run': two assimilate calls warn once each")
-_add("bpf-tempering-collapse-one-warning", _W, "api", _setup_collapse_bpf,
-     [step_re(1, 2)], expect="warning", recorded=_records_collapse,
-     note="BPF with ess_interval uses the same inflation search; unsure the issue covers it")
+_add(
+    "fa-apf-collapse-two-steps-one-warning",
+    _W,
+    "api",
+    _setup_collapse_two_steps,
+    [step_re(1, 2)],
+    expect="warning",
+    recorded=_records_collapse,
+    note="observations at steps 1 and 3 (0-based) only, both collapse: one warning naming "
+    "the first",
+)
+_add(
+    "fa-apf-collapse-two-runs-two-warnings",
+    _W,
+    "api",
+    _setup_collapse_two_runs,
+    [step_re(1, 2)],
+    expect="warning",
+    warnings_expected=2,
+    recorded=lambda runs, _t: all(_records_collapse(r) for r in runs),
+    note="'once per run': two assimilate calls warn once each",
+)
+_add(
+    "bpf-tempering-collapse-one-warning",
+    _W,
+    "api",
+    _setup_collapse_bpf,
+    [step_re(1, 2)],
+    expect="warning",
+    recorded=_records_collapse,
+    note="BPF with ess_interval uses the same inflation search; unsure the issue covers it",
+)
 
 
 def _setup_collapse_cli(tmp):
-    write_config(tmp, "c.yaml", observations={"noise_std": 1e-7},
-                 initial={"std": 5.0}, filter={"particles": 8})
+    write_config(
+        tmp,
+        "c.yaml",
+        observations={"noise_std": 1e-7},
+        initial={"std": 5.0},
+        filter={"particles": 8},
+    )
     return FILTER_ARGV
 
 
-_add("cli-fa-apf-collapse-warns-and-records", _W, "cli", _setup_collapse_cli,
-     [step_re(0, 1)], expect="warning", recorded=_file_records_collapse, allowed=("o.nc",),
-     note="observation noise 1e-7 with an initial spread of 5: the ESS target is out of "
-          "reach at β = 1e-12; o.nc must record it")
+_add(
+    "cli-fa-apf-collapse-warns-and-records",
+    _W,
+    "cli",
+    _setup_collapse_cli,
+    [step_re(0, 1)],
+    expect="warning",
+    recorded=_file_records_collapse,
+    allowed=("o.nc",),
+    note="observation noise 1e-7 with an initial spread of 5: the ESS target is out of "
+    "reach at β = 1e-12; o.nc must record it",
+)
 
 
 # ---- API arguments
@@ -1117,8 +1387,9 @@ def _assimilate_with(p0_fn=None, truth_fn=None):
             p0 = p0_fn(p0)
         if truth_fn is not None:
             truth = truth_fn(truth)
-        return gf.assimilate(gf.EnKF(ToyEmulator(), generator=0), p0, obs, truth=truth,
-                             progress=False)
+        return gf.assimilate(
+            gf.EnKF(ToyEmulator(), generator=0), p0, obs, truth=truth, progress=False
+        )
 
     return fn
 
@@ -1145,59 +1416,144 @@ def _synthetic_nan_truth(gf):
     return gf.synthetic_observations(truth, gf.Identity(), gf.isotropic_noise(0.5))
 
 
-_add("fa-apf-ess-interval-string", _A, "api",
-     _api(lambda gf: gf.FAAPF(ToyEmulator(), ess_interval="wide")), ["ess_interval"])
-_add("fa-apf-ess-interval-nan", _A, "api",
-     _api(lambda gf: gf.FAAPF(ToyEmulator(), ess_interval=(float("nan"), 0.5))),
-     ["ess_interval"])
-_add("fa-apf-weights-int", _A, "api",
-     _api(lambda gf: gf.FAAPF(ToyEmulator(), weights=5)), ["weights"])
-_add("enkf-inflation-string", _A, "api",
-     _api(lambda gf: gf.EnKF(ToyEmulator(), inflation="x")), ["inflation"])
-_add("enkf-inflation-inf", _A, "api",
-     _api(lambda gf: gf.EnKF(ToyEmulator(), inflation=float("inf"))), ["inflation"],
-     note="accepted today; the first analysis is then all inf")
-_add("bpf-resample-threshold-inf", _A, "api",
-     _api(lambda gf: gf.BootstrapPF(ToyEmulator(), resample_threshold=float("inf"))),
-     ["resample_threshold"])
-_add("assimilate-particles0-inf", _A, "api",
-     _api(_assimilate_with(p0_fn=lambda p: _set(p, (2, 1), float("inf")))), ["particles0"])
-_add("assimilate-particles0-numpy", _A, "api",
-     _api(_assimilate_with(p0_fn=lambda p: p.numpy())), ["particles0"])
-_add("assimilate-truth-inf", _A, "api",
-     _api(_assimilate_with(truth_fn=lambda t: _set(t, (1, 0), float("inf")))), ["truth"],
-     note="±inf is treated like NaN everywhere: an infinite truth gives infinite metrics")
-_add("synthetic-observations-nan-truth", _A, "api", _api(_synthetic_nan_truth), ["truth"],
-     note="a NaN in the truth becomes a 'missing' observation without a word; unsure "
-          "whether the fix should raise (assumed) or keep NaN = missing")
-_add("isotropic-noise-inf", _A, "api", _api(lambda gf: gf.isotropic_noise(float("inf"))),
-     ["std"])
+_add(
+    "fa-apf-ess-interval-string",
+    _A,
+    "api",
+    _api(lambda gf: gf.FAAPF(ToyEmulator(), ess_interval="wide")),
+    ["ess_interval"],
+)
+_add(
+    "fa-apf-ess-interval-nan",
+    _A,
+    "api",
+    _api(lambda gf: gf.FAAPF(ToyEmulator(), ess_interval=(float("nan"), 0.5))),
+    ["ess_interval"],
+)
+_add(
+    "fa-apf-weights-int",
+    _A,
+    "api",
+    _api(lambda gf: gf.FAAPF(ToyEmulator(), weights=5)),
+    ["weights"],
+)
+_add(
+    "enkf-inflation-string",
+    _A,
+    "api",
+    _api(lambda gf: gf.EnKF(ToyEmulator(), inflation="x")),
+    ["inflation"],
+)
+_add(
+    "enkf-inflation-inf",
+    _A,
+    "api",
+    _api(lambda gf: gf.EnKF(ToyEmulator(), inflation=float("inf"))),
+    ["inflation"],
+    note="accepted today; the first analysis is then all inf",
+)
+_add(
+    "bpf-resample-threshold-inf",
+    _A,
+    "api",
+    _api(lambda gf: gf.BootstrapPF(ToyEmulator(), resample_threshold=float("inf"))),
+    ["resample_threshold"],
+)
+_add(
+    "assimilate-particles0-inf",
+    _A,
+    "api",
+    _api(_assimilate_with(p0_fn=lambda p: _set(p, (2, 1), float("inf")))),
+    ["particles0"],
+)
+_add(
+    "assimilate-particles0-numpy",
+    _A,
+    "api",
+    _api(_assimilate_with(p0_fn=lambda p: p.numpy())),
+    ["particles0"],
+)
+_add(
+    "assimilate-truth-inf",
+    _A,
+    "api",
+    _api(_assimilate_with(truth_fn=lambda t: _set(t, (1, 0), float("inf")))),
+    ["truth"],
+    note="±inf is treated like NaN everywhere: an infinite truth gives infinite metrics",
+)
+_add(
+    "synthetic-observations-nan-truth",
+    _A,
+    "api",
+    _api(_synthetic_nan_truth),
+    ["truth"],
+    note="a NaN in the truth becomes a 'missing' observation without a word; unsure "
+    "whether the fix should raise (assumed) or keep NaN = missing",
+)
+_add("isotropic-noise-inf", _A, "api", _api(lambda gf: gf.isotropic_noise(float("inf"))), ["std"])
 _add("linear-gaussian-emulator-q-inf", _A, "api", _api(_lg_q_inf), ["Q"])
 
 
 # ---- CLI arguments
 _C = "CLI arguments"
-_add("filter-config-missing", _C, "cli",
-     lambda tmp: ["filter", "missing.yaml", "--out", "o.nc", "--no-progress"], ["missing.yaml"])
-_add("validate-checkpoint-missing", _C, "cli",
-     lambda tmp: ["validate", "missing.pt", *VALIDATE_FLAGS], ["missing.pt"],
-     note="typer's own check (exists=True) prints a usage panel on several lines")
-_add("filter-particles-option-below-minimum", _C, "cli",
-     lambda tmp: (write_config(tmp, "c.yaml"), [*FILTER_ARGV, "--particles", "1"])[1],
-     ["--particles"], note="typer's own range check (min=2) prints a usage panel")
-_add("filter-method-option-unknown", _C, "cli",
-     lambda tmp: (write_config(tmp, "c.yaml"), [*FILTER_ARGV, "--method", "magic"])[1],
-     [("--method", "filter.method")])
-_add("train-unknown-system", _C, "cli",
-     lambda tmp: ["train", "lorenz99", "--out", "m.pt", *TRAIN_FLAGS], ["lorenz99"])
-_add("train-dataset-missing", _C, "cli",
-     lambda tmp: ["train", "lorenz63", "--data", "nodata", "--out", "m.pt", *TRAIN_FLAGS],
-     ["nodata"])
-_add("data-too-few-trajectories", _C, "cli",
-     lambda tmp: ["data", "lorenz63", "--out", "d", "--trajectories", "5", "--no-progress"],
-     ["trajectories"])
-_add("demo-unknown-system", _C, "cli",
-     lambda tmp: ["demo", "--system", "foo", "--out", "demo", "--no-progress"], ["--system"])
+_add(
+    "filter-config-missing",
+    _C,
+    "cli",
+    lambda tmp: ["filter", "missing.yaml", "--out", "o.nc", "--no-progress"],
+    ["missing.yaml"],
+)
+_add(
+    "validate-checkpoint-missing",
+    _C,
+    "cli",
+    lambda tmp: ["validate", "missing.pt", *VALIDATE_FLAGS],
+    ["missing.pt"],
+    note="typer's own check (exists=True) prints a usage panel on several lines",
+)
+_add(
+    "filter-particles-option-below-minimum",
+    _C,
+    "cli",
+    lambda tmp: (write_config(tmp, "c.yaml"), [*FILTER_ARGV, "--particles", "1"])[1],
+    ["--particles"],
+    note="typer's own range check (min=2) prints a usage panel",
+)
+_add(
+    "filter-method-option-unknown",
+    _C,
+    "cli",
+    lambda tmp: (write_config(tmp, "c.yaml"), [*FILTER_ARGV, "--method", "magic"])[1],
+    [("--method", "filter.method")],
+)
+_add(
+    "train-unknown-system",
+    _C,
+    "cli",
+    lambda tmp: ["train", "lorenz99", "--out", "m.pt", *TRAIN_FLAGS],
+    ["lorenz99"],
+)
+_add(
+    "train-dataset-missing",
+    _C,
+    "cli",
+    lambda tmp: ["train", "lorenz63", "--data", "nodata", "--out", "m.pt", *TRAIN_FLAGS],
+    ["nodata"],
+)
+_add(
+    "data-too-few-trajectories",
+    _C,
+    "cli",
+    lambda tmp: ["data", "lorenz63", "--out", "d", "--trajectories", "5", "--no-progress"],
+    ["trajectories"],
+)
+_add(
+    "demo-unknown-system",
+    _C,
+    "cli",
+    lambda tmp: ["demo", "--system", "foo", "--out", "demo", "--no-progress"],
+    ["--system"],
+)
 
 _ids = [c.id for c in CASES]
 assert len(_ids) == len(set(_ids)), "duplicate case ids"
@@ -1225,4 +1581,5 @@ if pytest is not None:
     def test_fault_is_one_clear_line(case: Case, tmp_path: Path) -> None:
         outcome = run_case(case, tmp_path)
         assert outcome.status == "clear", outcome.describe() + (
-            f"\nnote: {case.note}" if case.note else "")
+            f"\nnote: {case.note}" if case.note else ""
+        )

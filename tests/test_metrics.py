@@ -197,7 +197,10 @@ def test_energy_score_matches_scoringrules(weighted):
     lw = _random_log_weights(n, 13) if weighted else None
     ens_w = lw.exp().numpy() if weighted else None
     ref = sr.es_ensemble(
-        y.reshape(-1).numpy(), x.reshape(n, -1).numpy(), ens_w=ens_w, estimator="nrg",
+        y.reshape(-1).numpy(),
+        x.reshape(n, -1).numpy(),
+        ens_w=ens_w,
+        estimator="nrg",
         backend="numpy",
     )
     assert float(energy_score(x, y, lw)) == pytest.approx(float(ref), abs=1e-10)
@@ -211,8 +214,9 @@ def test_energy_score_chunking_does_not_change_the_value(weighted):
     lw = _random_log_weights(n, 16) if weighted else None
     whole = energy_score(x, y, lw, chunk_size=n)
     for chunk in (1, 7, 49):
-        torch.testing.assert_close(energy_score(x, y, lw, chunk_size=chunk), whole, rtol=0,
-                                   atol=1e-12)
+        torch.testing.assert_close(
+            energy_score(x, y, lw, chunk_size=chunk), whole, rtol=0, atol=1e-12
+        )
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -237,14 +241,18 @@ def test_uniform_log_weights_equal_unweighted():
     close = dict(rtol=0, atol=1e-12)
     torch.testing.assert_close(ensemble_mean(x, lw), ensemble_mean(x), **close)
     for axis in (None, 1):
-        torch.testing.assert_close(skill(x, y, lw, variable_axis=axis),
-                                   skill(x, y, variable_axis=axis), **close)
-        torch.testing.assert_close(spread(x, lw, variable_axis=axis),
-                                   spread(x, variable_axis=axis), **close)
-        torch.testing.assert_close(ssr(x, y, lw, variable_axis=axis),
-                                   ssr(x, y, variable_axis=axis), **close)
-        torch.testing.assert_close(crps(x, y, lw, variable_axis=axis),
-                                   crps(x, y, variable_axis=axis), **close)
+        torch.testing.assert_close(
+            skill(x, y, lw, variable_axis=axis), skill(x, y, variable_axis=axis), **close
+        )
+        torch.testing.assert_close(
+            spread(x, lw, variable_axis=axis), spread(x, variable_axis=axis), **close
+        )
+        torch.testing.assert_close(
+            ssr(x, y, lw, variable_axis=axis), ssr(x, y, variable_axis=axis), **close
+        )
+        torch.testing.assert_close(
+            crps(x, y, lw, variable_axis=axis), crps(x, y, variable_axis=axis), **close
+        )
     torch.testing.assert_close(energy_score(x, y, lw), energy_score(x, y), **close)
 
 

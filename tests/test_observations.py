@@ -57,15 +57,16 @@ def test_operators_are_differentiable():
 
 def test_locations_match_observed_points():
     S = (8, 8)
-    grid = torch.stack(torch.meshgrid(torch.arange(8.), torch.arange(8.), indexing="ij"), -1)
+    grid = torch.stack(torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij"), -1)
     x = grid[None, ..., 0] * 100 + grid[None, ..., 1]  # encodes (i, j)
     for op in (Identity(), Select([3, 17]), Subsample(4, offset=1)):
         loc = op.locations(S)
         code = op(x.double())[0]
         assert torch.allclose(loc[:, 0] * 100 + loc[:, 1], code)
     loc = Coarsen(4).locations(S)
-    assert torch.allclose(loc, torch.tensor([[1.5, 1.5], [1.5, 5.5], [5.5, 1.5], [5.5, 5.5]],
-                                            dtype=torch.float64))
+    assert torch.allclose(
+        loc, torch.tensor([[1.5, 1.5], [1.5, 5.5], [5.5, 1.5], [5.5, 5.5]], dtype=torch.float64)
+    )
     assert Stack(Subsample(4), Coarsen(8)).locations(S).shape == (5, 2)
     with pytest.raises(ValueError, match="locations"):
         Lambda(torch.sin).locations(S)
@@ -76,12 +77,16 @@ def test_log_likelihood_equals_multivariate_normal(kind):
     g = torch.Generator().manual_seed(0)
     M = 3
     C = torch.randn(M, M, generator=g, dtype=torch.float64)
-    cov = {"isotropic": 0.3 * torch.eye(M, dtype=torch.float64),
-           "diagonal": torch.diag(torch.tensor([0.2, 0.5, 1.5], dtype=torch.float64)),
-           "full": C @ C.T + 0.5 * torch.eye(M, dtype=torch.float64)}[kind]
-    noise = {"isotropic": isotropic_noise(math.sqrt(0.3)),
-             "diagonal": diagonal_noise(torch.diagonal(cov)),
-             "full": full_noise(cov)}[kind]
+    cov = {
+        "isotropic": 0.3 * torch.eye(M, dtype=torch.float64),
+        "diagonal": torch.diag(torch.tensor([0.2, 0.5, 1.5], dtype=torch.float64)),
+        "full": C @ C.T + 0.5 * torch.eye(M, dtype=torch.float64),
+    }[kind]
+    noise = {
+        "isotropic": isotropic_noise(math.sqrt(0.3)),
+        "diagonal": diagonal_noise(torch.diagonal(cov)),
+        "full": full_noise(cov),
+    }[kind]
     assert torch.allclose(noise_matrix(noise, M).double(), cov)
     y = torch.randn(M, generator=g, dtype=torch.float64)
     obs = Observation(y, Select([0, 2, 3]), noise)
@@ -98,9 +103,11 @@ def test_missing_values_are_dropped_consistently(kind):
     g = torch.Generator().manual_seed(1)
     C = torch.randn(4, 4, generator=g, dtype=torch.float64)
     cov = C @ C.T + torch.eye(4, dtype=torch.float64)
-    noise = {"isotropic": isotropic_noise(0.8),
-             "diagonal": diagonal_noise(torch.diagonal(cov)),
-             "full": full_noise(cov)}[kind]
+    noise = {
+        "isotropic": isotropic_noise(0.8),
+        "diagonal": diagonal_noise(torch.diagonal(cov)),
+        "full": full_noise(cov),
+    }[kind]
     y = torch.tensor([0.5, math.nan, -1.0, math.nan], dtype=torch.float64)
     obs = Observation(y, Identity(), noise)
     red = obs.observed()
@@ -114,13 +121,19 @@ def test_missing_values_are_dropped_consistently(kind):
 
 def test_synthetic_observations_have_the_stated_noise():
     truth = torch.zeros(4000, 3, dtype=torch.float64)
-    obs = synthetic_observations(truth, Select([0, 2]), isotropic_noise(0.5),
-                                 generator=torch.Generator().manual_seed(0))
+    obs = synthetic_observations(
+        truth, Select([0, 2]), isotropic_noise(0.5), generator=torch.Generator().manual_seed(0)
+    )
     y = torch.stack([o.y for o in obs])
     assert y.shape == (4000, 2)
     assert abs(y.std().item() - 0.5) < 0.02 and y.mean().abs().item() < 0.02
-    obs = synthetic_observations(truth[:200], Identity(), isotropic_noise(1.0), missing=0.3,
-                                 generator=torch.Generator().manual_seed(0))
+    obs = synthetic_observations(
+        truth[:200],
+        Identity(),
+        isotropic_noise(1.0),
+        missing=0.3,
+        generator=torch.Generator().manual_seed(0),
+    )
     frac = torch.stack([o.missing for o in obs]).double().mean().item()
     assert 0.25 < frac < 0.35
 
@@ -143,7 +156,8 @@ def test_bad_inputs_name_the_argument():
         obs.log_likelihood(torch.zeros(4, 5, dtype=torch.float64))
     with pytest.raises(ValueError, match="inflation"):
         Observation(torch.zeros(2), Select([0, 1]), isotropic_noise(1.0)).log_likelihood(
-            torch.zeros(1, 3), inflation=1.5)
+            torch.zeros(1, 3), inflation=1.5
+        )
     with pytest.raises(ValueError, match="divisible"):
         Coarsen(3)(field())
     with pytest.raises(ValueError, match="stride"):

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["make_generator", "chunks", "draw_seed", "check_states", "check_count", "whole_steps",
-           "nonfinite_members"]
+__all__ = [
+    "make_generator",
+    "chunks",
+    "draw_seed",
+    "check_states",
+    "check_count",
+    "whole_steps",
+    "nonfinite_members",
+]
 
 import operator
 import os
@@ -62,8 +69,7 @@ def check_states(x: Tensor, state_shape: tuple[int, ...], name: str = "x_prev") 
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if tuple(x.shape[1:]) != tuple(state_shape) or x.ndim != len(state_shape) + 1:
         raise ValueError(
-            f"{name} must have shape (N, {', '.join(map(str, state_shape))}), "
-            f"got {tuple(x.shape)}"
+            f"{name} must have shape (N, {', '.join(map(str, state_shape))}), got {tuple(x.shape)}"
         )
     bad = nonfinite_members(x)
     if bad.numel():

@@ -59,8 +59,16 @@ def _clean_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError,
-                PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        except (
+            ValueError,
+            TypeError,
+            FileNotFoundError,
+            FileExistsError,
+            FloatingPointError,
+            PermissionError,
+            IsADirectoryError,
+            NotADirectoryError,
+        ) as exc:
             text = " ".join(str(exc).split()) or type(exc).__name__
             typer.echo(f"error: {text}", err=True)
             raise typer.Exit(2) from None
@@ -71,9 +79,11 @@ def _clean_errors(fn):
 @app.callback()
 def main(
     threads: int = typer.Option(
-        None, envvar="GENFILTER_THREADS", min=1,
+        None,
+        envvar="GENFILTER_THREADS",
+        min=1,
         help="Torch CPU threads (default 1: on small shared machines more threads per process "
-             "were measured to slow training down many-fold through oversubscription).",
+        "were measured to slow training down many-fold through oversubscription).",
     ),
 ) -> None:
     """genfilter command line."""
@@ -87,7 +97,9 @@ def main(
 def demo(
     system: str = typer.Option("lorenz63", help="lorenz63 (shipped emulator) or linear-gaussian."),
     out: Path = typer.Option(Path("outputs/demo"), help="Folder for the table, runs and figures."),
-    particles: int = typer.Option(None, min=2, help="Ensemble size N (default 32, or 256 for linear-gaussian)."),
+    particles: int = typer.Option(
+        None, min=2, help="Ensemble size N (default 32, or 256 for linear-gaussian)."
+    ),
     steps: int = typer.Option(None, min=2, help="Assimilation steps (default 100, or 30)."),
     obs: str = typer.Option("a", help="Lorenz-63 observation setup: a (x1, x3) or b (x1)."),
     seed: int = typer.Option(0, min=0, help="Seed of the twin (truth, observations) and filters."),
@@ -98,12 +110,24 @@ def demo(
     from .experiments.demo import demo_configs, run_demo
 
     cfg = next(iter(demo_configs(system, obs, particles, steps, seed).values()))
-    typer.echo(f"{cfg.name}: N = {cfg.filter.particles}, {cfg.steps} steps, emulator "
-               f"{cfg.emulator}; rows written to {out}/")
-    table, written = run_demo(system, out, obs=obs, particles=particles, steps=steps,
-                              seed=seed, progress=progress, echo=typer.echo)
-    typer.echo(f"\nAverages over steps after a burn-in of {cfg.burn_in} (skill = RMSE of the "
-               "ensemble mean):\n")
+    typer.echo(
+        f"{cfg.name}: N = {cfg.filter.particles}, {cfg.steps} steps, emulator "
+        f"{cfg.emulator}; rows written to {out}/"
+    )
+    table, written = run_demo(
+        system,
+        out,
+        obs=obs,
+        particles=particles,
+        steps=steps,
+        seed=seed,
+        progress=progress,
+        echo=typer.echo,
+    )
+    typer.echo(
+        f"\nAverages over steps after a burn-in of {cfg.burn_in} (skill = RMSE of the "
+        "ensemble mean):\n"
+    )
     typer.echo(table)
     typer.echo(f"\nOutputs in {out}/: " + ", ".join(sorted({p.name for p in written})))
 
@@ -113,13 +137,20 @@ def demo(
 def data(
     system: str = typer.Argument(..., help="lorenz63, lorenz96 or ns2d."),
     out: Path = typer.Option(None, help="Output folder (default data/<system>)."),
-    trajectories: int = typer.Option(None, min=3, help="Number of trajectories (default per system)."),
-    length: int = typer.Option(None, min=2, help="Snapshots kept per trajectory (default per system)."),
+    trajectories: int = typer.Option(
+        None, min=3, help="Number of trajectories (default per system)."
+    ),
+    length: int = typer.Option(
+        None, min=2, help="Snapshots kept per trajectory (default per system)."
+    ),
     burn_in: float = typer.Option(None, min=0.0, help="Burn-in in model time units."),
     seed: int = typer.Option(0, min=0, help="Random seed."),
     resolution: int = typer.Option(None, help="ns2d grid size (default 64)."),
-    interval: float = typer.Option(None, min=0.0, help="Model time between snapshots "
-                                                        "(default per system, e.g. 0.1 for lorenz63)."),
+    interval: float = typer.Option(
+        None,
+        min=0.0,
+        help="Model time between snapshots (default per system, e.g. 0.1 for lorenz63).",
+    ),
     overwrite: bool = typer.Option(False, help="Discard a different dataset already in --out."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -131,8 +162,14 @@ def data(
     kwargs = {"resolution": resolution} if resolution is not None and system == "ns2d" else {}
     if interval is not None:
         kwargs["interval"] = interval
-    spec = DatasetSpec(system, system_kwargs=kwargs, trajectories=trajectories, length=length,
-                       burn_in=burn_in, seed=seed)
+    spec = DatasetSpec(
+        system,
+        system_kwargs=kwargs,
+        trajectories=trajectories,
+        length=length,
+        burn_in=burn_in,
+        seed=seed,
+    )
     out = out or Path("data") / system
     path = generate_dataset(spec, out, progress=progress, overwrite=overwrite)
     typer.echo(describe(path))
@@ -158,20 +195,36 @@ def train(
     """Train a diffusion emulator on a dataset made by `genfilter data` (docs/training.md)."""
     from .experiments.emulator_jobs import train_system
 
-    result = train_system(system, data_dir, out, epochs=epochs, batch_size=batch_size, lr=lr,
-                          hidden=hidden, seed=seed, quick=quick, resume=resume, device=device,
-                          progress=progress, command=" ".join(sys.argv), echo=typer.echo)
+    result = train_system(
+        system,
+        data_dir,
+        out,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        hidden=hidden,
+        seed=seed,
+        quick=quick,
+        resume=resume,
+        device=device,
+        progress=progress,
+        command=" ".join(sys.argv),
+        echo=typer.echo,
+    )
     hist = result.history
     if hist.get("valid_loss"):
-        typer.echo(f"validation loss: first {hist['valid_loss'][0]:.4f}, "
-                   f"last {hist['valid_loss'][-1]:.4f}")
+        typer.echo(
+            f"validation loss: first {hist['valid_loss'][0]:.4f}, last {hist['valid_loss'][-1]:.4f}"
+        )
     typer.echo(f"Checkpoint written to {out or Path('checkpoints') / f'{system}.pt'}")
 
 
 @app.command()
 @_clean_errors
 def validate(
-    checkpoint: Path = typer.Argument(..., exists=True, dir_okay=False, help="Emulator checkpoint."),
+    checkpoint: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="Emulator checkpoint."
+    ),
     system: str = typer.Option(None, help="System (default: the one recorded in the checkpoint)."),
     states: int = typer.Option(16, min=1, help="Attractor states for the one-step check."),
     samples: int = typer.Option(256, min=2, help="Transitions per state."),
@@ -181,32 +234,54 @@ def validate(
     sampler: str = typer.Option("xeab", help="Sampler name."),
     seed: int = typer.Option(0, min=0, help="Random seed."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
-    device: str = typer.Option("cpu", help="Torch device of the emulator and the true model "
-                                           "(cpu, cuda)."),
+    device: str = typer.Option(
+        "cpu", help="Torch device of the emulator and the true model (cpu, cuda)."
+    ),
 ) -> None:
     """Compare an emulator with the true model: one-step energy distance (vs the noise floor
     of two independent true-model sample sets) and free-rollout climatology."""
     from .experiments.emulator_jobs import validate_checkpoint
 
-    typer.echo(validate_checkpoint(checkpoint, system, states=states, samples=samples,
-                                   rollout=rollout, rollout_members=rollout_members,
-                                   steps=steps, sampler=sampler, seed=seed, progress=progress,
-                                   device=device))
+    typer.echo(
+        validate_checkpoint(
+            checkpoint,
+            system,
+            states=states,
+            samples=samples,
+            rollout=rollout,
+            rollout_members=rollout_members,
+            steps=steps,
+            sampler=sampler,
+            seed=seed,
+            progress=progress,
+            device=device,
+        )
+    )
 
 
 @app.command("filter")
 @_clean_errors
 def filter_(
-    config: Path = typer.Argument(..., help="Experiment config (YAML; see configs/ and docs/experiments.md)."),
-    method: str = typer.Option(None, help="Override filter.method: fa-apf, bpf, enkf, etkf, letkf, "
-                                          "ensf, enff, flowdas or forecast (options reset)."),
+    config: Path = typer.Argument(
+        ..., help="Experiment config (YAML; see configs/ and docs/experiments.md)."
+    ),
+    method: str = typer.Option(
+        None,
+        help="Override filter.method: fa-apf, bpf, enkf, etkf, letkf, "
+        "ensf, enff, flowdas or forecast (options reset).",
+    ),
     particles: int = typer.Option(None, min=2, help="Override filter.particles (N)."),
     steps: int = typer.Option(None, min=1, help="Override steps (assimilation cycles K)."),
     runs: int = typer.Option(None, min=1, help="Override runs (independent twins)."),
     seed: int = typer.Option(None, min=0, help="Override seed."),
-    out: Path = typer.Option(None, help="Output netCDF file (default outputs/<name>-<method>-N<N>.nc)."),
-    resume: bool = typer.Option(False, help="Continue an unfinished run of the same --out "
-                                            "(bit-identical to an uninterrupted run)."),
+    out: Path = typer.Option(
+        None, help="Output netCDF file (default outputs/<name>-<method>-N<N>.nc)."
+    ),
+    resume: bool = typer.Option(
+        False,
+        help="Continue an unfinished run of the same --out "
+        "(bit-identical to an uninterrupted run).",
+    ),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Runs one filter on a twin-experiment config and writes a netCDF file."""
@@ -215,24 +290,37 @@ def filter_(
 
     cfg = load_config(config, method=method, particles=particles, steps=steps, runs=runs, seed=seed)
     out = out or Path("outputs") / f"{cfg.name}-{cfg.filter.method}-N{cfg.filter.particles}.nc"
-    typer.echo(f"{cfg.filter.method} on {cfg.name}: N = {cfg.filter.particles}, {cfg.steps} steps, "
-               f"{cfg.runs} run(s), emulator {cfg.emulator}")
-    path = run_config(cfg, out, resume=resume, progress=progress,
-                      command="genfilter filter " + " ".join(sys.argv[2:]))
+    typer.echo(
+        f"{cfg.filter.method} on {cfg.name}: N = {cfg.filter.particles}, {cfg.steps} steps, "
+        f"{cfg.runs} run(s), emulator {cfg.emulator}"
+    )
+    path = run_config(
+        cfg,
+        out,
+        resume=resume,
+        progress=progress,
+        command="genfilter filter " + " ".join(sys.argv[2:]),
+    )
     from .experiments.reporting import summarize_file
 
     row = summarize_file(path)
-    typer.echo("summary after burn-in (mean over runs): " + ", ".join(
-        f"{m} {row[m]:.3f}" for m in ("skill", "spread", "ssr", "crps")))
+    typer.echo(
+        "summary after burn-in (mean over runs): "
+        + ", ".join(f"{m} {row[m]:.3f}" for m in ("skill", "spread", "ssr", "crps"))
+    )
     typer.echo(f"Output: {path}")
 
 
 @app.command()
 @_clean_errors
 def experiment(
-    name: str = typer.Argument(..., help="l63-table1 (paper Table 1) or l63-ensemble-size (Figure 1)."),
+    name: str = typer.Argument(
+        ..., help="l63-table1 (paper Table 1) or l63-ensemble-size (Figure 1)."
+    ),
     quick: bool = typer.Option(False, "--quick", help="CPU scale, minutes (default)."),
-    full: bool = typer.Option(False, "--full", help="Paper scale (10 runs × 100 steps; hours on 1 core)."),
+    full: bool = typer.Option(
+        False, "--full", help="Paper scale (10 runs × 100 steps; hours on 1 core)."
+    ),
     out: Path = typer.Option(None, help="Output folder (default outputs/<name>-<quick|full>)."),
     setup: str = typer.Option("ab", help="Observation setups to run: a, b or ab."),
     rows: str = typer.Option(None, help="Comma-separated subset of filters (default all)."),
@@ -248,47 +336,76 @@ def experiment(
     if not setup or set(setup) - {"a", "b"}:
         raise ValueError(f"--setup must be a, b or ab, got {setup!r}")
     scale = "full" if full else "quick"
-    path = run_experiment(name, scale, out, rows=rows.split(",") if rows else None,
-                          setups=tuple(sorted(set(setup))), progress=progress, echo=typer.echo)
+    path = run_experiment(
+        name,
+        scale,
+        out,
+        rows=rows.split(",") if rows else None,
+        setups=tuple(sorted(set(setup))),
+        progress=progress,
+        echo=typer.echo,
+    )
     typer.echo((path / "results.md").read_text())
     written = report(path)
-    typer.echo(f"Outputs in {path}/: results.md, results.csv, cells/*.nc, "
-               + ", ".join(sorted({p.name for p in written})))
+    typer.echo(
+        f"Outputs in {path}/: results.md, results.csv, cells/*.nc, "
+        + ", ".join(sorted({p.name for p in written}))
+    )
 
 
 @app.command()
 @_clean_errors
 def baselines(
-    system: str = typer.Option("lorenz63", help="lorenz63 (setup l63-det) or lorenz96 (setup l96)."),
-    quick: bool = typer.Option(False, "--quick", help="Smoke run: 3 short runs, one short tuning twin."),
+    system: str = typer.Option(
+        "lorenz63", help="lorenz63 (setup l63-det) or lorenz96 (setup l96)."
+    ),
+    quick: bool = typer.Option(
+        False, "--quick", help="Smoke run: 3 short runs, one short tuning twin."
+    ),
     sizes: str = typer.Option(None, help="Comma-separated ensemble sizes (default per system)."),
     runs: int = typer.Option(None, min=1, help="Evaluation twins (default 10)."),
     cycles: int = typer.Option(None, min=2, help="Cycles per run (default 400)."),
     burn_in: int = typer.Option(None, min=0, help="Cycles not scored (default 100)."),
-    filters: str = typer.Option(None, help="Comma-separated subset: BPF,EnKF,ETKF,LETKF,EnSF,EnFF."),
+    filters: str = typer.Option(
+        None, help="Comma-separated subset: BPF,EnKF,ETKF,LETKF,EnSF,EnFF."
+    ),
     tune: bool = typer.Option(True, help="Tune every filter per N (--no-tune: stored values)."),
     show_tuning: bool = typer.Option(False, help="Print every tuning table."),
     out: Path = typer.Option(None, help="Also write the markdown here."),
     json_path: Path = typer.Option(None, "--json", help="Write every run's summary as JSON here."),
-    from_json: Path = typer.Option(None, help="Print a table stored with --json instead of computing one."),
+    from_json: Path = typer.Option(
+        None, help="Print a table stored with --json instead of computing one."
+    ),
     progress: bool = typer.Option(True, help="Progress lines on stderr."),
 ) -> None:
     """The baseline tables: every classical and score-based filter on the deterministic
     Lorenz-63 / Lorenz-96 twins with the true model, tuned, 10 runs (docs/baselines.md)."""
     from .experiments.baselines import run_baselines
 
-    run_baselines(system, quick=quick,
-                  sizes=[int(s) for s in sizes.split(",")] if sizes else None,
-                  runs=runs, cycles=cycles, burn_in=burn_in,
-                  filters=filters.split(",") if filters else None, tune=tune,
-                  show_tuning=show_tuning, out=out, json_path=json_path, from_json=from_json,
-                  progress=progress, echo=typer.echo)
+    run_baselines(
+        system,
+        quick=quick,
+        sizes=[int(s) for s in sizes.split(",")] if sizes else None,
+        runs=runs,
+        cycles=cycles,
+        burn_in=burn_in,
+        filters=filters.split(",") if filters else None,
+        tune=tune,
+        show_tuning=show_tuning,
+        out=out,
+        json_path=json_path,
+        from_json=from_json,
+        progress=progress,
+        echo=typer.echo,
+    )
 
 
 @app.command("report")
 @_clean_errors
 def report_(
-    path: Path = typer.Argument(..., help="A run file (.nc) or a folder of them (an experiment's output)."),
+    path: Path = typer.Argument(
+        ..., help="A run file (.nc) or a folder of them (an experiment's output)."
+    ),
 ) -> None:
     """Tables (markdown, CSV) and PNG figures from genfilter netCDF runs."""
     from .experiments.reporting import report
@@ -305,11 +422,14 @@ app.add_typer(diagnose_app, name="diagnose")
 @_clean_errors
 def diagnose_proposal(
     setup: str = typer.Option("ab", help="Lorenz-63 observation setups: a (x1, x3), b (x1) or ab."),
-    covariance: str = typer.Option("tweedie,projected",
-                                   help="Guidance covariances to compare (comma-separated)."),
+    covariance: str = typer.Option(
+        "tweedie,projected", help="Guidance covariances to compare (comma-separated)."
+    ),
     pairs: int = typer.Option(30, min=1, help="Number of (x^k, y) pairs."),
     samples: int = typer.Option(256, min=2, help="Proposal samples per pair."),
-    draws: int = typer.Option(50_000, min=100, help="True-model draws per pair for the exact proposal."),
+    draws: int = typer.Option(
+        50_000, min=100, help="True-model draws per pair for the exact proposal."
+    ),
     seed: int = typer.Option(123, min=0, help="Random seed."),
     out: Path = typer.Option(None, help="Also write the markdown table to this file."),
     progress: bool = typer.Option(True, help="Show progress bars."),
@@ -324,8 +444,15 @@ def diagnose_proposal(
     for c in covs:
         if c not in ("tweedie", "projected"):
             raise ValueError(f"--covariance entries must be tweedie or projected, got {c!r}")
-    res = l63_proposal_study(tuple(sorted(set(setup))), covs, pairs=pairs, samples=samples,
-                             draws=draws, seed=seed, progress=progress)
+    res = l63_proposal_study(
+        tuple(sorted(set(setup))),
+        covs,
+        pairs=pairs,
+        samples=samples,
+        draws=draws,
+        seed=seed,
+        progress=progress,
+    )
     text = format_study(res)
     typer.echo(text)
     if out is not None:

@@ -29,8 +29,15 @@ renamed) or not at all.
 
 from __future__ import annotations
 
-__all__ = ["FORMAT", "METRICS", "run_dataset", "check_run_path", "write_run", "open_run",
-           "RunFileError"]
+__all__ = [
+    "FORMAT",
+    "METRICS",
+    "run_dataset",
+    "check_run_path",
+    "write_run",
+    "open_run",
+    "RunFileError",
+]
 
 import os
 from collections.abc import Sequence
@@ -97,66 +104,111 @@ def run_dataset(
     if len(sd) != len(S):
         sd = [f"dim_{i}" for i in range(len(S))]
     data: dict[str, Any] = {
-        "mean": (("run", "step", *sd), np.stack([_np(r.means) for r in runs]),
-                 {"long_name": "weighted ensemble mean", "units": "state units"}),
-        "spread": (("run", "step", *sd), np.stack([_np(r.spreads) for r in runs]),
-                   {"long_name": "weighted ensemble standard deviation", "units": "state units"}),
+        "mean": (
+            ("run", "step", *sd),
+            np.stack([_np(r.means) for r in runs]),
+            {"long_name": "weighted ensemble mean", "units": "state units"},
+        ),
+        "spread": (
+            ("run", "step", *sd),
+            np.stack([_np(r.spreads) for r in runs]),
+            {"long_name": "weighted ensemble standard deviation", "units": "state units"},
+        ),
     }
     with_truth = all(r.truth is not None for r in runs)
     if with_truth:
-        data["truth"] = (("run", "step", *sd), np.stack([_np(r.truth) for r in runs]),
-                         {"long_name": "true state", "units": "state units"})
+        data["truth"] = (
+            ("run", "step", *sd),
+            np.stack([_np(r.truth) for r in runs]),
+            {"long_name": "true state", "units": "state units"},
+        )
     if observations is not None:
         obs = np.stack([np.stack([_np(o.y) for o in per_run]) for per_run in observations])
-        data["observations"] = (("run", "step", "obs"), obs,
-                                {"long_name": "observations y = H(x) + noise (NaN: missing)",
-                                 "units": "state units"})
+        data["observations"] = (
+            ("run", "step", "obs"),
+            obs,
+            {"long_name": "observations y = H(x) + noise (NaN: missing)", "units": "state units"},
+        )
     if all(r.particles is not None for r in runs):
-        data["particles"] = (("run", "step", "member", *sd),
-                             np.stack([_np(r.particles) for r in runs]),
-                             {"long_name": "ensemble members after the analysis",
-                              "units": "state units"})
-        data["log_weights"] = (("run", "step", "member"),
-                               np.stack([_np(r.log_weights) for r in runs]),
-                               {"long_name": "normalised log-weights", "units": "1"})
+        data["particles"] = (
+            ("run", "step", "member", *sd),
+            np.stack([_np(r.particles) for r in runs]),
+            {"long_name": "ensemble members after the analysis", "units": "state units"},
+        )
+        data["log_weights"] = (
+            ("run", "step", "member"),
+            np.stack([_np(r.log_weights) for r in runs]),
+            {"long_name": "normalised log-weights", "units": "1"},
+        )
     if all(getattr(r, "pit", None) is not None for r in runs):
         from .filters.predictive import coverage
 
         pit = np.stack([_np(r.pit) for r in runs])
-        data["pit"] = (("run", "step", "obs"), pit,
-                       {"long_name": "PIT of the observation under the one-step predictive "
-                                     "(uniform when calibrated; NaN: missing)", "units": "1"})
+        data["pit"] = (
+            ("run", "step", "obs"),
+            pit,
+            {
+                "long_name": "PIT of the observation under the one-step predictive "
+                "(uniform when calibrated; NaN: missing)",
+                "units": "1",
+            },
+        )
         for level in (50, 90):
             data[f"predictive_coverage_{level}"] = (
-                ("run",), np.array([coverage(r.pit[burn_in:], level / 100) for r in runs]),
-                {"long_name": f"fraction of observations inside the central {level} % "
-                              "predictive interval, after the burn-in", "units": "1",
-                 "burn_in": burn_in})
+                ("run",),
+                np.array([coverage(r.pit[burn_in:], level / 100) for r in runs]),
+                {
+                    "long_name": f"fraction of observations inside the central {level} % "
+                    "predictive interval, after the burn-in",
+                    "units": "1",
+                    "burn_in": burn_in,
+                },
+            )
     for name, (long, units) in TRACES.items():
-        data[name] = (("run", "step"), np.stack([_np(r.trace(name)) for r in runs]),
-                      {"long_name": long, "units": units})
+        data[name] = (
+            ("run", "step"),
+            np.stack([_np(r.trace(name)) for r in runs]),
+            {"long_name": long, "units": units},
+        )
     if with_truth and all(r.metrics for r in runs):
         for m in METRICS:
-            per_step = np.stack([_np(r.metrics[m] if r.metrics[m].ndim == 1
-                                     else r.metrics[m].mean(-1)) for r in runs])
-            data[_METRIC_VARS[m]] = (("run", "step"), per_step,
-                                     {"long_name": _DESCRIBED[m],
-                                      "units": "1" if m == "ssr" else "state units"})
+            per_step = np.stack(
+                [
+                    _np(r.metrics[m] if r.metrics[m].ndim == 1 else r.metrics[m].mean(-1))
+                    for r in runs
+                ]
+            )
+            data[_METRIC_VARS[m]] = (
+                ("run", "step"),
+                per_step,
+                {"long_name": _DESCRIBED[m], "units": "1" if m == "ssr" else "state units"},
+            )
             data[f"summary_{m}"] = (
-                ("run",), np.array([summarize(r.metrics, burn_in=burn_in)[m] for r in runs]),
-                {"long_name": f"{m} averaged over steps after the burn-in", "burn_in": burn_in})
+                ("run",),
+                np.array([summarize(r.metrics, burn_in=burn_in)[m] for r in runs]),
+                {"long_name": f"{m} averaged over steps after the burn-in", "burn_in": burn_in},
+            )
     coords: dict[str, Any] = {
         "run": np.arange(len(runs)),
         "step": np.arange(1, K + 1),
-        "time": ("step", np.arange(1, K + 1) * float(interval),
-                 {"long_name": "model time of the observation", "units": "model time units"}),
+        "time": (
+            "step",
+            np.arange(1, K + 1) * float(interval),
+            {"long_name": "model time of the observation", "units": "model time units"},
+        ),
     }
     if twin_seeds is not None:
         coords["twin_seed"] = ("run", np.asarray(list(twin_seeds), dtype=np.int64))
     ds = xr.Dataset({k: xr.Variable(v[0], v[1], v[2]) for k, v in data.items()}, coords=coords)
-    ds.attrs.update({"Conventions": "CF-1.10", "genfilter_format": FORMAT,
-                     "burn_in": int(burn_in), "interval": float(interval),
-                     "particles": _members(runs[0])})
+    ds.attrs.update(
+        {
+            "Conventions": "CF-1.10",
+            "genfilter_format": FORMAT,
+            "burn_in": int(burn_in),
+            "interval": float(interval),
+            "particles": _members(runs[0]),
+        }
+    )
     for key, value in (attrs or {}).items():
         ds.attrs[key] = value
     return ds

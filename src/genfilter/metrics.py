@@ -67,9 +67,7 @@ def _check_particles(particles: Tensor) -> Tensor:
     if not torch.is_tensor(particles):
         raise TypeError(f"particles must be a torch.Tensor, got {type(particles).__name__}")
     if particles.ndim < 1:
-        raise ValueError(
-            "particles must have shape (N, *state_shape), got a 0-d tensor"
-        )
+        raise ValueError("particles must have shape (N, *state_shape), got a 0-d tensor")
     if particles.shape[0] < 2:
         raise ValueError(
             f"particles must hold at least 2 members (N >= 2), got shape {tuple(particles.shape)}"
@@ -95,9 +93,7 @@ def _check_weights(log_weights: Tensor | None, x: Tensor) -> Tensor | None:
     lw = torch.as_tensor(log_weights, dtype=torch.float64, device=x.device)
     n = x.shape[0]
     if lw.shape != (n,):
-        raise ValueError(
-            f"log_weights must have shape (N,) = ({n},), got {tuple(lw.shape)}"
-        )
+        raise ValueError(f"log_weights must have shape (N,) = ({n},), got {tuple(lw.shape)}")
     if torch.isnan(lw).any() or (lw == math.inf).any():
         raise ValueError("log_weights must not contain NaN or +inf")
     if (lw == -math.inf).all():
@@ -110,9 +106,7 @@ def _check_axis(variable_axis: int | None, state_ndim: int) -> int | None:
     if variable_axis is None:
         return None
     if isinstance(variable_axis, bool) or not isinstance(variable_axis, int):
-        raise TypeError(
-            f"variable_axis must be an int or None, got {type(variable_axis).__name__}"
-        )
+        raise TypeError(f"variable_axis must be an int or None, got {type(variable_axis).__name__}")
     if not -state_ndim <= variable_axis < state_ndim:
         raise ValueError(
             f"variable_axis={variable_axis} is out of range for a state with {state_ndim} "

@@ -495,8 +495,12 @@ class Observation:
         const = M * math.log(2 * math.pi) + obs.logdet().to(x) - M * math.log(beta)
         return -0.5 * (beta * m + const)
 
-    def sample_noise(self, shape: Sequence[int], generator: torch.Generator | None = None,
-                     dtype: torch.dtype | None = None) -> Tensor:
+    def sample_noise(
+        self,
+        shape: Sequence[int],
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
         """Draws noise ``(*shape, M)`` from :math:`\\mathcal{N}(0, \\Sigma_y)`."""
         M = self.y.shape[0]
         z = torch.randn(*shape, M, generator=generator, dtype=dtype or self.y.dtype)
@@ -533,8 +537,10 @@ def synthetic_observations(
     if truth.ndim < 2:
         raise ValueError(f"truth must have shape (K, *S), got {tuple(truth.shape)}")
     if not bool(torch.isfinite(truth).all()):
-        raise ValueError("truth has non-finite values (NaN or ±inf): NaN marks a missing "
-                         "observation, not a missing truth")
+        raise ValueError(
+            "truth has non-finite values (NaN or ±inf): NaN marks a missing "
+            "observation, not a missing truth"
+        )
     if not 0.0 <= missing < 1.0:
         raise ValueError(f"missing must be in [0, 1), got {missing}")
     with torch.no_grad():

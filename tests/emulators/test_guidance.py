@@ -55,8 +55,9 @@ def test_time_of_log_ratio_inverts_the_schedule():
 
 
 def _obs():
-    return Observation(torch.tensor([0.3, -0.5], dtype=torch.float64), Select([0, 2]),
-                       isotropic_noise(0.5))
+    return Observation(
+        torch.tensor([0.3, -0.5], dtype=torch.float64), Select([0, 2]), isotropic_noise(0.5)
+    )
 
 
 def _x0(D, n, seed=3):

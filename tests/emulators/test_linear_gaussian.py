@@ -26,8 +26,9 @@ def _x0(model, n=N_MC, seed=3):
 
 
 def _obs():
-    return Observation(torch.tensor([0.3, -0.5], dtype=torch.float64), Select([0, 2]),
-                       isotropic_noise(0.5))
+    return Observation(
+        torch.tensor([0.3, -0.5], dtype=torch.float64), Select([0, 2]), isotropic_noise(0.5)
+    )
 
 
 @pytest.mark.parametrize("residual", [False, True])
@@ -66,7 +67,7 @@ def test_predict_mean_is_transition_mean():
 
 
 def test_predict_obs_moments_match_closed_form():
-    """"gaussian" weights ingredients: H(μ) and H V Hᵀ ≈ H Q Hᵀ at t = 1 (Tweedie,
+    """ "gaussian" weights ingredients: H(μ) and H V Hᵀ ≈ H Q Hᵀ at t = 1 (Tweedie,
     docs/method.md#tweedie-covariance)."""
     model = make_lg_model()
     em = _emulator(model, mean=-0.2, std=1.5)
@@ -123,8 +124,13 @@ def test_chunking_does_not_change_results(method, sampler):
     x = torch.randn(23, model.D, generator=g, dtype=torch.float64)
     outs = []
     for chunk in (1, 7, None):
-        em = _emulator(model, sampler=sampler, steps=6, chunk_size=chunk,
-                       sampler_kwargs={"corrections": 1} if sampler == "pc" else None)
+        em = _emulator(
+            model,
+            sampler=sampler,
+            steps=6,
+            chunk_size=chunk,
+            sampler_kwargs={"corrections": 1} if sampler == "pc" else None,
+        )
         gen = torch.Generator().manual_seed(11)
         if method == "sample_posterior":
             outs.append(em.sample_posterior(x, _obs(), generator=gen))
@@ -153,10 +159,16 @@ def test_missing_values_are_dropped():
     em = _emulator(model, steps=8)
     x = _x0(model, n=50)
     y = torch.tensor([0.3, float("nan")], dtype=torch.float64)
-    with_nan = em.sample_posterior(x, Observation(y, Select([0, 2]), isotropic_noise(0.5)),
-                                   generator=torch.Generator().manual_seed(1))
-    only = em.sample_posterior(x, Observation(y[:1], Select([0]), isotropic_noise(0.5)),
-                               generator=torch.Generator().manual_seed(1))
+    with_nan = em.sample_posterior(
+        x,
+        Observation(y, Select([0, 2]), isotropic_noise(0.5)),
+        generator=torch.Generator().manual_seed(1),
+    )
+    only = em.sample_posterior(
+        x,
+        Observation(y[:1], Select([0]), isotropic_noise(0.5)),
+        generator=torch.Generator().manual_seed(1),
+    )
     assert torch.allclose(with_nan, only)
 
 

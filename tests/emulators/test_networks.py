@@ -33,8 +33,9 @@ def test_mlp_shapes_scalar_and_batched_time():
 
 def test_mlp_output_layer_is_zero_initialised():
     net = ResidualMLP(3, 3, hidden=32, layers=2)
-    assert torch.equal(net(torch.randn(4, 3), torch.randn(4), cond=torch.randn(4, 3)),
-                       torch.zeros(4, 3))
+    assert torch.equal(
+        net(torch.randn(4, 3), torch.randn(4), cond=torch.randn(4, 3)), torch.zeros(4, 3)
+    )
 
 
 def test_mlp_uses_condition_and_noise_level():

@@ -25,16 +25,28 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("ns_emulator")
     # 4 trajectories x 9 snapshots every 0.5 (the system's interval), short burn-in: 3 train
     # trajectories (24 pairs) and 1 validation trajectory (8 pairs).
-    spec = DatasetSpec("ns2d", system_kwargs={"resolution": N}, trajectories=4, length=9,
-                       burn_in=1.0, split=(0.75, 0.25, 0.0))
+    spec = DatasetSpec(
+        "ns2d",
+        system_kwargs={"resolution": N},
+        trajectories=4,
+        length=9,
+        burn_in=1.0,
+        split=(0.75, 0.25, 0.0),
+    )
     data = generate_dataset(spec, root / "data", progress=False)
     x_prev, x_next = consecutive_pairs(load_split(data, "train"))
     valid = consecutive_pairs(load_split(data, "valid"))
     cfg = denoiser_config("unet", (N, N), quick=True)
     out = root / "ns.pt"
     result = train_emulator(
-        x_prev, x_next, valid=valid, denoiser_config=cfg, residual=True, stats="scalar",
-        config=TrainingConfig(epochs=2, batch_size=2, lr=1e-3, seed=0), out=out,
+        x_prev,
+        x_next,
+        valid=valid,
+        denoiser_config=cfg,
+        residual=True,
+        stats="scalar",
+        config=TrainingConfig(epochs=2, batch_size=2, lr=1e-3, seed=0),
+        out=out,
         progress=False,
     )
     return {"data": data, "ckpt": out, "result": result, "x_prev": x_prev, "x_next": x_next}

@@ -27,8 +27,9 @@ def test_proposal_matches_the_exact_gaussian_posterior():
     A, b, Q = _model()
     em = ImportanceSampledEmulator(_exact_transition(), draws=400)
     x = torch.tensor([[0.5, -1.0, 2.0]], dtype=torch.float64).repeat(4000, 1)
-    obs = gf.Observation(torch.tensor([-0.8, 0.9], dtype=torch.float64), gf.Select([0, 2]),
-                         gf.isotropic_noise(0.5))
+    obs = gf.Observation(
+        torch.tensor([-0.8, 0.9], dtype=torch.float64), gf.Select([0, 2]), gf.isotropic_noise(0.5)
+    )
     out = em.sample_posterior(x, obs, generator=torch.Generator().manual_seed(1))
     H = torch.zeros(2, 3, dtype=torch.float64)
     H[0, 0] = H[1, 2] = 1.0
@@ -51,13 +52,14 @@ def test_oracle_fa_apf_tracks_the_kalman_filter():
         x = A @ x + b + torch.linalg.cholesky(Q) @ torch.randn(3, generator=g, dtype=torch.float64)
         truth.append(x)
     truth = torch.stack(truth)
-    obs = gf.synthetic_observations(truth, gf.Select([0, 2]), gf.isotropic_noise(0.5),
-                                    generator=g)
+    obs = gf.synthetic_observations(truth, gf.Select([0, 2]), gf.isotropic_noise(0.5), generator=g)
     em = ImportanceSampledEmulator(_exact_transition(), draws=200)
     x0 = torch.randn(400, 3, generator=g, dtype=torch.float64)
-    run = gf.assimilate(gf.FAAPF(em, weights="exact", exact_samples=200, generator=4), x0, obs,
-                        progress=False)
-    kf = gf.KalmanFilter(A, b, Q).filter(torch.zeros(3, dtype=torch.float64),
-                                         torch.eye(3, dtype=torch.float64), obs)
+    run = gf.assimilate(
+        gf.FAAPF(em, weights="exact", exact_samples=200, generator=4), x0, obs, progress=False
+    )
+    kf = gf.KalmanFilter(A, b, Q).filter(
+        torch.zeros(3, dtype=torch.float64), torch.eye(3, dtype=torch.float64), obs
+    )
     err = (run.means - kf.means).norm(dim=1) / kf.covs.diagonal(dim1=1, dim2=2).sum(1).sqrt()
     assert float(err.max()) < 0.25, err

@@ -48,8 +48,12 @@ def trained(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "l3.pt"
     config = TrainingConfig(epochs=10, batch_size=128, lr=1e-3, seed=0, checkpoint_every=5)
     result = train_emulator(
-        *_pairs(2048, 1), valid=_pairs(512, 2), denoiser_config=MLP, config=config,
-        out=path, progress=False,
+        *_pairs(2048, 1),
+        valid=_pairs(512, 2),
+        denoiser_config=MLP,
+        config=config,
+        out=path,
+        progress=False,
     )
     return result, path
 
@@ -69,10 +73,16 @@ def test_trained_sample_mean_is_closer_to_truth_than_untrained(trained):
     A, b = _model()
     x0 = torch.tensor([[1.0, 2.0, -1.0], [-2.0, 0.5, 1.5], [0.0, -3.0, 0.5]])
     xs = x0.repeat_interleave(300, 0)
-    untrained = DiffusionEmulator(build_denoiser_from_config(MLP), (D,), steps=16,
-                                  **{k: torch.tensor(v) if isinstance(v, list) else v
-                                     for k, v in result.emulator_config.items()
-                                     if k != "state_shape"})
+    untrained = DiffusionEmulator(
+        build_denoiser_from_config(MLP),
+        (D,),
+        steps=16,
+        **{
+            k: torch.tensor(v) if isinstance(v, list) else v
+            for k, v in result.emulator_config.items()
+            if k != "state_shape"
+        },
+    )
     result.emulator.steps = 16
     errors = []
     for em in (untrained, result.emulator):
@@ -86,16 +96,26 @@ def test_checkpoint_loads_with_weights_only_and_rebuilds_the_emulator(trained):
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["format"] == FORMAT
     assert ckpt["denoiser_config"] == MLP
-    assert set(ckpt["emulator_config"]) == {"state_shape", "mean", "std", "residual",
-                                            "residual_std"}
+    assert set(ckpt["emulator_config"]) == {
+        "state_shape",
+        "mean",
+        "std",
+        "residual",
+        "residual_std",
+    }
     assert ckpt["train_state"]["epoch"] == 10 and ckpt["meta"]["seed"] == 0
     em = load_emulator(path, steps=8, sampler="ddim")
     assert em.steps == 8 and not em.training
     assert not any(p.requires_grad for p in em.parameters())
     g = torch.Generator().manual_seed(5)
-    u, c, t = torch.randn(7, D, generator=g), torch.randn(7, D, generator=g), torch.rand(7, generator=g)
-    torch.testing.assert_close(em.denoiser(u, t, cond=c).mean,
-                               result.emulator.denoiser(u, t, cond=c).mean, rtol=0, atol=0)
+    u, c, t = (
+        torch.randn(7, D, generator=g),
+        torch.randn(7, D, generator=g),
+        torch.rand(7, generator=g),
+    )
+    torch.testing.assert_close(
+        em.denoiser(u, t, cond=c).mean, result.emulator.denoiser(u, t, cond=c).mean, rtol=0, atol=0
+    )
     for name in ("state_mean", "state_std", "residual_std"):
         assert torch.equal(getattr(em, name), getattr(result.emulator, name))
 
@@ -107,8 +127,9 @@ def test_save_emulator_round_trip(trained, tmp_path):
     em = load_emulator(path)
     x = torch.randn(4, D, dtype=torch.float64)
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
-    assert torch.equal(em.predict_mean(x, generator=g1),
-                       result.emulator.predict_mean(x, generator=g2))
+    assert torch.equal(
+        em.predict_mean(x, generator=g1), result.emulator.predict_mean(x, generator=g2)
+    )
 
 
 def test_resume_gives_bit_identical_weights(tmp_path):
@@ -118,8 +139,15 @@ def test_resume_gives_bit_identical_weights(tmp_path):
 
     def run(epochs, path, resume=False):
         config = TrainingConfig(epochs=epochs, batch_size=64, lr=1e-3, seed=7, checkpoint_every=1)
-        return train_emulator(*data, valid=valid, denoiser_config=cfg, config=config, out=path,
-                              resume=resume, progress=False)
+        return train_emulator(
+            *data,
+            valid=valid,
+            denoiser_config=cfg,
+            config=config,
+            out=path,
+            resume=resume,
+            progress=False,
+        )
 
     straight = run(4, tmp_path / "a.pt")
     run(2, tmp_path / "b.pt")
@@ -135,12 +163,17 @@ def test_resume_gives_bit_identical_weights(tmp_path):
 def test_resume_refuses_a_different_architecture(tmp_path):
     data = _pairs(64, 4)
     config = TrainingConfig(epochs=1, batch_size=32)
-    train_emulator(*data, denoiser_config=MLP, config=config, out=tmp_path / "c.pt",
-                   progress=False)
+    train_emulator(*data, denoiser_config=MLP, config=config, out=tmp_path / "c.pt", progress=False)
     other = denoiser_config("mlp", (D,), hidden=32, layers=2)
     with pytest.raises(ValueError, match="denoiser_config"):
-        train_emulator(*data, denoiser_config=other, config=config, out=tmp_path / "c.pt",
-                       resume=True, progress=False)
+        train_emulator(
+            *data,
+            denoiser_config=other,
+            config=config,
+            out=tmp_path / "c.pt",
+            resume=True,
+            progress=False,
+        )
 
 
 def test_denoising_loss_is_azulas_karras_loss():
@@ -166,8 +199,9 @@ def test_lognormal_times_invert_the_schedule(schedule):
     alpha, sigma = schedule(t.double())
     r = torch.log(sigma / alpha)
     assert abs(r.mean() + 1.2) < 0.05 and abs(r.std() - 1.2) < 0.05
-    u = draw_times(20000, torch.Generator().manual_seed(0), schedule,
-                   TrainingConfig(time_sampling="uniform"))
+    u = draw_times(
+        20000, torch.Generator().manual_seed(0), schedule, TrainingConfig(time_sampling="uniform")
+    )
     assert abs(u.mean() - 0.5) < 0.01
 
 
@@ -196,8 +230,9 @@ def test_normalisation_stats_are_exact_across_chunks():
     f64 = dict(dtype=torch.float64)
     torch.testing.assert_close(torch.tensor(s["mean"], **f64), mean, rtol=1e-12, atol=0)
     torch.testing.assert_close(torch.tensor(s["std"], **f64), std, rtol=1e-12, atol=0)
-    torch.testing.assert_close(torch.tensor(s["residual_std"], **f64),
-                               ((y - x) / std).std(dim=0), rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        torch.tensor(s["residual_std"], **f64), ((y - x) / std).std(dim=0), rtol=1e-12, atol=0
+    )
 
 
 def test_field_training_with_unet_and_residual_target(tmp_path):
@@ -205,9 +240,17 @@ def test_field_training_with_unet_and_residual_target(tmp_path):
     x = torch.randn(16, 8, 8, generator=g)
     y = torch.roll(x, 1, -1) + 0.1 * torch.randn(16, 8, 8, generator=g)
     cfg = denoiser_config("unet", (8, 8), quick=True)
-    res = train_emulator(x, y, valid=(x[:4], y[:4]), denoiser_config=cfg, residual=True,
-                         stats="scalar", config=TrainingConfig(epochs=1, batch_size=8),
-                         out=tmp_path / "f.pt", progress=False)
+    res = train_emulator(
+        x,
+        y,
+        valid=(x[:4], y[:4]),
+        denoiser_config=cfg,
+        residual=True,
+        stats="scalar",
+        config=TrainingConfig(epochs=1, batch_size=8),
+        out=tmp_path / "f.pt",
+        progress=False,
+    )
     assert res.emulator.residual and res.emulator_config["residual_std"] != 1.0
     em = load_emulator(tmp_path / "f.pt", steps=2)
     assert em.sample(x[:2], generator=torch.Generator().manual_seed(0)).shape == (2, 8, 8)
@@ -249,8 +292,9 @@ def test_config_validation_names_the_field(field, value):
     ],
 )
 def test_bad_inputs_fail_fast(kwargs, match):
-    args = dict(x_prev=torch.randn(10, D), x_next=torch.randn(10, D), denoiser_config=MLP,
-                progress=False)
+    args = dict(
+        x_prev=torch.randn(10, D), x_next=torch.randn(10, D), denoiser_config=MLP, progress=False
+    )
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         train_emulator(args.pop("x_prev"), args.pop("x_next"), **args)
@@ -266,8 +310,21 @@ def test_resume_on_other_data_is_refused(tmp_path):
     x = torch.randn(64, 3, generator=g)
     cfg = _cfg("mlp", (3,), hidden=8, layers=1, emb_features=8)
     out = tmp_path / "c.pt"
-    _train(x, 0.5 * x, denoiser_config=cfg, config=_TC(epochs=1, batch_size=32), out=out,
-           progress=False)
+    _train(
+        x,
+        0.5 * x,
+        denoiser_config=cfg,
+        config=_TC(epochs=1, batch_size=32),
+        out=out,
+        progress=False,
+    )
     with pytest.raises(ValueError, match="trained on other data"):
-        _train(3 * x + 5, x, denoiser_config=cfg, config=_TC(epochs=2, batch_size=32), out=out,
-               resume=True, progress=False)
+        _train(
+            3 * x + 5,
+            x,
+            denoiser_config=cfg,
+            config=_TC(epochs=2, batch_size=32),
+            out=out,
+            resume=True,
+            progress=False,
+        )

@@ -23,7 +23,11 @@ class Shifted:
 
     def sample(self, x, *, generator=None):
         out = self.system.step(x, 1, generator)
-        return out + self.shift + self.noise * torch.randn(out.shape, generator=generator, dtype=out.dtype)
+        return (
+            out
+            + self.shift
+            + self.noise * torch.randn(out.shape, generator=generator, dtype=out.dtype)
+        )
 
 
 def test_energy_distance_properties():
@@ -41,7 +45,9 @@ def test_perfect_emulator_sits_at_the_noise_floor_and_a_wrong_one_does_not():
     system = StochasticLorenz63()
     g = torch.Generator().manual_seed(1)
     states = system.attractor_states(4, generator=g, burn_in=2.0).double()
-    perfect = one_step_validation(SimulatorEmulator(system), system, states, samples=200, generator=2)
+    perfect = one_step_validation(
+        SimulatorEmulator(system), system, states, samples=200, generator=2
+    )
     wrong = one_step_validation(Shifted(system, 0.5, 0.5), system, states, samples=200, generator=2)
     assert perfect.energy_distance < 3 * perfect.energy_distance_floor + 0.02
     assert wrong.energy_distance > 5 * perfect.energy_distance
@@ -57,5 +63,7 @@ def test_rollout_climatology_and_table():
     assert roll.finite and roll.acf_true.shape == (4, 3)
     assert ((roll.mean_true - roll.mean_emulator).abs() < 0.6 * roll.std_true).all()
     assert (roll.acf_true[0] > roll.acf_true[-1]).all()  # decorrelates with lag
-    text = validation_table(one_step_validation(SimulatorEmulator(system), system, states[:2], samples=50), roll)
+    text = validation_table(
+        one_step_validation(SimulatorEmulator(system), system, states[:2], samples=50), roll
+    )
     assert "energy distance" in text and "autocorrelation lag 1" in text

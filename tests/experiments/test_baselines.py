@@ -33,8 +33,7 @@ f64 = torch.float64
 
 
 def _setup(system: str, cycles: int = 100, burn_in: int = 30) -> TwinSetup:
-    return build_twin_setup(baseline_config(system, "Forecast", 10, steps=cycles,
-                                            burn_in=burn_in))
+    return build_twin_setup(baseline_config(system, "Forecast", 10, steps=cycles, burn_in=burn_in))
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +48,9 @@ def l96() -> TwinSetup:
 
 def _run(setup: TwinSetup, name: str, N: int, params: dict, run: int = 0) -> dict:
     """Run ``run`` of the table's config of row ``name`` on the (shared) short ``setup``."""
-    cfg = baseline_config(setup.name, name, N, params, steps=setup.cycles,
-                          burn_in=setup.burn_in, runs=run + 1)
+    cfg = baseline_config(
+        setup.name, name, N, params, steps=setup.cycles, burn_in=setup.burn_in, runs=run + 1
+    )
     return run_summary(cfg, run, setup, true_model(setup.system))
 
 
@@ -66,15 +66,22 @@ def test_the_table_configs_use_the_named_setups():
     assert cfg.system_options == {"epsilon": 0.0, "interval": 0.25}
     assert cfg.observations.indices == (0, 2) and cfg.observations.noise_std == 1.0
     assert (cfg.initial.recipe, cfg.initial.std) == ("perturbed", 2.0)
-    cfg = baseline_config("lorenz96", "EnSF", 20, {"score": "paired", "eps_beta": 0.01,
-                                                   "steps": 50})
+    cfg = baseline_config(
+        "lorenz96", "EnSF", 20, {"score": "paired", "eps_beta": 0.01, "steps": 50}
+    )
     assert cfg.setup == "l96" and cfg.observations.operator == "identity"
     assert cfg.filter.method == "ensf"
-    assert cfg.filter.options == {"score": "paired", "eps_beta": 0.01, "steps": 50,
-                                  "eps_alpha": 0.5}
+    assert cfg.filter.options == {
+        "score": "paired",
+        "eps_beta": 0.01,
+        "steps": 50,
+        "eps_alpha": 0.5,
+    }
     assert baseline_config("lorenz96", "Forecast", 20).filter.method == "forecast"
-    assert (baseline_config("lorenz96", "Forecast", 20).steps,
-            baseline_config("lorenz96", "Forecast", 20).burn_in) == (400, 100)
+    assert (
+        baseline_config("lorenz96", "Forecast", 20).steps,
+        baseline_config("lorenz96", "Forecast", 20).burn_in,
+    ) == (400, 100)
     with pytest.raises(ConfigError, match="burn_in"):
         baseline_config("lorenz63", "EnKF", 10, {"inflation": 1.0}, steps=10, burn_in=10)
     with pytest.raises(ConfigError, match="filter.options.inflation"):
@@ -273,10 +280,21 @@ def test_baseline_table_end_to_end_with_tiny_grids():
     """Tuning on its own config seeds, evaluation runs 0..runs-1 of one config per row (seed
     0: twin seed = run, filter seed = run_seed), every row and column in the markdown,
     JSON-serialisable record."""
-    table = baseline_table("lorenz96", ensemble_sizes=(10,), runs=2, cycles=30, burn_in=10,
-                           tune=True, progress=False, tune_seeds=(10_000,), tune_refine=1,
-                           tune_refine_seeds=(10_001,), tune_cycles=20, tune_burn_in=5,
-                           search_spaces=TINY_SPACES)
+    table = baseline_table(
+        "lorenz96",
+        ensemble_sizes=(10,),
+        runs=2,
+        cycles=30,
+        burn_in=10,
+        tune=True,
+        progress=False,
+        tune_seeds=(10_000,),
+        tune_refine=1,
+        tune_refine_seeds=(10_001,),
+        tune_cycles=20,
+        tune_burn_in=5,
+        search_spaces=TINY_SPACES,
+    )
     assert table.filters == [*FILTERS, "Forecast", "Climatology"]
     assert set(table.tuning) == set(FILTERS)
     enkf = table.tuning["EnKF"][10]
@@ -288,8 +306,9 @@ def test_baseline_table_end_to_end_with_tiny_grids():
     assert inflation in (1.0, 1.1)
     assert [r["seed"] for r in table.results["EnKF"][10]] == [0, 1]
     # each cell is run r of the row's config, exactly as run_summary gives it
-    cfg = baseline_config("lorenz96", "EnKF", 10, {"inflation": inflation}, steps=30,
-                          burn_in=10, runs=2)
+    cfg = baseline_config(
+        "lorenz96", "EnKF", 10, {"inflation": inflation}, steps=30, burn_in=10, runs=2
+    )
     assert run_seed(cfg, 1)[0] == 1
     again = run_summary(cfg, 1)
     assert again["skill"] == table.results["EnKF"][10][1]["skill"]
@@ -314,8 +333,16 @@ def test_lorenz63_table_skips_the_letkf_and_says_why(l63, monkeypatch):
         return l63
 
     monkeypatch.setattr(baselines, "build_twin_setup", shared)
-    table = baseline_table("lorenz63", ensemble_sizes=(5,), runs=1, cycles=100, burn_in=30,
-                           tune=False, progress=False, filters=["EnKF", "LETKF"])
+    table = baseline_table(
+        "lorenz63",
+        ensemble_sizes=(5,),
+        runs=1,
+        cycles=100,
+        burn_in=30,
+        tune=False,
+        progress=False,
+        filters=["EnKF", "LETKF"],
+    )
     assert table.filters == ["EnKF", "Forecast", "Climatology"]
     assert any("localisation is meaningless" in n for n in table.notes)
     assert table.params["EnKF"][5] == TUNED_PARAMS["lorenz63"]["EnKF"][10]  # nearest N
@@ -325,8 +352,7 @@ def test_tuning_seeds_must_not_overlap_the_evaluation_seeds():
     with pytest.raises(ValueError, match="overlap"):
         baseline_table("lorenz96", runs=3, tune=True, tune_seeds=(2,), progress=False)
     with pytest.raises(ValueError, match="overlap"):
-        baseline_table("lorenz96", runs=3, tune=True, tune_refine_seeds=(10_003, 1),
-                       progress=False)
+        baseline_table("lorenz96", runs=3, tune=True, tune_refine_seeds=(10_003, 1), progress=False)
     with pytest.raises(ValueError, match="system"):
         baseline_table("lorenz05")
     with pytest.raises(ValueError, match="unknown filters"):
@@ -337,10 +363,19 @@ def test_run_baselines_prints_writes_and_reads_back(tmp_path):
     """`genfilter baselines`: the markdown through ``echo``, ``--out`` and ``--json``
     files, and ``--from-json`` printing the stored table again."""
     printed: list[str] = []
-    table = run_baselines("lorenz96", tune=False, runs=1, cycles=15, burn_in=5, sizes=[8],
-                          filters=["ETKF", "LETKF"], progress=False,
-                          json_path=tmp_path / "t.json", out=tmp_path / "md" / "t.md",
-                          echo=printed.append)
+    table = run_baselines(
+        "lorenz96",
+        tune=False,
+        runs=1,
+        cycles=15,
+        burn_in=5,
+        sizes=[8],
+        filters=["ETKF", "LETKF"],
+        progress=False,
+        json_path=tmp_path / "t.json",
+        out=tmp_path / "md" / "t.md",
+        echo=printed.append,
+    )
     assert table.runs == 1 and table.ensemble_sizes == (8,)
     assert len(printed) == 1 and "### Lorenz-96" in printed[0] and "| LETKF |" in printed[0]
     stored = json.loads((tmp_path / "t.json").read_text())
@@ -351,8 +386,12 @@ def test_run_baselines_prints_writes_and_reads_back(tmp_path):
     assert again == printed
     assert back.cell("ETKF", 8)["skill"] == table.cell("ETKF", 8)["skill"]
     # the stored table's system wins (the command's --system has a default)
-    assert run_baselines("lorenz63", from_json=tmp_path / "t.json", echo=again.append,
-                         out=tmp_path / "again.md").system == "lorenz96"
+    assert (
+        run_baselines(
+            "lorenz63", from_json=tmp_path / "t.json", echo=again.append, out=tmp_path / "again.md"
+        ).system
+        == "lorenz96"
+    )
     assert (tmp_path / "again.md").read_text() == (tmp_path / "md" / "t.md").read_text()
     with pytest.raises(ValueError, match="--system is required"):
         run_baselines(None)

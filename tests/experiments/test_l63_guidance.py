@@ -24,8 +24,9 @@ def _report(covariance):
         return Observation(y, op, isotropic_noise(0.25))
 
     em = load_shipped_emulator(covariance=covariance)
-    return proposal_diagnostic(em, system, states, observe, samples=128, draws=20_000,
-                               generator=0, progress=False)
+    return proposal_diagnostic(
+        em, system, states, observe, samples=128, draws=20_000, generator=0, progress=False
+    )
 
 
 def test_projected_guidance_fixes_the_x1_only_hazard():

@@ -30,7 +30,11 @@ class Unguided:
 
 
 def make_obs(x_true):
-    y = x_true[[0, 2]] + 0.5 * torch.randn(2, generator=torch.Generator().manual_seed(int(1e6 * x_true[0].abs()) % 1000), dtype=x_true.dtype)
+    y = x_true[[0, 2]] + 0.5 * torch.randn(
+        2,
+        generator=torch.Generator().manual_seed(int(1e6 * x_true[0].abs()) % 1000),
+        dtype=x_true.dtype,
+    )
     return Observation(y, Select([0, 2]), isotropic_noise(0.5))
 
 
@@ -39,9 +43,12 @@ def test_importance_sampling_reference_matches_closed_form():
     system = LinearSystem(m.A, m.b, m.Q)
     em = LinearGaussianEmulator(m.A, m.b, m.Q)
     x = torch.tensor([0.5, -0.3, 0.2, 1.0], dtype=torch.float64)
-    obs = Observation(torch.tensor([0.4, -0.1], dtype=torch.float64), Select([0, 2]), isotropic_noise(0.5))
-    mean, var, ess = exact_proposal_moments(system, x, obs, draws=100_000,
-                                            generator=torch.Generator().manual_seed(0))
+    obs = Observation(
+        torch.tensor([0.4, -0.1], dtype=torch.float64), Select([0, 2]), isotropic_noise(0.5)
+    )
+    mean, var, ess = exact_proposal_moments(
+        system, x, obs, draws=100_000, generator=torch.Generator().manual_seed(0)
+    )
     m_exact, P = em.exact_posterior(x[None], obs)
     assert ess > 10_000
     assert ((mean - m_exact[0]).abs() / torch.diagonal(P).sqrt()).max() < 0.05
@@ -53,9 +60,20 @@ def test_diagnostic_separates_a_good_proposal_from_an_unguided_one():
     system = LinearSystem(m.A, m.b, m.Q)
     em = LinearGaussianEmulator(m.A, m.b, m.Q, steps=32, iterations=4)
     states = torch.randn(6, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    good = proposal_diagnostic(em, system, states, make_obs, samples=2000, draws=50_000,
-                               generator=2, progress=False)
-    bad = proposal_diagnostic(Unguided(em), system, states, make_obs, samples=2000, draws=50_000,
-                              generator=2, progress=False)
+    good = proposal_diagnostic(
+        em, system, states, make_obs, samples=2000, draws=50_000, generator=2, progress=False
+    )
+    bad = proposal_diagnostic(
+        Unguided(em),
+        system,
+        states,
+        make_obs,
+        samples=2000,
+        draws=50_000,
+        generator=2,
+        progress=False,
+    )
     assert good.mean_error.max() < 0.15 and (good.variance_ratio - 1).abs().max() < 0.1
-    assert bad.variance_ratio[[0, 2]].min() > 1.3  # ignoring y over-disperses the observed components
+    assert (
+        bad.variance_ratio[[0, 2]].min() > 1.3
+    )  # ignoring y over-disperses the observed components

@@ -18,8 +18,15 @@ TINY = Scale(runs=2, steps=6, burn_in=1, table_n=4, sizes=(4, 8), bayes_n=300)
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
-    run_experiment("l63-ensemble-size", TINY, out, rows=["BPF", "EnKF", "FA-APF"],
-                   setups=("a",), progress=False, echo=lambda *_: None)
+    run_experiment(
+        "l63-ensemble-size",
+        TINY,
+        out,
+        rows=["BPF", "EnKF", "FA-APF"],
+        setups=("a",),
+        progress=False,
+        echo=lambda *_: None,
+    )
     return out
 
 
@@ -40,8 +47,15 @@ def test_experiment_writes_cells_and_results(sweep):
 
 def test_experiment_reuses_finished_cells(sweep):
     before = {p.name: p.stat().st_mtime_ns for p in (sweep / "cells").glob("*.nc")}
-    run_experiment("l63-ensemble-size", TINY, sweep, rows=["BPF", "EnKF", "FA-APF"],
-                   setups=("a",), progress=False, echo=lambda *_: None)
+    run_experiment(
+        "l63-ensemble-size",
+        TINY,
+        sweep,
+        rows=["BPF", "EnKF", "FA-APF"],
+        setups=("a",),
+        progress=False,
+        echo=lambda *_: None,
+    )
     after = {p.name: p.stat().st_mtime_ns for p in (sweep / "cells").glob("*.nc")}
     assert before == after
 
@@ -53,8 +67,11 @@ def test_results_table_of_skill_against_n(sweep):
     assert "| filter | N = 4 | N = 8 |" in text
     for n in (4, 8):
         best = min((v, f) for (f, m), v in skill.items() if m == n and f != "Bayes limit")[1]
-        line = next(ln for ln in text.splitlines() if ln.startswith(f"| {best} |")
-                    and "N =" not in ln and ln.count("|") == 4)
+        line = next(
+            ln
+            for ln in text.splitlines()
+            if ln.startswith(f"| {best} |") and "N =" not in ln and ln.count("|") == 4
+        )
         bold = [i for i, v in enumerate(line.split("|")[2:4]) if v.strip().startswith("**")]
         assert (0 if n == 4 else 1) in bold, line
 
@@ -66,8 +83,15 @@ def test_results_keep_the_other_setups_cells(sweep, tmp_path):
 
     out = tmp_path / "both"
     shutil.copytree(sweep / "cells", out / "cells")
-    run_experiment("l63-ensemble-size", TINY, out, rows=["EnKF"], setups=("b",),
-                   progress=False, echo=lambda *_: None)
+    run_experiment(
+        "l63-ensemble-size",
+        TINY,
+        out,
+        rows=["EnKF"],
+        setups=("b",),
+        progress=False,
+        echo=lambda *_: None,
+    )
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert {r["setup"] for r in rows} == {"a", "b"}
     assert sum(r["setup"] == "b" for r in rows) == 3  # EnKF N=4, 8 and the Bayes limit
@@ -78,15 +102,27 @@ def test_results_keep_the_other_setups_cells(sweep, tmp_path):
 def test_report_on_a_file_and_a_folder(sweep):
     written = report(sweep / "cells" / "l63-a_fa-apf_N4.nc")
     names = {p.name for p in written}
-    assert {"summary.md", "summary.csv", "skill_spread.png", "trajectories.png",
-            "rank_histogram.png", "ess_inflation.png"} <= names
+    assert {
+        "summary.md",
+        "summary.csv",
+        "skill_spread.png",
+        "trajectories.png",
+        "rank_histogram.png",
+        "ess_inflation.png",
+    } <= names
     for p in written:
         assert p.stat().st_size > 0
     assert "FA-APF" in (written[0]).read_text()
     res = CliRunner().invoke(app, ["report", str(sweep / "cells")])
     assert res.exit_code == 0, res.output
-    for name in ("report.md", "report.csv", "skill_vs_n_l63-a.png", "skill_vs_step_l63-a.png",
-                 "rank_histograms_l63-a.png", "ess_l63-a.png"):
+    for name in (
+        "report.md",
+        "report.csv",
+        "skill_vs_n_l63-a.png",
+        "skill_vs_step_l63-a.png",
+        "rank_histograms_l63-a.png",
+        "ess_l63-a.png",
+    ):
         assert (sweep / "cells" / name).stat().st_size > 0, name
     text = (sweep / "cells" / "report.md").read_text()
     assert text.count("| l63-a |") == 7
@@ -107,9 +143,26 @@ def test_report_and_experiment_errors(tmp_path):
 
 def test_diagnose_proposal_command(tmp_path):
     out = tmp_path / "prop.md"
-    res = CliRunner().invoke(app, ["diagnose", "proposal", "--setup", "a", "--pairs", "2",
-                                   "--samples", "32", "--draws", "2000", "--no-progress",
-                                   "--covariance", "projected", "--out", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "diagnose",
+            "proposal",
+            "--setup",
+            "a",
+            "--pairs",
+            "2",
+            "--samples",
+            "32",
+            "--draws",
+            "2000",
+            "--no-progress",
+            "--covariance",
+            "projected",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     lines = [l for l in out.read_text().splitlines() if l.startswith("| (a)")]
     assert len(lines) == 3

@@ -44,21 +44,24 @@ def test_shipped_configs_validate():
         assert cfg.steps > cfg.burn_in
 
 
-@pytest.mark.parametrize("key, value, field", [
-    ("filter.method", "kalman", "filter.method"),
-    ("filter.particles", 1, "filter.particles"),
-    ("filter.particles", "many", "filter.particles"),
-    ("filter.options", {"jitter_std": 1.0}, "filter.options.jitter_std"),
-    ("observations.noise_std", -0.1, "observations.noise_std"),
-    ("observations.indices", [], "observations.indices"),
-    ("observations.operator", "fourier", "observations.operator"),
-    ("initial.recipe", "random", "initial.recipe"),
-    ("burn_in", 100, "burn_in"),
-    ("steps", 0, "steps"),
-    ("system", "lorenz84", "system"),
-    ("save", "everything", "save"),
-    ("emulator", "/nonexistent/ckpt.pt", "emulator"),
-])
+@pytest.mark.parametrize(
+    "key, value, field",
+    [
+        ("filter.method", "kalman", "filter.method"),
+        ("filter.particles", 1, "filter.particles"),
+        ("filter.particles", "many", "filter.particles"),
+        ("filter.options", {"jitter_std": 1.0}, "filter.options.jitter_std"),
+        ("observations.noise_std", -0.1, "observations.noise_std"),
+        ("observations.indices", [], "observations.indices"),
+        ("observations.operator", "fourier", "observations.operator"),
+        ("initial.recipe", "random", "initial.recipe"),
+        ("burn_in", 100, "burn_in"),
+        ("steps", 0, "steps"),
+        ("system", "lorenz84", "system"),
+        ("save", "everything", "save"),
+        ("emulator", "/nonexistent/ckpt.pt", "emulator"),
+    ],
+)
 def test_config_errors_name_the_field(key, value, field):
     with pytest.raises(ConfigError, match=f"'{field}'"):
         parse_config(_raw(**{key: value}))
@@ -96,15 +99,31 @@ def _tiny(tmp_path, **changes) -> Path:
 
 def test_filter_command_writes_the_documented_netcdf(tmp_path):
     out = tmp_path / "run.nc"
-    res = CliRunner().invoke(app, ["filter", str(_tiny(tmp_path)), "--out", str(out),
-                                   "--no-progress"])
+    res = CliRunner().invoke(
+        app, ["filter", str(_tiny(tmp_path)), "--out", str(out), "--no-progress"]
+    )
     assert res.exit_code == 0, res.output
     assert str(out) in res.output
     with xr.open_dataset(out, engine="h5netcdf") as ds:
         assert dict(ds.sizes) == {"run": 2, "step": 12, "member": 8, "component": 3, "obs": 2}
-        for name in ("truth", "observations", "particles", "log_weights", "mean", "spread",
-                     "ess", "inflation", "log_evidence", "seconds", "skill", "spread_metric",
-                     "ssr", "crps", "summary_skill", "summary_crps"):
+        for name in (
+            "truth",
+            "observations",
+            "particles",
+            "log_weights",
+            "mean",
+            "spread",
+            "ess",
+            "inflation",
+            "log_evidence",
+            "seconds",
+            "skill",
+            "spread_metric",
+            "ssr",
+            "crps",
+            "summary_skill",
+            "summary_crps",
+        ):
             assert name in ds, name
             assert "long_name" in ds[name].attrs
         assert ds.attrs["method"] == "fa-apf" and "git" in ds.attrs["source"]
@@ -128,9 +147,11 @@ def test_unfinished_output_needs_resume_and_the_same_config(tmp_path):
     res = CliRunner().invoke(app, ["filter", str(cfg), "--out", str(out), "--no-progress"])
     assert res.exit_code == 2 and "--resume" in res.output
     (tmp_path / "run.nc.parts" / "config.yaml").write_text(
-        yaml.safe_dump(_raw(steps=12, burn_in=2, runs=2, **{"filter.particles": 9})))
-    res = CliRunner().invoke(app, ["filter", str(cfg), "--out", str(out), "--no-progress",
-                                   "--resume"])
+        yaml.safe_dump(_raw(steps=12, burn_in=2, runs=2, **{"filter.particles": 9}))
+    )
+    res = CliRunner().invoke(
+        app, ["filter", str(cfg), "--out", str(out), "--no-progress", "--resume"]
+    )
     assert res.exit_code == 2 and "config differs" in res.output
 
 
@@ -153,8 +174,9 @@ def test_killed_run_resumes_bit_identically(tmp_path):
     full, killed = tmp_path / "full.nc", tmp_path / "killed.nc"
     subprocess.run(cmd + ["--out", str(full)], check=True, env=env, capture_output=True)
 
-    proc = subprocess.Popen(cmd + ["--out", str(killed)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     parts = tmp_path / "killed.nc.parts"
     deadline = time.time() + 120
     while _checkpoint_step(parts) < 5 and time.time() < deadline and proc.poll() is None:
@@ -165,10 +187,14 @@ def test_killed_run_resumes_bit_identically(tmp_path):
     done = _checkpoint_step(parts)
     assert 5 <= done < 30 and not killed.exists()
 
-    res = subprocess.run(cmd + ["--out", str(killed), "--resume"], env=env,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        cmd + ["--out", str(killed), "--resume"], env=env, capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stderr
-    with xr.open_dataset(full, engine="h5netcdf") as a, xr.open_dataset(killed, engine="h5netcdf") as b:
+    with (
+        xr.open_dataset(full, engine="h5netcdf") as a,
+        xr.open_dataset(killed, engine="h5netcdf") as b,
+    ):
         for name in ("particles", "log_weights", "mean", "ess", "inflation", "skill", "crps"):
             assert np.array_equal(a[name].values, b[name].values), name
 

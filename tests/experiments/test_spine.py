@@ -57,14 +57,19 @@ def test_a_documented_figure_1_cell_reproduces():
 
 def test_shipped_configs_use_the_named_setups():
     cfg = load_config("configs/l63-a.yaml")
-    direct = parse_config({"name": "x", "setup": "l63-a",
-                           "filter": {"method": "fa-apf", "particles": 32}})
+    direct = parse_config(
+        {"name": "x", "setup": "l63-a", "filter": {"method": "fa-apf", "particles": 32}}
+    )
     assert cfg.observations == direct.observations and cfg.initial == direct.initial
     assert cfg.system == SETUPS["l63-a"].system and cfg.dtype == "float32"
     # a field given in the config replaces the setup's
-    other = parse_config({"setup": "l63-a", "observations": {"operator": "select",
-                                                             "indices": [1], "noise_std": 1.0},
-                          "filter": {"method": "enkf", "particles": 8}})
+    other = parse_config(
+        {
+            "setup": "l63-a",
+            "observations": {"operator": "select", "indices": [1], "noise_std": 1.0},
+            "filter": {"method": "enkf", "particles": 8},
+        }
+    )
     assert other.observations.indices == (1,) and other.initial == direct.initial
     # the resolved config round-trips through its YAML (what --resume compares)
     import yaml
@@ -75,8 +80,9 @@ def test_shipped_configs_use_the_named_setups():
 def test_demo_then_report_on_its_folder(tmp_path):
     out = tmp_path / "demo"
     runner = CliRunner()
-    r = runner.invoke(app, ["demo", "--steps", "6", "--particles", "6", "--out", str(out),
-                            "--no-progress"])
+    r = runner.invoke(
+        app, ["demo", "--steps", "6", "--particles", "6", "--out", str(out), "--no-progress"]
+    )
     assert r.exit_code == 0, r.output
     assert "FA-APF" in r.output and "EnKF" in r.output
     r2 = runner.invoke(app, ["report", str(out)])
@@ -94,8 +100,21 @@ def test_demo_then_report_on_its_folder(tmp_path):
 
 
 def test_linear_gaussian_demo_has_the_kalman_row(tmp_path):
-    r = CliRunner().invoke(app, ["demo", "--system", "linear-gaussian", "--steps", "8",
-                                 "--particles", "64", "--out", str(tmp_path), "--no-progress"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "demo",
+            "--system",
+            "linear-gaussian",
+            "--steps",
+            "8",
+            "--particles",
+            "64",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "Kalman (exact)" in r.output
     assert len(list(tmp_path.glob("*.nc"))) == 4
@@ -106,10 +125,11 @@ def test_every_command_output_round_trips(tmp_path):
     report and xarray, and hold the typed step diagnostics."""
     runner = CliRunner()
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("name: t\nsetup: l63-b\nfilter: {method: bpf, particles: 8, options: "
-                   "{ess_interval: [0.3, 0.5]}}\nsteps: 5\nburn_in: 1\n")
-    r = runner.invoke(app, ["filter", str(cfg), "--out", str(tmp_path / "f.nc"),
-                            "--no-progress"])
+    cfg.write_text(
+        "name: t\nsetup: l63-b\nfilter: {method: bpf, particles: 8, options: "
+        "{ess_interval: [0.3, 0.5]}}\nsteps: 5\nburn_in: 1\n"
+    )
+    r = runner.invoke(app, ["filter", str(cfg), "--out", str(tmp_path / "f.nc"), "--no-progress"])
     assert r.exit_code == 0, r.output
     with open_run(tmp_path / "f.nc") as ds:
         assert ds["inflation"].shape == (1, 5)
@@ -143,10 +163,12 @@ def test_fa_apf_and_bpf_share_the_weighting_core(monkeypatch):
     monkeypatch.setattr(fa_apf, "reweight", spy)
     monkeypatch.setattr(bpf, "reweight", spy)
     A = 0.9 * torch.eye(2, dtype=torch.float64)
-    em = gf.LinearGaussianEmulator(A, torch.zeros(2, dtype=torch.float64),
-                                   0.1 * torch.eye(2, dtype=torch.float64))
-    obs = gf.Observation(torch.tensor([0.3], dtype=torch.float64), gf.Select([0]),
-                         gf.isotropic_noise(0.5))
+    em = gf.LinearGaussianEmulator(
+        A, torch.zeros(2, dtype=torch.float64), 0.1 * torch.eye(2, dtype=torch.float64)
+    )
+    obs = gf.Observation(
+        torch.tensor([0.3], dtype=torch.float64), gf.Select([0]), gf.isotropic_noise(0.5)
+    )
     x0 = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     for f in (gf.FAAPF(em, generator=1), gf.BootstrapPF(em, generator=1)):
         f.step(f.init(x0), obs)
@@ -160,8 +182,15 @@ def test_shipped_emulator_is_chosen_by_interval():
     with pytest.raises(FileNotFoundError, match="interval 0.25 .shipped: 0.1"):
         shipped_checkpoint(0.25)
     # through a config: a lorenz63 system with another interval is refused in one line
-    cfg = parse_config({"setup": "l63-a", "system_options": {"interval": 0.25},
-                        "filter": {"method": "enkf", "particles": 4}, "steps": 3, "burn_in": 0})
+    cfg = parse_config(
+        {
+            "setup": "l63-a",
+            "system_options": {"interval": 0.25},
+            "filter": {"method": "enkf", "particles": 4},
+            "steps": 3,
+            "burn_in": 0,
+        }
+    )
     from genfilter.experiments.runner import build_emulator, build_twin_setup
 
     with pytest.raises(FileNotFoundError, match="no shipped Lorenz-63 emulator"):
@@ -171,12 +200,28 @@ def test_shipped_emulator_is_chosen_by_interval():
 def test_oracle_emulator_config_runs(tmp_path):
     """`emulator: oracle` (the true model with an importance-sampled optimal proposal) and
     `weights: exact` make the oracle FA-APF of a setup; its options are checked by name."""
-    cfg = parse_config({"setup": "l63-a", "emulator": "oracle", "emulator_options": {"draws": 20},
-                        "filter": {"method": "fa-apf", "particles": 8,
-                                   "options": {"weights": "exact", "exact_samples": 20}},
-                        "steps": 3, "burn_in": 0})
+    cfg = parse_config(
+        {
+            "setup": "l63-a",
+            "emulator": "oracle",
+            "emulator_options": {"draws": 20},
+            "filter": {
+                "method": "fa-apf",
+                "particles": 8,
+                "options": {"weights": "exact", "exact_samples": 20},
+            },
+            "steps": 3,
+            "burn_in": 0,
+        }
+    )
     path = run_config(cfg, tmp_path / "oracle.nc", progress=False)
     assert math.isfinite(summarize_file(path)["skill"])
     with pytest.raises(ValueError, match="emulator_options.steps"):
-        parse_config({"setup": "l63-a", "emulator": "oracle", "emulator_options": {"steps": 3},
-                      "filter": {"method": "fa-apf", "particles": 8}})
+        parse_config(
+            {
+                "setup": "l63-a",
+                "emulator": "oracle",
+                "emulator_options": {"steps": 3},
+                "filter": {"method": "fa-apf", "particles": 8},
+            }
+        )

@@ -47,8 +47,9 @@ class AR1(StochasticSystem):
     def advance(self, x, noise):
         return A * x + math.sqrt(Q) * noise
 
-    def attractor_states(self, n, generator=None, *, burn_in=0.0, dtype=torch.float32,
-                         chunk_size=None):
+    def attractor_states(
+        self, n, generator=None, *, burn_in=0.0, dtype=torch.float32, chunk_size=None
+    ):
         sd = math.sqrt(Q / (1 - A**2))  # the stationary law
         return sd * torch.randn((n, *self.state_shape), generator=generator, dtype=dtype)
 
@@ -98,23 +99,39 @@ def toy_registry():
     from genfilter.systems.datasets import SYSTEMS, SystemEntry
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(SYSTEMS, "ar1", SystemEntry(AR1, {}, ("component",), trajectories=8,
-                                               length=16, burn_in=0.0, chunk=8))
+        mp.setitem(
+            SYSTEMS,
+            "ar1",
+            SystemEntry(AR1, {}, ("component",), trajectories=8, length=16, burn_in=0.0, chunk=8),
+        )
         mp.setitem(FILTERS, "nudging", FixedGainNudging)
         mp.setitem(FILTERS, "amplifying", Amplifying)
         yield
 
 
-def toy_config(params: dict, seed: int, *, steps: int = 400, burn_in: int = 50,
-               method: str = "nudging", N: int = 2) -> ExperimentConfig:
+def toy_config(
+    params: dict,
+    seed: int,
+    *,
+    steps: int = 400,
+    burn_in: int = 50,
+    method: str = "nudging",
+    N: int = 2,
+) -> ExperimentConfig:
     """The AR(1) twin (all 8 components observed, σ_y = 1; initial ensemble truth +
     N(0, I)) with the toy filter; built directly (the toy method is not in METHODS)."""
     return ExperimentConfig(
-        name="ar1", system="ar1", emulator="true",
+        name="ar1",
+        system="ar1",
+        emulator="true",
         filter=FilterConfig(method=method, particles=N, options=dict(params)),
         observations=ObservationConfig(operator="identity", noise_std=math.sqrt(R)),
         initial=InitialConfig(recipe="perturbed", std=1.0, spinup=20.0),
-        steps=steps, burn_in=burn_in, seed=seed, save="moments", dtype="float64",
+        steps=steps,
+        burn_in=burn_in,
+        seed=seed,
+        save="moments",
+        dtype="float64",
     )
 
 
@@ -167,8 +184,13 @@ def test_tuning_seeds_are_config_seeds_on_the_configs_short_twin():
     evaluation = build_twin_setup(toy_config({"gain": 0.5}, 0, steps=60, burn_in=10))
     assert not torch.equal(make_twin(setup, 10_000).truth, make_twin(evaluation, 0).truth)
     # a shared setup is used as given; it must match the configs' time sequence
-    shared = tune(short(60, 10), {"gain": [0.5]}, seeds=(10_000, 10_001), setup=setup,
-                  emulator=build_emulator(cfg, setup))
+    shared = tune(
+        short(60, 10),
+        {"gain": [0.5]},
+        seeds=(10_000, 10_001),
+        setup=setup,
+        emulator=build_emulator(cfg, setup),
+    )
     assert shared.trials[0].scores == result.trials[0].scores
     with pytest.raises(ValueError, match="cycles"):
         tune(short(40, 10), {"gain": [0.5]}, seeds=(10_000,), setup=setup)
@@ -220,8 +242,12 @@ def test_grid_configurations_are_every_combination_first_name_slowest():
 
 @pytest.mark.parametrize(
     "space, error",
-    [({}, ValueError), ({"a": []}, ValueError), ({"a": "abc"}, ValueError),
-     ({"a": Uniform(0, 1)}, TypeError)],
+    [
+        ({}, ValueError),
+        ({"a": []}, ValueError),
+        ({"a": "abc"}, ValueError),
+        ({"a": Uniform(0, 1)}, TypeError),
+    ],
 )
 def test_bad_grids_are_refused(space, error):
     with pytest.raises(error):
@@ -248,8 +274,9 @@ def test_failing_configurations_are_recorded_and_ranked_last():
 
     def make_config(params, seed):
         if params["gain"] > 1.0:
-            raise ConfigError(f"config field 'filter.options.gain': too large, got "
-                              f"{params['gain']}")
+            raise ConfigError(
+                f"config field 'filter.options.gain': too large, got {params['gain']}"
+            )
         return toy_config(params, seed, steps=60, burn_in=10)
 
     result = tune(make_config, {"gain": [-1.0, 0.5, 0.3, 2.0]}, seeds=(10_000, 10_001))
@@ -280,8 +307,9 @@ def test_run_summary_flags_divergence_above_the_climatological_sd():
 
 
 def test_the_markdown_table_lists_every_configuration_best_first():
-    result = tune(short(60, 10), {"gain": [0.2, 0.6, -1.0]}, seeds=(10_000, 10_001),
-                  label="nudging")
+    result = tune(
+        short(60, 10), {"gain": [0.2, 0.6, -1.0]}, seeds=(10_000, 10_001), label="nudging"
+    )
     assert isinstance(result, TuningResult)
     text = result.table()
     lines = text.splitlines()
@@ -300,8 +328,13 @@ def test_the_markdown_table_lists_every_configuration_best_first():
 def test_refinement_reruns_the_best_configurations_on_more_seeds_and_ranks_them_first():
     """Second stage: the 2 best of the first pass are re-run on 3 more seeds; their mean
     and standard error are over all 5 seeds and they rank ahead of the others."""
-    result = tune(short(150, 30), {"gain": [0.2, 0.4, 0.6, 0.8, 1.0]},
-                  seeds=(10_000, 10_001), refine=2, refine_seeds=(10_002, 10_003, 10_004))
+    result = tune(
+        short(150, 30),
+        {"gain": [0.2, 0.4, 0.6, 0.8, 1.0]},
+        seeds=(10_000, 10_001),
+        refine=2,
+        refine_seeds=(10_002, 10_003, 10_004),
+    )
     refined = [t for t in result.trials if t.refined]
     assert len(refined) == 2 and result.refine == 2
     assert all(len(t.scores) == 5 and t.runs[-1]["seed"] == 10_004 for t in refined)

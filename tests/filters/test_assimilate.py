@@ -20,8 +20,9 @@ from genfilter.observations import Select, isotropic_noise, synthetic_observatio
 def setup(K=6):
     model = make_lg_model()
     truth = simulate_lg(model, K)
-    obs = synthetic_observations(truth, Select([0, 2]), isotropic_noise(0.5),
-                                 generator=torch.Generator().manual_seed(2))
+    obs = synthetic_observations(
+        truth, Select([0, 2]), isotropic_noise(0.5), generator=torch.Generator().manual_seed(2)
+    )
     x0 = torch.randn(32, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     return model, truth, obs, x0
 
@@ -29,11 +30,18 @@ def setup(K=6):
 def test_metrics_and_xarray():
     model, truth, obs, x0 = setup()
     obs[2] = None  # a forecast-only step
-    run = assimilate(EnKF(ExactLinearEmulator(model.A, model.b, model.Q), generator=0), x0, obs,
-                     truth=truth, progress=False, variable_axis=0)
+    run = assimilate(
+        EnKF(ExactLinearEmulator(model.A, model.b, model.Q), generator=0),
+        x0,
+        obs,
+        truth=truth,
+        progress=False,
+        variable_axis=0,
+    )
     assert run.metrics["skill"].shape == (6, 4)
-    assert torch.allclose(run.metrics["skill"][3],
-                          skill(run.particles[3], truth[3], variable_axis=0))
+    assert torch.allclose(
+        run.metrics["skill"][3], skill(run.particles[3], truth[3], variable_axis=0)
+    )
     ds = run.to_xarray(state_dims=["component"])
     assert isinstance(ds, xr.Dataset)
     assert ds["particles"].dims == ("run", "step", "member", "component")
@@ -52,8 +60,9 @@ def test_resume_from_checkpoint_is_identical(tmp_path):
 
     ck = tmp_path / "run.pt"
     assimilate(FAAPF(em, generator=7), x0, obs[:3], truth=truth[:3], progress=False, checkpoint=ck)
-    resumed = assimilate(FAAPF(em, generator=7), x0, obs, truth=truth, progress=False,
-                         checkpoint=ck)
+    resumed = assimilate(
+        FAAPF(em, generator=7), x0, obs, truth=truth, progress=False, checkpoint=ck
+    )
     assert torch.equal(resumed.particles, full.particles)
     assert torch.equal(resumed.metrics["crps"], full.metrics["crps"])
     assert [i.inflation for i in resumed.infos] == [i.inflation for i in full.infos]
@@ -62,8 +71,13 @@ def test_resume_from_checkpoint_is_identical(tmp_path):
 def test_truth_shape_is_checked():
     model, truth, obs, x0 = setup()
     with pytest.raises(ValueError, match="truth must have shape"):
-        assimilate(EnKF(ExactLinearEmulator(model.A, model.b, model.Q)), x0, obs, truth=truth[:3],
-                   progress=False)
+        assimilate(
+            EnKF(ExactLinearEmulator(model.A, model.b, model.Q)),
+            x0,
+            obs,
+            truth=truth[:3],
+            progress=False,
+        )
 
 
 def test_non_finite_particles_are_an_error_naming_the_step():
@@ -72,11 +86,18 @@ def test_non_finite_particles_are_an_error_naming_the_step():
         generator = None
 
         def init(self, particles):
-            return Ensemble(particles, torch.full((particles.shape[0],), -torch.log(torch.tensor(32.0)).item(),
-                                                  dtype=torch.float64))
+            return Ensemble(
+                particles,
+                torch.full(
+                    (particles.shape[0],),
+                    -torch.log(torch.tensor(32.0)).item(),
+                    dtype=torch.float64,
+                ),
+            )
 
         def step(self, ens, obs):
             from genfilter.filters.base import StepInfo
+
             return Ensemble(ens.particles * torch.inf, ens.log_weights), StepInfo(ess=32.0)
 
     _model, _truth, obs, x0 = setup()

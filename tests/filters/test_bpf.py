@@ -18,13 +18,18 @@ def test_bpf_approaches_the_kalman_filter_and_its_evidence():
     0.15 KF sd at every step and log-evidence within 0.5 nat over 20 steps."""
     model = make_lg_model()
     truth = simulate_lg(model, 20)
-    obs = synthetic_observations(truth, Select([0, 2]), isotropic_noise(1.0),
-                                 generator=torch.Generator().manual_seed(2))
+    obs = synthetic_observations(
+        truth, Select([0, 2]), isotropic_noise(1.0), generator=torch.Generator().manual_seed(2)
+    )
     m0, P0 = torch.zeros(4, dtype=torch.float64), torch.eye(4, dtype=torch.float64)
     kf = KalmanFilter(model.A, model.b, model.Q).filter(m0, P0, obs)
     x0 = torch.randn(20000, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    run = assimilate(BootstrapPF(ExactLinearEmulator(model.A, model.b, model.Q), generator=4),
-                     x0, obs, progress=False)
+    run = assimilate(
+        BootstrapPF(ExactLinearEmulator(model.A, model.b, model.Q), generator=4),
+        x0,
+        obs,
+        progress=False,
+    )
     sd = torch.sqrt(torch.diagonal(kf.covs, dim1=1, dim2=2))
     mean_err = ((run.means - kf.means).abs() / sd).max().item()
     ll_err = abs(run.log_evidence - kf.log_likelihood)
@@ -52,6 +57,7 @@ def test_all_incompatible_particles_raise():
     em = ExactLinearEmulator(model.A, model.b, model.Q)
     x0 = torch.zeros(10, 4, dtype=torch.float64)
     from genfilter.observations import Lambda
+
     op = Lambda(lambda x: x[:, :1] + 1e300 * 1e300, "inf")
     obs = Observation(torch.zeros(1, dtype=torch.float64), op, isotropic_noise(1.0))
     f = BootstrapPF(em, generator=0)

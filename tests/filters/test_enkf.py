@@ -29,14 +29,16 @@ def test_enkf_converges_to_the_kalman_filter():
     ≈ 0.01; perturbed observations add sampling noise of the same order)."""
     model = make_lg_model()
     truth = simulate_lg(model, 20)
-    obs = synthetic_observations(truth, Select([0, 2]), isotropic_noise(0.5),
-                                 generator=torch.Generator().manual_seed(2))
+    obs = synthetic_observations(
+        truth, Select([0, 2]), isotropic_noise(0.5), generator=torch.Generator().manual_seed(2)
+    )
     m0, P0 = torch.zeros(4, dtype=torch.float64), torch.eye(4, dtype=torch.float64)
     kf = KalmanFilter(model.A, model.b, model.Q).filter(m0, P0, obs)
     N = 20000
     x0 = torch.randn(N, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    run = assimilate(EnKF(ExactLinearEmulator(model.A, model.b, model.Q), generator=4), x0, obs,
-                     progress=False)
+    run = assimilate(
+        EnKF(ExactLinearEmulator(model.A, model.b, model.Q), generator=4), x0, obs, progress=False
+    )
     sd = torch.sqrt(torch.diagonal(kf.covs, dim1=1, dim2=2))
     var = torch.stack([torch.diagonal(torch.cov(p.T)) for p in run.particles])
     mean_err = ((run.means - kf.means).abs() / sd).max().item()
@@ -55,9 +57,11 @@ def test_analysis_equals_dense_kalman_gain_formula(noise_kind, N):
     xf = torch.randn(N, D, generator=g, dtype=torch.float64)
     idx = list(range(0, D, D // M))[:M]
     C = torch.randn(M, M, generator=g, dtype=torch.float64)
-    noise = {"isotropic": isotropic_noise(0.7),
-             "diagonal": diagonal_noise(torch.rand(M, generator=g, dtype=torch.float64) + 0.1),
-             "full": full_noise(C @ C.T + torch.eye(M, dtype=torch.float64))}[noise_kind]
+    noise = {
+        "isotropic": isotropic_noise(0.7),
+        "diagonal": diagonal_noise(torch.rand(M, generator=g, dtype=torch.float64) + 0.1),
+        "full": full_noise(C @ C.T + torch.eye(M, dtype=torch.float64)),
+    }[noise_kind]
     obs = Observation(torch.randn(M, generator=g, dtype=torch.float64), Select(idx), noise)
     xa = ensemble_kalman_update(xf, obs, generator=torch.Generator().manual_seed(5))
     # reference with the same perturbations
@@ -67,6 +71,7 @@ def test_analysis_equals_dense_kalman_gain_formula(noise_kind, N):
     Y = xf[:, idx]
     Yt = (Y - Y.mean(0)) / math.sqrt(N - 1)
     from genfilter.observations import noise_matrix
+
     R = noise_matrix(noise, M).double()
     K = A.T @ Yt @ torch.linalg.inv(Yt.T @ Yt + R)
     ref = xf + (obs.y + eps - Y) @ K.T
@@ -80,7 +85,9 @@ def test_inflation_scales_analysis_anomalies():
     obs = Observation(torch.zeros(2, dtype=torch.float64), Select([0, 2]), isotropic_noise(1.0))
     e1, _ = EnKF(em, generator=1).step(EnKF(em).init(x0), obs)
     e2, info = EnKF(em, inflation=1.5, generator=1).step(EnKF(em).init(x0), obs)
-    assert torch.allclose(e2.particles - e2.particles.mean(0), 1.5 * (e1.particles - e1.particles.mean(0)))
+    assert torch.allclose(
+        e2.particles - e2.particles.mean(0), 1.5 * (e1.particles - e1.particles.mean(0))
+    )
     assert info.spread_analysis < info.spread_forecast * 1.5
 
 

@@ -28,8 +28,9 @@ K_STEPS = 20
 def kalman_setup(seed=0):
     model = make_lg_model(seed)
     truth = simulate_lg(model, K_STEPS, seed=1)
-    obs = synthetic_observations(truth, Select([0, 2]), isotropic_noise(0.5),
-                                 generator=torch.Generator().manual_seed(2))
+    obs = synthetic_observations(
+        truth, Select([0, 2]), isotropic_noise(0.5), generator=torch.Generator().manual_seed(2)
+    )
     m0 = torch.zeros(model.D, dtype=torch.float64)
     P0 = torch.eye(model.D, dtype=torch.float64)
     kf = KalmanFilter(model.A, model.b, model.Q).filter(m0, P0, obs)
@@ -60,12 +61,16 @@ def test_fa_apf_gaussian_weights_track_the_kalman_filter():
     model, truth, obs, m0, P0, kf = kalman_setup()
     N = 2000
     g = torch.Generator().manual_seed(3)
-    x0 = m0 + torch.randn(N, model.D, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(P0).T
+    x0 = (
+        m0 + torch.randn(N, model.D, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(P0).T
+    )
     em = LinearGaussianEmulator(model.A, model.b, model.Q, sampler="xeab", steps=64, iterations=4)
     f = FAAPF(em, weights="gaussian", ess_interval=None, generator=1)
     run = assimilate(f, x0, obs, truth=truth, progress=False)
     mean_err, var_err, ll_err = compare_with_kalman(run, kf)
-    print(f"FA-APF vs KF: mean err {mean_err:.3f} sd, var err {var_err:.3f}, loglik err {ll_err:.3f}")
+    print(
+        f"FA-APF vs KF: mean err {mean_err:.3f} sd, var err {var_err:.3f}, loglik err {ll_err:.3f}"
+    )
     assert mean_err < 0.25
     assert var_err < 0.2
     assert ll_err < 1.0
@@ -79,12 +84,15 @@ def test_dirac_weights_are_biased_where_gaussian_weights_are_not():
     the two modes really differ, and which one is exact)."""
     model, _truth, obs, m0, P0, _kf = kalman_setup()
     N = 500
-    x0 = m0 + torch.randn(N, model.D, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    x0 = m0 + torch.randn(
+        N, model.D, generator=torch.Generator().manual_seed(3), dtype=torch.float64
+    )
     em = LinearGaussianEmulator(model.A, model.b, model.Q, steps=16, iterations=4)
     errs = {}
     for mode in ("dirac", "gaussian"):
-        run = assimilate(FAAPF(em, weights=mode, ess_interval=None, generator=1), x0, obs[:8],
-                         progress=False)
+        run = assimilate(
+            FAAPF(em, weights=mode, ess_interval=None, generator=1), x0, obs[:8], progress=False
+        )
         kf8 = KalmanFilter(model.A, model.b, model.Q).filter(m0, P0, obs[:8])
         errs[mode] = abs(run.log_evidence - kf8.log_likelihood)
     assert errs["dirac"] > 3 * errs["gaussian"]
@@ -98,16 +106,18 @@ def test_inflation_holds_ess_in_the_interval():
     N = 256
     g = torch.Generator().manual_seed(0)
     x0 = 3 * torch.randn(N, model.D, generator=g, dtype=torch.float64)
-    obs = Observation(torch.tensor([0.1, -0.2], dtype=torch.float64), Select([0, 2]),
-                      isotropic_noise(0.05))
+    obs = Observation(
+        torch.tensor([0.1, -0.2], dtype=torch.float64), Select([0, 2]), isotropic_noise(0.05)
+    )
     f = FAAPF(em, generator=2)  # default interval [50/256, 60/256] of N
     _ens, info = f.step(f.init(x0), obs)
     assert info.ess_untempered < 50
     assert info.inflation < 1.0
     assert 50 <= info.ess <= 60
     # with a vague observation no inflation is needed: β = 1
-    vague = Observation(torch.tensor([0.1, -0.2], dtype=torch.float64), Select([0, 2]),
-                        isotropic_noise(50.0))
+    vague = Observation(
+        torch.tensor([0.1, -0.2], dtype=torch.float64), Select([0, 2]), isotropic_noise(50.0)
+    )
     _, info = f.step(f.init(x0), vague)
     assert info.inflation == 1.0 and info.ess >= 50
 
@@ -116,8 +126,9 @@ def test_first_step_from_identical_particles_skips_weighting():
     model = make_lg_model()
     em = LinearGaussianEmulator(model.A, model.b, model.Q, steps=4, iterations=4)
     x0 = torch.zeros(64, model.D, dtype=torch.float64)
-    obs = Observation(torch.tensor([5.0, -5.0], dtype=torch.float64), Select([0, 2]),
-                      isotropic_noise(0.1))
+    obs = Observation(
+        torch.tensor([5.0, -5.0], dtype=torch.float64), Select([0, 2]), isotropic_noise(0.1)
+    )
     f = FAAPF(em, generator=0)
     ens, info = f.step(f.init(x0), obs)
     assert info.skipped_weights and info.inflation == 1.0 and info.ess == 64
@@ -132,8 +143,17 @@ def test_degenerate_weights_raise_instead_of_uniform_fallback():
     em = LinearGaussianEmulator(model.A, model.b, model.Q, steps=4, iterations=4)
     x0 = torch.randn(32, model.D, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
-    far = Lambda(lambda x: torch.where(torch.ones_like(x[:, :1], dtype=torch.bool),
-                                       torch.full_like(x[:, :1], 1e300), x[:, :1]) * 1e300, "inf")
+    far = Lambda(
+        lambda x: (
+            torch.where(
+                torch.ones_like(x[:, :1], dtype=torch.bool),
+                torch.full_like(x[:, :1], 1e300),
+                x[:, :1],
+            )
+            * 1e300
+        ),
+        "inf",
+    )
     obs = Observation(torch.zeros(1, dtype=torch.float64), far, isotropic_noise(1.0))
     for interval in [(50 / 256, 60 / 256), None]:
         f = FAAPF(em, ess_interval=interval, generator=0)
@@ -155,8 +175,11 @@ def test_forecast_only_step_and_log_evidence_absent():
     ens, info = f.step(f.init(x0), None)
     assert info.log_evidence is None and ens.particles.shape == x0.shape
     # all-missing observation = forecast
-    obs = Observation(torch.tensor([math.nan, math.nan], dtype=torch.float64), Select([0, 2]),
-                      isotropic_noise(1.0))
+    obs = Observation(
+        torch.tensor([math.nan, math.nan], dtype=torch.float64),
+        Select([0, 2]),
+        isotropic_noise(1.0),
+    )
     _, info = f.step(f.init(x0), obs)
     assert info.log_evidence is None
 
@@ -194,16 +217,20 @@ def test_exact_weights_equal_the_kalman_predictive_likelihood():
     Q = 0.3 * torch.eye(D, dtype=torch.float64)
     em = LinearGaussianEmulator(A, b, Q)
     x = torch.randn(4, D, generator=g, dtype=torch.float64)
-    obs = Observation(torch.tensor([0.4, -0.3], dtype=torch.float64), Select([0, 2]),
-                      isotropic_noise(0.5))
+    obs = Observation(
+        torch.tensor([0.4, -0.3], dtype=torch.float64), Select([0, 2]), isotropic_noise(0.5)
+    )
     f = FAAPF(em, weights="exact", exact_samples=20_000, generator=1)
     est = f.log_likelihoods(x, obs)
     H = torch.zeros(2, D, dtype=torch.float64)
     H[0, 0] = H[1, 2] = 1.0
     S = H @ Q @ H.T + 0.25 * torch.eye(2, dtype=torch.float64)
     r = obs.y - (x @ A.T + b) @ H.T
-    exact = -0.5 * (torch.einsum("ni,ij,nj->n", r, torch.linalg.inv(S), r)
-                    + torch.logdet(S) + 2 * math.log(2 * math.pi))
+    exact = -0.5 * (
+        torch.einsum("ni,ij,nj->n", r, torch.linalg.inv(S), r)
+        + torch.logdet(S)
+        + 2 * math.log(2 * math.pi)
+    )
     assert torch.allclose(est, exact, atol=0.02), (est, exact)
     # far fewer draws are visibly noisier: the test can tell the estimate from the truth
     rough = FAAPF(em, weights="exact", exact_samples=4, generator=1).log_likelihoods(x, obs)

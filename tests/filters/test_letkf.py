@@ -88,22 +88,25 @@ def test_etkf_converges_to_the_kalman_filter():
     square root adds no sampling noise).  Bounds: 8 σ/√N (≈ 0.11 σ) and 4 se."""
     model = make_lg_model()
     truth = simulate_lg(model, 20)
-    obs = synthetic_observations(truth, Select([0, 2]), isotropic_noise(0.5),
-                                 generator=torch.Generator().manual_seed(2))
+    obs = synthetic_observations(
+        truth, Select([0, 2]), isotropic_noise(0.5), generator=torch.Generator().manual_seed(2)
+    )
     m0, P0 = torch.zeros(4, dtype=f64), torch.eye(4, dtype=f64)
     kf = KalmanFilter(model.A, model.b, model.Q).filter(m0, P0, obs)
     N = 5000
     x0 = torch.randn(N, 4, generator=torch.Generator().manual_seed(3), dtype=f64)
-    run = assimilate(ETKF(LinearEmulator(model.A, model.b, model.Q), generator=4), x0, obs,
-                     progress=False)
+    run = assimilate(
+        ETKF(LinearEmulator(model.A, model.b, model.Q), generator=4), x0, obs, progress=False
+    )
     P = kf.covs
     var = P.diagonal(dim1=1, dim2=2)
     z_mean = (run.means - kf.means).abs() / (var / N).sqrt()
     covs = torch.stack([torch.cov(p.T) for p in run.particles])
     se = ((var[:, :, None] * var[:, None, :] + P**2) / N).sqrt()
     z_cov = (covs - P).abs() / se
-    print(f"ETKF vs KF: max mean err {z_mean.max():.2f} sd/sqrt(N), "
-          f"max cov err {z_cov.max():.2f} se")
+    print(
+        f"ETKF vs KF: max mean err {z_mean.max():.2f} sd/sqrt(N), max cov err {z_cov.max():.2f} se"
+    )
     assert z_mean.max() < 8.0
     assert z_cov.max() < 4.0
 
@@ -153,9 +156,18 @@ def test_gaspari_cohn_matches_the_polynomial():
     z = torch.linspace(0.0, 3.0, 3001, dtype=f64)
     ref = torch.where(
         z <= 1,
-        -z**5 / 4 + z**4 / 2 + 5 * z**3 / 8 - 5 * z**2 / 3 + 1,
-        torch.where(z <= 2, z**5 / 12 - z**4 / 2 + 5 * z**3 / 8 + 5 * z**2 / 3 - 5 * z + 4
-                    - 2 / (3 * z.clamp_min(1.0)), torch.zeros_like(z)),
+        -(z**5) / 4 + z**4 / 2 + 5 * z**3 / 8 - 5 * z**2 / 3 + 1,
+        torch.where(
+            z <= 2,
+            z**5 / 12
+            - z**4 / 2
+            + 5 * z**3 / 8
+            + 5 * z**2 / 3
+            - 5 * z
+            + 4
+            - 2 / (3 * z.clamp_min(1.0)),
+            torch.zeros_like(z),
+        ),
     )
     rho = gaspari_cohn(z)
     assert torch.allclose(rho, ref, atol=1e-12, rtol=0)
@@ -196,12 +208,17 @@ def test_letkf_with_infinite_radius_is_the_etkf(observed, rotate):
     idx = list(range(10)) if observed == "all" else [1, 6]
     N = 6 if observed == "all" else 12
     truth = simulate_lg(model, 3)
-    obs = synthetic_observations(truth, Select(idx), isotropic_noise(0.8),
-                                 generator=torch.Generator().manual_seed(1))
+    obs = synthetic_observations(
+        truth, Select(idx), isotropic_noise(0.8), generator=torch.Generator().manual_seed(1)
+    )
     x0 = random_ensemble(N, (10,))
     e_g = assimilate(ETKF(em, inflation=1.2, rotate=rotate, generator=7), x0, obs, progress=False)
-    e_l = assimilate(LETKF(em, radius=math.inf, inflation=1.2, rotate=rotate, generator=7), x0,
-                     obs, progress=False)
+    e_l = assimilate(
+        LETKF(em, radius=math.inf, inflation=1.2, rotate=rotate, generator=7),
+        x0,
+        obs,
+        progress=False,
+    )
     assert torch.allclose(e_l.particles, e_g.particles, atol=1e-10, rtol=0)
     assert e_l.infos[0].extra["local_observations"] == len(idx)
 
@@ -276,8 +293,11 @@ def test_zero_weight_observations_are_dropped():
 
 def test_chunking_does_not_change_the_analysis():
     xf = random_ensemble(7, (6, 8), seed=6)
-    obs = Observation(torch.randn(48, generator=torch.Generator().manual_seed(0), dtype=f64),
-                      Identity(), diagonal_noise(torch.full((48,), 0.3, dtype=f64)))
+    obs = Observation(
+        torch.randn(48, generator=torch.Generator().manual_seed(0), dtype=f64),
+        Identity(),
+        diagonal_noise(torch.full((48,), 0.3, dtype=f64)),
+    )
     ref, n = letkf_update(xf, obs, radius=1.2, inflation=1.05)
     for chunk in (1, 5, 1000):
         xa, _ = letkf_update(xf, obs, radius=1.2, inflation=1.05, chunk_size=chunk)
@@ -299,12 +319,14 @@ def test_points_without_local_observations_are_only_inflated():
     xa, _ = letkf_update(xf, obs, radius=2.0, inflation=1.44)
     far = slice(5, 35)
     assert torch.allclose(xa[:, far].mean(0), xf[:, far].mean(0), atol=1e-12, rtol=0)
-    assert torch.allclose(xa[:, far] - xa[:, far].mean(0), 1.2 * (xf[:, far] - xf[:, far].mean(0)),
-                          atol=1e-12, rtol=0)
+    assert torch.allclose(
+        xa[:, far] - xa[:, far].mean(0), 1.2 * (xf[:, far] - xf[:, far].mean(0)), atol=1e-12, rtol=0
+    )
 
 
-@pytest.mark.parametrize("make", [lambda em: ETKF(em, generator=0),
-                                  lambda em: LETKF(em, radius=3.0, generator=0)])
+@pytest.mark.parametrize(
+    "make", [lambda em: ETKF(em, generator=0), lambda em: LETKF(em, radius=3.0, generator=0)]
+)
 def test_missing_values_and_forecast_steps(make):
     """NaN entries are dropped (same result as not observing them); obs None and an
     all-missing observation give the forecast; StepInfo reports the spreads."""
@@ -316,8 +338,12 @@ def test_missing_values_and_forecast_steps(make):
     assert torch.allclose(with_nan.particles, without.particles, atol=1e-12, rtol=0)
     assert info.ess == 8.0 and with_nan.is_uniform()
     assert info.spread_analysis < info.spread_forecast
-    for obs in (None, Observation(torch.full((2,), float("nan"), dtype=f64), Select([0, 1]),
-                                  isotropic_noise(1.0))):
+    for obs in (
+        None,
+        Observation(
+            torch.full((2,), float("nan"), dtype=f64), Select([0, 1]), isotropic_noise(1.0)
+        ),
+    ):
         ens, info = f.step(f.init(xf), obs)
         assert torch.equal(ens.particles, xf)
         assert info.spread_analysis == info.spread_forecast
@@ -336,13 +362,16 @@ def test_rotation_preserves_mean_and_covariance():
     # in the filter: same forecast, same analysis moments, different members
     xf = random_ensemble(10, (15,), seed=8)
     obs = Observation(torch.zeros(5, dtype=f64), Select([0, 3, 6, 9, 12]), isotropic_noise(1.0))
-    for make in (lambda r: ETKF(Persistence(), rotate=r, generator=1),
-                 lambda r: LETKF(Persistence(), radius=2.0, rotate=r, generator=1)):
+    for make in (
+        lambda r: ETKF(Persistence(), rotate=r, generator=1),
+        lambda r: LETKF(Persistence(), radius=2.0, rotate=r, generator=1),
+    ):
         plain, _ = make(False).step(make(False).init(xf), obs)
         rotated, _ = make(True).step(make(True).init(xf), obs)
         assert torch.allclose(rotated.particles.mean(0), plain.particles.mean(0), atol=1e-12)
-        assert torch.allclose(torch.cov(rotated.particles.T), torch.cov(plain.particles.T),
-                              atol=1e-12)
+        assert torch.allclose(
+            torch.cov(rotated.particles.T), torch.cov(plain.particles.T), atol=1e-12
+        )
         assert (rotated.particles - plain.particles).abs().max() > 1e-3
 
 
@@ -380,8 +409,9 @@ def test_bad_hyperparameters_name_the_argument():
     with pytest.raises(ValueError, match="periodic"):  # one length per state axis
         f.step(f.init(xf), obs)
     f = LETKF(em, radius=2.0, generator=0)
-    no_locations = Observation(torch.zeros(1, dtype=f64), Lambda(lambda x: x[:, :1], "first"),
-                               isotropic_noise(1.0))
+    no_locations = Observation(
+        torch.zeros(1, dtype=f64), Lambda(lambda x: x[:, :1], "first"), isotropic_noise(1.0)
+    )
     with pytest.raises(ValueError, match="locations"):
         f.step(f.init(xf), no_locations)
 

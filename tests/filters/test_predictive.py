@@ -14,10 +14,18 @@ from genfilter.io import open_run
 
 
 def _cfg(check: int, steps: int = 200, method: str = "enkf", particles: int = 200):
-    return parse_config({"name": "ppc", "setup": "linear-gaussian", "emulator": "true",
-                         "filter": {"method": method, "particles": particles},
-                         "steps": steps, "burn_in": 10, "predictive_check": check,
-                         "save": "moments"})
+    return parse_config(
+        {
+            "name": "ppc",
+            "setup": "linear-gaussian",
+            "emulator": "true",
+            "filter": {"method": method, "particles": particles},
+            "steps": steps,
+            "burn_in": 10,
+            "predictive_check": check,
+            "save": "moments",
+        }
+    )
 
 
 def test_exact_filter_has_nominal_coverage(tmp_path):
@@ -52,12 +60,14 @@ def test_a_biased_predictive_fails_the_check():
     pits = []
     for _ in range(50):
         x = system.attractor_states(1, g, dtype=torch.float64)
-        y = Select([0, 2])(system.step(x, 1, g))[0] + 0.5 * torch.randn(2, generator=g,
-                                                                        dtype=torch.float64)
+        y = Select([0, 2])(system.step(x, 1, g))[0] + 0.5 * torch.randn(
+            2, generator=g, dtype=torch.float64
+        )
         obs = Observation(y, Select([0, 2]), isotropic_noise(0.5))
         members = x + 10.0 + 0.1 * torch.randn(64, 4, generator=g, dtype=torch.float64)
-        pits.append(predictive_pit(em, members, torch.zeros(64, dtype=torch.float64), obs, g,
-                                   samples=128))
+        pits.append(
+            predictive_pit(em, members, torch.zeros(64, dtype=torch.float64), obs, g, samples=128)
+        )
     pit = torch.stack(pits)
     assert coverage(pit, 0.9) < 0.1 and float(torch.minimum(pit, 1 - pit).mean()) < 0.05
 

@@ -193,8 +193,11 @@ def test_schemes_reject_invalid_weights(name, w, match):
 
 
 def test_unknown_scheme_and_bad_M_are_rejected():
-    with pytest.raises(ValueError, match="unknown resampling scheme 'sistematic'.*systematic.*"
-                       "stratified.*residual.*multinomial"):
+    with pytest.raises(
+        ValueError,
+        match="unknown resampling scheme 'sistematic'.*systematic.*"
+        "stratified.*residual.*multinomial",
+    ):
         resample(torch.zeros(3), "sistematic")
     for M in (0, -2):
         with pytest.raises(ValueError, match="M"):

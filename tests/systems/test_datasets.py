@@ -69,8 +69,9 @@ def l63(tmp_path_factory):
 def test_registry_builds_the_systems_with_overrides():
     assert set(SYSTEMS) == {"lorenz63", "lorenz96", "ns2d", "linear-gaussian"}
     lg = make_system("linear-gaussian", dim=4, seed=3)
-    assert lg.state_shape == (4,) and bool((lg.A == make_system("linear-gaussian", dim=4,
-                                                                   seed=3).A).all())
+    assert lg.state_shape == (4,) and bool(
+        (lg.A == make_system("linear-gaussian", dim=4, seed=3).A).all()
+    )
     assert isinstance(make_system("lorenz63"), StochasticLorenz63)
     ns = make_system("ns2d")
     assert isinstance(ns, NavierStokes2D) and ns.resolution == 64

@@ -251,7 +251,9 @@ class DiffusionEmulator(nn.Module):
             raise ValueError(f"moments_sigma must be positive, got {moments_sigma}")
         self.moments_sigma = float(moments_sigma)
         if guidance_sigma_max is not None and guidance_sigma_max <= 0:
-            raise ValueError(f"guidance_sigma_max must be positive or None, got {guidance_sigma_max}")
+            raise ValueError(
+                f"guidance_sigma_max must be positive or None, got {guidance_sigma_max}"
+            )
         self.guidance_sigma_max = guidance_sigma_max
         if chunk_size is not None and int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
@@ -314,8 +316,12 @@ class DiffusionEmulator(nn.Module):
         normalised to unit scale), drawn for all particles at once."""
         t1 = torch.ones((), dtype=x_prev.dtype, device=x_prev.device)
         alpha, sigma = self.schedule(t1)
-        z = torch.randn(x_prev.shape, generator=generator, dtype=x_prev.dtype,
-                        device=generator.device if generator is not None else "cpu")
+        z = torch.randn(
+            x_prev.shape,
+            generator=generator,
+            dtype=x_prev.dtype,
+            device=generator.device if generator is not None else "cpu",
+        )
         return torch.sqrt(alpha**2 + sigma**2) * z.to(x_prev.device)
 
     def _run(
@@ -405,8 +411,12 @@ class DiffusionEmulator(nn.Module):
         n = x_prev.shape[0]
         t1 = torch.ones((), dtype=x_prev.dtype, device=x_prev.device)
         alpha, sigma = self.schedule(t1)
-        z = torch.randn(x_prev.shape, generator=generator, dtype=x_prev.dtype,
-                        device=generator.device if generator is not None else "cpu")
+        z = torch.randn(
+            x_prev.shape,
+            generator=generator,
+            dtype=x_prev.dtype,
+            device=generator.device if generator is not None else "cpu",
+        )
         u1 = (sigma * z).to(x_prev.device)
         cond = self.condition(x_prev)
         scale = self._target_scale(x_prev)
@@ -497,7 +507,11 @@ class DiffusionEmulator(nn.Module):
                 guided = ProjectedMMPSDenoiser(self.denoiser, y=y, A=A, cov_y=cov_dense)
             else:
                 guided = MMPSDenoiser(
-                    self.denoiser, y=y, A=A, cov_y=noise, solver=self.solver,
+                    self.denoiser,
+                    y=y,
+                    A=A,
+                    cov_y=noise,
+                    solver=self.solver,
                     iterations=self.iterations,
                 )
             if self.guidance_sigma_max is None:

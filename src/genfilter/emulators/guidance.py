@@ -127,11 +127,19 @@ class ProjectedMMPSDenoiser(Denoiser):
         clip: Clip the eigenvalues at zero (``False``: symmetrise only, an ablation).
     """
 
-    def __init__(self, denoiser: Denoiser, y: Tensor, A: Callable[[Tensor], Tensor],
-                 cov_y: Tensor, clip: bool = True) -> None:
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        y: Tensor,
+        A: Callable[[Tensor], Tensor],
+        cov_y: Tensor,
+        clip: bool = True,
+    ) -> None:
         super().__init__()
         if cov_y.shape != (y.shape[-1], y.shape[-1]):
-            raise ValueError(f"cov_y must be ({y.shape[-1]}, {y.shape[-1]}), got {tuple(cov_y.shape)}")
+            raise ValueError(
+                f"cov_y must be ({y.shape[-1]}, {y.shape[-1]}), got {tuple(cov_y.shape)}"
+            )
         self.denoiser, self.y, self.A = denoiser, y, A
         self.cov_y = cov_y.to(torch.float64)
         self.clip = bool(clip)

@@ -40,13 +40,17 @@ class ConditionalGaussianDenoiser(Denoiser):
         self.schedule = schedule
         lam, U = torch.linalg.eigh((P + P.T) / 2)
         if lam.min() <= 0:
-            raise ValueError(f"P must be positive definite, smallest eigenvalue {float(lam.min()):.3g}")
+            raise ValueError(
+                f"P must be positive definite, smallest eigenvalue {float(lam.min()):.3g}"
+            )
         self.register_buffer("F", F.clone())
         self.register_buffer("g", g.clone())
         self.register_buffer("lam", lam)
         self.register_buffer("U", U)
 
-    def forward(self, x_t: Tensor, t: Tensor, cond: Tensor | None = None, **kwargs) -> DiracPosterior:
+    def forward(
+        self, x_t: Tensor, t: Tensor, cond: Tensor | None = None, **kwargs
+    ) -> DiracPosterior:
         if cond is None:
             raise TypeError("ConditionalGaussianDenoiser needs the previous state as cond=")
         kw = dict(dtype=x_t.dtype, device=x_t.device)
@@ -79,8 +83,9 @@ class LinearGaussianEmulator(DiffusionEmulator):
             ``sampler``, ``steps``, ``eta``, ``solver``, ``iterations``, ``chunk_size``...).
     """
 
-    def __init__(self, A: Tensor, b: Tensor, Q: Tensor, *, schedule: Schedule | None = None,
-                 **kwargs) -> None:
+    def __init__(
+        self, A: Tensor, b: Tensor, Q: Tensor, *, schedule: Schedule | None = None, **kwargs
+    ) -> None:
         A = torch.as_tensor(A, dtype=torch.float64)
         D = A.shape[0]
         if A.shape != (D, D):

@@ -265,8 +265,10 @@ class FieldUNet(nn.Module):
         squeeze = x.ndim == 3
         if squeeze:
             if self.channels != 1:
-                raise ValueError(f"x of shape {tuple(x.shape)} has no channel axis but "
-                                 f"channels = {self.channels}")
+                raise ValueError(
+                    f"x of shape {tuple(x.shape)} has no channel axis but "
+                    f"channels = {self.channels}"
+                )
             x = x.unsqueeze(1)
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise ValueError(
@@ -405,15 +407,22 @@ def build_denoiser_from_config(config: dict[str, Any]) -> KarrasDenoiser:
     shape = config["state_shape"]
     if config["kind"] == "mlp":
         backbone: nn.Module = ResidualMLP(
-            shape[0], shape[0], hidden=config["hidden"], layers=config["layers"],
+            shape[0],
+            shape[0],
+            hidden=config["hidden"],
+            layers=config["layers"],
             emb_features=config["emb_features"],
         )
     else:
         c = shape[0] if len(shape) == 3 else 1
         backbone = FieldUNet(
-            channels=c, cond_channels=c, hidden_channels=config["hidden_channels"],
-            hidden_blocks=config["hidden_blocks"], kernel_size=config["kernel_size"],
-            emb_features=config["emb_features"], periodic=config["periodic"],
+            channels=c,
+            cond_channels=c,
+            hidden_channels=config["hidden_channels"],
+            hidden_blocks=config["hidden_blocks"],
+            kernel_size=config["kernel_size"],
+            emb_features=config["emb_features"],
+            periodic=config["periodic"],
             norm=config["norm"],
         )
     denoiser = KarrasDenoiser(backbone, _schedule(config))
@@ -439,7 +448,12 @@ def build_denoiser(
     ``denoiser.denoiser_config``.  Parameters are initialised from torch's global RNG
     (:func:`~genfilter.emulators.training.train_emulator` seeds it)."""
     config = denoiser_config(
-        kind, state_shape, schedule=schedule, sigma_min=sigma_min, sigma_max=sigma_max,
-        alpha_min=alpha_min, **net_kwargs,
+        kind,
+        state_shape,
+        schedule=schedule,
+        sigma_min=sigma_min,
+        sigma_max=sigma_max,
+        alpha_min=alpha_min,
+        **net_kwargs,
     )
     return build_denoiser_from_config(config)

@@ -62,8 +62,9 @@ class ImportanceSampledEmulator:
         """Monte-Carlo :math:`\\mathbb{E}[x^{k+1} \\mid x^k]` over ``draws`` transitions."""
         return self._draws(x_prev, generator).mean(1)
 
-    def sample_posterior(self, x_prev: Tensor, obs: Observation, *,
-                         generator: torch.Generator | None = None) -> Tensor:
+    def sample_posterior(
+        self, x_prev: Tensor, obs: Observation, *, generator: torch.Generator | None = None
+    ) -> Tensor:
         """One draw per particle of :math:`p(x^{k+1} \\mid x^k, y)` by sampling importance
         resampling over ``draws`` transitions (module docstring)."""
         draws = self._draws(x_prev, generator)

@@ -33,9 +33,7 @@ class SimulatorEmulator:
         mean_samples: Monte-Carlo draws :math:`M` per particle in :meth:`predict_mean`.
     """
 
-    def __init__(
-        self, system: Any, chunk_size: int | None = None, mean_samples: int = 64
-    ):
+    def __init__(self, system: Any, chunk_size: int | None = None, mean_samples: int = 64):
         if chunk_size is not None:
             check_count(chunk_size, "chunk_size", minimum=1)
         check_count(mean_samples, "mean_samples", minimum=1)

@@ -144,8 +144,12 @@ class TrainingConfig:
 
         def real(name: str, ok, what: str) -> None:
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                    or not ok(v):
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not math.isfinite(v)
+                or not ok(v)
+            ):
                 raise ValueError(f"TrainingConfig.{name} must be {what}, got {v!r}")
             setattr(self, name, float(v))
 
@@ -306,7 +310,9 @@ def _numel_kept(x: Tensor, dims: tuple[int, ...]) -> int:
     return kept
 
 
-def _emulator_from(denoiser: Denoiser, emulator_config: dict[str, Any], **kwargs) -> DiffusionEmulator:
+def _emulator_from(
+    denoiser: Denoiser, emulator_config: dict[str, Any], **kwargs
+) -> DiffusionEmulator:
     c = emulator_config
     as_t = lambda v: torch.tensor(v, dtype=torch.float64) if isinstance(v, list) else float(v)  # noqa: E731
     return DiffusionEmulator(
@@ -606,8 +612,10 @@ def train_emulator(
                 f"cannot resume: denoiser_config differs from the checkpoint's "
                 f"({ckpt['denoiser_config']} vs {dcfg})"
             )
-        if bool(ckpt["emulator_config"]["residual"]) != bool(residual) or \
-                ckpt["meta"].get("stats") != stats:
+        if (
+            bool(ckpt["emulator_config"]["residual"]) != bool(residual)
+            or ckpt["meta"].get("stats") != stats
+        ):
             raise ValueError(
                 "cannot resume: residual/stats differ from the checkpoint's "
                 f"(residual={ckpt['emulator_config']['residual']}, stats={ckpt['meta'].get('stats')})"
@@ -626,7 +634,9 @@ def train_emulator(
     ema = copy.deepcopy(model)
     model.to(device).train()
     ema.to(device).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
     generator = torch.Generator().manual_seed(config.seed)
     emulator = _emulator_from(ema, ecfg, **(emulator_kwargs or {})).to(device)
 
@@ -710,8 +720,12 @@ def train_emulator(
         history["valid_loss"].append(validate())
 
     bar = tqdm(
-        total=max(total_steps, step), initial=step, disable=not progress, unit="batch",
-        desc="train emulator", dynamic_ncols=True,
+        total=max(total_steps, step),
+        initial=step,
+        disable=not progress,
+        unit="batch",
+        desc="train emulator",
+        dynamic_ncols=True,
     )
     try:
         while epoch < config.epochs:

@@ -36,7 +36,9 @@ from .._utils import make_generator
 def energy_distance(x: Tensor, y: Tensor) -> float:
     """Energy distance between samples ``x (n, D)`` and ``y (m, D)`` (unbiased within-set terms)."""
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must be (n, D) and (m, D), got {tuple(x.shape)}, {tuple(y.shape)}")
+        raise ValueError(
+            f"x and y must be (n, D) and (m, D), got {tuple(x.shape)}, {tuple(y.shape)}"
+        )
     x, y = x.double(), y.double()
     n, m = x.shape[0], y.shape[0]
     if n < 2 or m < 2:
@@ -59,8 +61,13 @@ class OneStepResult:
     samples: int
 
 
-def one_step_validation(emulator, system, states: Tensor, samples: int = 256,
-                        generator: torch.Generator | int | None = 0) -> OneStepResult:
+def one_step_validation(
+    emulator,
+    system,
+    states: Tensor,
+    samples: int = 256,
+    generator: torch.Generator | int | None = 0,
+) -> OneStepResult:
     """Compares one emulator transition with the true model's from each of ``states (M, *S)``."""
     g = make_generator(generator)
     errs, ratios, eds, floors = [], [], [], []
@@ -68,12 +75,20 @@ def one_step_validation(emulator, system, states: Tensor, samples: int = 256,
         xb = x.expand(samples, *x.shape).clone()
         true_a = system.step(xb, 1, g).flatten(1)
         true_b = system.step(xb, 1, g).flatten(1)
-        em = emulator.sample(xb.to(torch.get_default_dtype()) if not torch.is_floating_point(xb) else xb,
-                             generator=g).flatten(1).to(true_a.dtype)
+        em = (
+            emulator.sample(
+                xb.to(torch.get_default_dtype()) if not torch.is_floating_point(xb) else xb,
+                generator=g,
+            )
+            .flatten(1)
+            .to(true_a.dtype)
+        )
         sd = true_a.std(0)
         # a deterministic transition (e.g. Lorenz-96 without model noise) has no spread:
         # then measure in units of the states' spread across the validation states
-        floor_sd = states.flatten(1).double().std(0).to(sd) if states.shape[0] > 1 else torch.ones_like(sd)
+        floor_sd = (
+            states.flatten(1).double().std(0).to(sd) if states.shape[0] > 1 else torch.ones_like(sd)
+        )
         sd = torch.where(sd > 1e-6 * floor_sd, sd, floor_sd).clamp_min(1e-12)
         errs.append(((em.mean(0) - true_a.mean(0)).abs() / sd).mean())
         ratios.append((em.var(0) / sd**2).mean())
@@ -111,10 +126,15 @@ def _acf(traj: Tensor, lags: list[int]) -> Tensor:
     return torch.stack(out)
 
 
-def rollout_validation(emulator, system, states: Tensor, length: int = 500,
-                       lags: tuple[int, ...] = (1, 2, 5, 10),
-                       generator: torch.Generator | int | None = 0,
-                       progress: bool = False) -> RolloutResult:
+def rollout_validation(
+    emulator,
+    system,
+    states: Tensor,
+    length: int = 500,
+    lags: tuple[int, ...] = (1, 2, 5, 10),
+    generator: torch.Generator | int | None = 0,
+    progress: bool = False,
+) -> RolloutResult:
     """Free rollouts of ``length`` snapshots from ``states (N, *S)`` with the emulator and
     the true model; climatology and autocorrelation per component."""
     from tqdm.auto import tqdm
@@ -135,9 +155,14 @@ def rollout_validation(emulator, system, states: Tensor, length: int = 500,
     E = torch.stack(traj_e) if traj_e else T[:0]
     lags = [lag for lag in lags if lag < max(E.shape[0], 1)]
     return RolloutResult(
-        mean_true=T.mean((0, 1)), mean_emulator=E.mean((0, 1)),
-        std_true=T.std((0, 1)), std_emulator=E.std((0, 1)),
-        lags=lags, acf_true=_acf(T, lags), acf_emulator=_acf(E, lags), finite=finite,
+        mean_true=T.mean((0, 1)),
+        mean_emulator=E.mean((0, 1)),
+        std_true=T.std((0, 1)),
+        std_emulator=E.std((0, 1)),
+        lags=lags,
+        acf_true=_acf(T, lags),
+        acf_emulator=_acf(E, lags),
+        finite=finite,
     )
 
 
@@ -154,6 +179,7 @@ def validation_table(one: OneStepResult, roll: RolloutResult | None = None) -> s
     ]
     if roll is not None:
         lines += ["", "| rollout (per component) | true | emulator |", "|---|---|---|"]
+
         def fmt(t: Tensor) -> str:
             if t.numel() > 8:  # fields: summarise over grid points
                 return f"{float(t.mean()):.3f} (mean over {t.numel()} components)"
@@ -162,7 +188,9 @@ def validation_table(one: OneStepResult, roll: RolloutResult | None = None) -> s
         lines.append(f"| mean | {fmt(roll.mean_true)} | {fmt(roll.mean_emulator)} |")
         lines.append(f"| std | {fmt(roll.std_true)} | {fmt(roll.std_emulator)} |")
         for i, lag in enumerate(roll.lags):
-            lines.append(f"| autocorrelation lag {lag} | {fmt(roll.acf_true[i])} | "
-                         f"{fmt(roll.acf_emulator[i])} |")
+            lines.append(
+                f"| autocorrelation lag {lag} | {fmt(roll.acf_true[i])} | "
+                f"{fmt(roll.acf_emulator[i])} |"
+            )
         lines.append(f"| rollout stayed finite | yes | {'yes' if roll.finite else 'NO'} |")
     return "\n".join(lines)

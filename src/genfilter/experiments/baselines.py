@@ -76,7 +76,6 @@ __all__ = [
     "run_baselines",
 ]
 
-import dataclasses
 import json
 import math
 import sys
@@ -86,7 +85,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ExperimentConfig, FilterConfig, parse_config
+from .config import ExperimentConfig, parse_config
 from .runner import build_emulator, build_twin_setup, run_seed, run_summary
 from .setups import SETUPS
 from .tuning import TuningResult, format_mean_sem, grid_configurations, tune
@@ -98,8 +97,15 @@ REFERENCES = ("Forecast", "Climatology")
 
 SETUP_NAMES = {"lorenz63": "l63-det", "lorenz96": "l96"}
 """The named setup (:data:`genfilter.experiments.setups.SETUPS`) of each table."""
-METHODS = {"BPF": "bpf", "EnKF": "enkf", "ETKF": "etkf", "LETKF": "letkf", "EnSF": "ensf",
-           "EnFF": "enff", "Forecast": "forecast"}
+METHODS = {
+    "BPF": "bpf",
+    "EnKF": "enkf",
+    "ETKF": "etkf",
+    "LETKF": "letkf",
+    "EnSF": "ensf",
+    "EnFF": "enff",
+    "Forecast": "forecast",
+}
 """The filter method (:data:`genfilter.filters.FILTERS`) of each row."""
 DEFAULT_SIZES = {"lorenz63": (10, 50), "lorenz96": (20, 40)}
 DEFAULT_CYCLES = 400
@@ -123,8 +129,11 @@ SEARCH_SPACES: dict[str, dict[str, dict[str, list]]] = {
         "BPF": {"jitter": [0.25, 0.5, 1.0, 2.0, 3.0]},
         "EnKF": {"inflation": [1.0, 1.02, 1.05, 1.1, 1.2, 1.3, 1.5]},
         "ETKF": {"inflation": [1.0, 1.02, 1.05, 1.1, 1.2, 1.4], "rotate": [True]},
-        "EnSF": {"score": ["paired", "mixture"], "eps_beta": [0.0003, 0.001, 0.003, 0.01],
-                 "steps": _ENSF_STEPS},
+        "EnSF": {
+            "score": ["paired", "mixture"],
+            "eps_beta": [0.0003, 0.001, 0.003, 0.01],
+            "steps": _ENSF_STEPS,
+        },
         "EnFF": _ENFF_SPACE,
     },
     "lorenz96": {
@@ -132,8 +141,11 @@ SEARCH_SPACES: dict[str, dict[str, dict[str, list]]] = {
         "EnKF": {"inflation": [1.0, 1.05, 1.1, 1.15, 1.2, 1.3, 1.5]},
         "ETKF": {"inflation": [1.0, 1.02, 1.05, 1.1, 1.15, 1.2], "rotate": [False]},
         "LETKF": {"inflation": [1.0, 1.02, 1.05, 1.1], "radius": [2.0, 4.0, 7.3, 12.0]},
-        "EnSF": {"score": ["paired", "mixture"], "eps_beta": [0.001, 0.003, 0.01, 0.03],
-                 "steps": _ENSF_STEPS},
+        "EnSF": {
+            "score": ["paired", "mixture"],
+            "eps_beta": [0.001, 0.003, 0.01, 0.03],
+            "steps": _ENSF_STEPS,
+        },
         "EnFF": _ENFF_SPACE,
     },
 }
@@ -144,20 +156,31 @@ TUNED_PARAMS: dict[str, dict[str, dict[int, dict[str, Any]]]] = {
         "BPF": {10: {"jitter": 1.0}, 50: {"jitter": 0.25}},
         "EnKF": {10: {"inflation": 1.3}, 50: {"inflation": 1.0}},
         "ETKF": {10: {"inflation": 1.05, "rotate": True}, 50: {"inflation": 1.05, "rotate": True}},
-        "EnSF": {10: {"score": "mixture", "eps_beta": 0.0003, "steps": 100},
-                 50: {"score": "mixture", "eps_beta": 0.0003, "steps": 100}},
-        "EnFF": {10: {"path": "ot", "sigma_min": 0.3, "guidance_scale": 0.1},
-                 50: {"path": "ot", "sigma_min": 0.1, "guidance_scale": 0.1}},
+        "EnSF": {
+            10: {"score": "mixture", "eps_beta": 0.0003, "steps": 100},
+            50: {"score": "mixture", "eps_beta": 0.0003, "steps": 100},
+        },
+        "EnFF": {
+            10: {"path": "ot", "sigma_min": 0.3, "guidance_scale": 0.1},
+            50: {"path": "ot", "sigma_min": 0.1, "guidance_scale": 0.1},
+        },
     },
     "lorenz96": {
         "BPF": {20: {"jitter": 1.0}, 40: {"jitter": 1.0}},
         "EnKF": {20: {"inflation": 1.15}, 40: {"inflation": 1.05}},
-        "ETKF": {20: {"inflation": 1.05, "rotate": False}, 40: {"inflation": 1.02, "rotate": False}},
+        "ETKF": {
+            20: {"inflation": 1.05, "rotate": False},
+            40: {"inflation": 1.02, "rotate": False},
+        },
         "LETKF": {20: {"inflation": 1.02, "radius": 12.0}, 40: {"inflation": 1.0, "radius": 12.0}},
-        "EnSF": {20: {"score": "paired", "eps_beta": 0.01, "steps": 100},
-                 40: {"score": "paired", "eps_beta": 0.01, "steps": 100}},
-        "EnFF": {20: {"path": "ot", "sigma_min": 0.01, "guidance_scale": 0.1},
-                 40: {"path": "ot", "sigma_min": 0.01, "guidance_scale": 0.1}},
+        "EnSF": {
+            20: {"score": "paired", "eps_beta": 0.01, "steps": 100},
+            40: {"score": "paired", "eps_beta": 0.01, "steps": 100},
+        },
+        "EnFF": {
+            20: {"path": "ot", "sigma_min": 0.01, "guidance_scale": 0.1},
+            40: {"path": "ot", "sigma_min": 0.01, "guidance_scale": 0.1},
+        },
     },
 }
 """Hyperparameters used with ``tune=False``: the values selected by the full tuning run
@@ -180,29 +203,35 @@ def filter_options(name: str, params: dict[str, Any]) -> tuple[str, dict[str, An
     return METHODS[name], {**_DEFAULT_OPTIONS.get(name, {}), **dict(params)}
 
 
-def baseline_config(system: str, name: str, N: int, params: dict[str, Any] | None = None, *,
-                    steps: int = DEFAULT_CYCLES, burn_in: int = DEFAULT_BURN_IN, runs: int = 1,
-                    seed: int = 0) -> ExperimentConfig:
+def baseline_config(
+    system: str,
+    name: str,
+    N: int,
+    params: dict[str, Any] | None = None,
+    *,
+    steps: int = DEFAULT_CYCLES,
+    burn_in: int = DEFAULT_BURN_IN,
+    runs: int = 1,
+    seed: int = 0,
+) -> ExperimentConfig:
     """The config of row ``name`` (:data:`METHODS`) with ``N`` members on the table's setup
     (:data:`SETUP_NAMES`), the true model as forecast and ``params`` as filter options."""
     if system not in SYSTEMS:
         raise ValueError(f"system must be one of {SYSTEMS}, got {system!r}")
     method, options = filter_options(name, params or {})
-    jitter = options.pop("jitter", None) if method == "bpf" else None
-    cfg = parse_config({
-        "name": system, "setup": SETUP_NAMES[system], "emulator": "true",
-        "filter": {"method": method, "particles": int(N), "options": options},
-        "steps": int(steps), "burn_in": int(burn_in), "runs": int(runs), "seed": int(seed),
-        "save": "moments",
-    })
-    if jitter is not None:
-        # the BPF's ``jitter`` is read by runner.build_filter (Jittered forecast model);
-        # it is attached after validation, which checks the options against
-        # BootstrapPF's constructor
-        cfg = dataclasses.replace(cfg, filter=FilterConfig(
-            method=method, particles=cfg.filter.particles,
-            options={**cfg.filter.options, "jitter": jitter}))
-    return cfg
+    return parse_config(
+        {
+            "name": system,
+            "setup": SETUP_NAMES[system],
+            "emulator": "true",
+            "filter": {"method": method, "particles": int(N), "options": options},
+            "steps": int(steps),
+            "burn_in": int(burn_in),
+            "runs": int(runs),
+            "seed": int(seed),
+            "save": "moments",
+        }
+    )
 
 
 def _default_params(system: str, name: str, N: int) -> dict[str, Any]:
@@ -314,10 +343,12 @@ class BaselineTable:
         lines = [
             f"### {title}: analysis RMSE and spread (mean ± s.e. over {self.runs} runs)",
             "",
-            (f"{self.description}; true model as the forecast; {self.cycles} cycles, scores "
-             f"averaged over cycles {self.burn_in + 1}–{self.cycles} (burn-in {self.burn_in}); "
-             f"evaluation seeds 0–{self.runs - 1}; climatological sd "
-             f"{self.climatological_sd:.2f}."),
+            (
+                f"{self.description}; true model as the forecast; {self.cycles} cycles, scores "
+                f"averaged over cycles {self.burn_in + 1}–{self.cycles} (burn-in {self.burn_in}); "
+                f"evaluation seeds 0–{self.runs - 1}; climatological sd "
+                f"{self.climatological_sd:.2f}."
+            ),
             "",
         ]
         head = ["filter"] + [f"{h} (N = {N})" for N in Ns for h in ("RMSE", "spread")]
@@ -325,31 +356,45 @@ class BaselineTable:
         for name in self.filters:
             cells = [name]
             for N in Ns:
-                cells += [self._cell_text(name, N, "skill", digits),
-                          self._cell_text(name, N, "spread", digits)]
+                cells += [
+                    self._cell_text(name, N, "skill", digits),
+                    self._cell_text(name, N, "spread", digits),
+                ]
             lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", ("Median RMSE over the runs, CRPS, spread/skill ratio (mean of per-cycle "
-                       "ratios) and seconds per run:"), ""]
-        head = ["filter"] + [f"{h} (N = {N})" for N in Ns
-                             for h in ("median RMSE", "CRPS", "SSR", "s/run")]
+        lines += [
+            "",
+            (
+                "Median RMSE over the runs, CRPS, spread/skill ratio (mean of per-cycle "
+                "ratios) and seconds per run:"
+            ),
+            "",
+        ]
+        head = ["filter"] + [
+            f"{h} (N = {N})" for N in Ns for h in ("median RMSE", "CRPS", "SSR", "s/run")
+        ]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for name in self.filters:
             cells = [name]
             for N in Ns:
                 c = self.cell(name, N)
-                cells += [f"{c['skill_median']:.{digits}f}",
-                          format_mean_sem(c["crps"], c["crps_se"], digits),
-                          format_mean_sem(c["ssr"], c["ssr_se"], 2), f"{c['seconds']:.1f}"]
+                cells += [
+                    f"{c['skill_median']:.{digits}f}",
+                    format_mean_sem(c["crps"], c["crps_se"], digits),
+                    format_mean_sem(c["ssr"], c["ssr_se"], 2),
+                    f"{c['seconds']:.1f}",
+                ]
             lines.append("| " + " | ".join(cells) + " |")
         refine = (
             f"; all configurations (BPF, EnKF, ETKF, LETKF) or the best {self.tune_refine} "
             f"(EnSF, EnFF) re-run on seeds {', '.join(map(str, self.tune_refine_seeds))}"
-            if self.tune_refine else ""
+            if self.tune_refine
+            else ""
         )
         how = (
             f"tuned on seeds {', '.join(map(str, self.tune_seeds))}{refine}; "
             f"{self.tune_cycles} cycles, burn-in {self.tune_burn_in}; lowest mean analysis RMSE"
-            if self.tuned else "stored values (TUNED_PARAMS, from the documented tuning run)"
+            if self.tuned
+            else "stored values (TUNED_PARAMS, from the documented tuning run)"
         )
         lines += ["", f"Hyperparameters ({how}):", ""]
         head = ["filter"] + [f"N = {N}" for N in Ns]
@@ -357,11 +402,14 @@ class BaselineTable:
         for name in self.filters:
             if name in REFERENCES:
                 continue
-            lines.append("| " + " | ".join([name] + [_params_text(self.params[name][N])
-                                                      for N in Ns]) + " |")
+            lines.append(
+                "| " + " | ".join([name] + [_params_text(self.params[name][N]) for N in Ns]) + " |"
+            )
         if self.seconds:
-            lines += ["", "Wall time: " + ", ".join(
-                f"{k} {v:.0f} s" for k, v in self.seconds.items()) + "."]
+            lines += [
+                "",
+                "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in self.seconds.items()) + ".",
+            ]
         for note in self.notes:
             lines += ["", note]
         errors = [(n, N, e) for n in self.filters for N in Ns for e in self.cell(n, N)["errors"]]
@@ -375,38 +423,56 @@ class BaselineTable:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable record (runs, parameters, tuning tables, timings)."""
         return {
-            "system": self.system, "description": self.description,
-            "ensemble_sizes": list(self.ensemble_sizes), "runs": self.runs,
-            "cycles": self.cycles, "burn_in": self.burn_in, "filters": self.filters,
-            "results": {f: {str(N): runs for N, runs in d.items()}
-                        for f, d in self.results.items()},
+            "system": self.system,
+            "description": self.description,
+            "ensemble_sizes": list(self.ensemble_sizes),
+            "runs": self.runs,
+            "cycles": self.cycles,
+            "burn_in": self.burn_in,
+            "filters": self.filters,
+            "results": {
+                f: {str(N): runs for N, runs in d.items()} for f, d in self.results.items()
+            },
             "params": {f: {str(N): p for N, p in d.items()} for f, d in self.params.items()},
-            "tuning": {f: {str(N): text for N, text in d.items()}
-                       for f, d in self.tuning_tables.items()},
-            "tuned": self.tuned, "tune_seeds": list(self.tune_seeds),
-            "tune_refine": self.tune_refine, "tune_refine_seeds": list(self.tune_refine_seeds),
-            "tune_cycles": self.tune_cycles, "tune_burn_in": self.tune_burn_in,
-            "seconds": self.seconds, "climatological_sd": self.climatological_sd,
+            "tuning": {
+                f: {str(N): text for N, text in d.items()} for f, d in self.tuning_tables.items()
+            },
+            "tuned": self.tuned,
+            "tune_seeds": list(self.tune_seeds),
+            "tune_refine": self.tune_refine,
+            "tune_refine_seeds": list(self.tune_refine_seeds),
+            "tune_cycles": self.tune_cycles,
+            "tune_burn_in": self.tune_burn_in,
+            "seconds": self.seconds,
+            "climatological_sd": self.climatological_sd,
             "notes": self.notes,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BaselineTable:
         """Restores a table written by :meth:`to_dict` (tuning results as their tables)."""
+
         def by_n(x: dict[str, Any]) -> dict[int, Any]:
             return {int(N): v for N, v in x.items()}
 
         return cls(
-            system=d["system"], description=d["description"],
-            ensemble_sizes=tuple(d["ensemble_sizes"]), runs=d["runs"], cycles=d["cycles"],
-            burn_in=d["burn_in"], filters=list(d["filters"]),
+            system=d["system"],
+            description=d["description"],
+            ensemble_sizes=tuple(d["ensemble_sizes"]),
+            runs=d["runs"],
+            cycles=d["cycles"],
+            burn_in=d["burn_in"],
+            filters=list(d["filters"]),
             results={f: by_n(v) for f, v in d["results"].items()},
             params={f: by_n(v) for f, v in d["params"].items()},
-            tuned=d["tuned"], tune_seeds=tuple(d["tune_seeds"]),
+            tuned=d["tuned"],
+            tune_seeds=tuple(d["tune_seeds"]),
             tune_refine=d.get("tune_refine", 0),
             tune_refine_seeds=tuple(d.get("tune_refine_seeds", ())),
-            tune_cycles=d["tune_cycles"], tune_burn_in=d["tune_burn_in"],
-            seconds=dict(d["seconds"]), climatological_sd=d["climatological_sd"],
+            tune_cycles=d["tune_cycles"],
+            tune_burn_in=d["tune_burn_in"],
+            seconds=dict(d["seconds"]),
+            climatological_sd=d["climatological_sd"],
             notes=list(d["notes"]),
             tuning_tables={f: by_n(v) for f, v in d["tuning"].items()},
         )
@@ -500,8 +566,9 @@ def baseline_table(
 
     t_start = time.perf_counter()
     # one twin setup and one forecast model per table: every row sees the same twins
-    reference = baseline_config(system, "Forecast", Ns[0], steps=int(cycles),
-                                burn_in=int(burn_in), runs=int(runs))
+    reference = baseline_config(
+        system, "Forecast", Ns[0], steps=int(cycles), burn_in=int(burn_in), runs=int(runs)
+    )
     setup = build_twin_setup(reference)
     emulator = build_emulator(reference, setup)
     clim = climatology(setup)
@@ -513,15 +580,27 @@ def baseline_table(
         for N in Ns:
             if tune:
                 t0 = time.perf_counter()
-                result = tune_filter(system, name, spaces[name], N, short, emulator,
-                                     tune_seeds, tune_refine, tune_refine_seeds)
+                result = tune_filter(
+                    system,
+                    name,
+                    spaces[name],
+                    N,
+                    short,
+                    emulator,
+                    tune_seeds,
+                    tune_refine,
+                    tune_refine_seeds,
+                )
                 tuning.setdefault(name, {})[N] = result
                 params[name][N] = result.best_params
                 best = result.best
-                _log(progress, f"[{system} N={N}] tuned {name}: {_params_text(best.params)} "
-                               f"(training RMSE {format_mean_sem(best.mean, best.sem)} over "
-                               f"{len(best.scores)} seeds; "
-                               f"{len(result.trials)} configs, {time.perf_counter() - t0:.0f} s)")
+                _log(
+                    progress,
+                    f"[{system} N={N}] tuned {name}: {_params_text(best.params)} "
+                    f"(training RMSE {format_mean_sem(best.mean, best.sem)} over "
+                    f"{len(best.scores)} seeds; "
+                    f"{len(result.trials)} configs, {time.perf_counter() - t0:.0f} s)",
+                )
             else:
                 params[name][N] = _default_params(system, name, N)
     t_tuned = time.perf_counter()
@@ -531,17 +610,26 @@ def baseline_table(
     for name in rows:
         for N in Ns:
             t0 = time.perf_counter()
-            cfg = baseline_config(system, "Forecast" if name == "Climatology" else name, N,
-                                  params.get(name, {}).get(N, {}), steps=int(cycles),
-                                  burn_in=int(burn_in), runs=int(runs))
+            cfg = baseline_config(
+                system,
+                "Forecast" if name == "Climatology" else name,
+                N,
+                params.get(name, {}).get(N, {}),
+                steps=int(cycles),
+                burn_in=int(burn_in),
+                runs=int(runs),
+            )
             if name == "Climatology":
                 runs_ = [run_climatology(setup, run_seed(cfg, r)[0]) for r in range(cfg.runs)]
             else:
                 runs_ = [run_summary(cfg, r, setup, emulator) for r in range(cfg.runs)]
             results[name][N] = runs_
             m, s = _mean_sem([r["skill"] for r in runs_])
-            _log(progress, f"[{system} N={N}] {name}: RMSE {format_mean_sem(m, s)} "
-                           f"({time.perf_counter() - t0:.0f} s)")
+            _log(
+                progress,
+                f"[{system} N={N}] {name}: RMSE {format_mean_sem(m, s)} "
+                f"({time.perf_counter() - t0:.0f} s)",
+            )
     t_end = time.perf_counter()
     if "BPF" in names:
         notes.append(
@@ -552,16 +640,29 @@ def baseline_table(
         notes.append("EnSF and EnFF run on states normalised by the climatological mean and sd.")
     notes.append("'div.' counts runs whose RMSE exceeded the climatological sd.")
     return BaselineTable(
-        system=system, description=SETUPS[SETUP_NAMES[system]].description,
-        ensemble_sizes=Ns, runs=int(runs),
-        cycles=int(cycles), burn_in=int(burn_in), filters=rows, results=results,
-        params=params, tuning=tuning, tuned=bool(tune), tune_seeds=tune_seeds,
+        system=system,
+        description=SETUPS[SETUP_NAMES[system]].description,
+        ensemble_sizes=Ns,
+        runs=int(runs),
+        cycles=int(cycles),
+        burn_in=int(burn_in),
+        filters=rows,
+        results=results,
+        params=params,
+        tuning=tuning,
+        tuned=bool(tune),
+        tune_seeds=tune_seeds,
         tune_refine=int(tune_refine) if tune_refine_seeds else 0,
         tune_refine_seeds=tune_refine_seeds,
-        tune_cycles=int(tune_cycles), tune_burn_in=int(tune_burn_in),
-        seconds={"tuning": t_tuned - t_start, "evaluation": t_end - t_tuned,
-                 "total": t_end - t_start},
-        climatological_sd=clim.sd, notes=notes,
+        tune_cycles=int(tune_cycles),
+        tune_burn_in=int(tune_burn_in),
+        seconds={
+            "tuning": t_tuned - t_start,
+            "evaluation": t_end - t_tuned,
+            "total": t_end - t_start,
+        },
+        climatological_sd=clim.sd,
+        notes=notes,
     )
 
 
@@ -584,12 +685,19 @@ def tune_filter(
         refine = len(grid_configurations(space))
 
     def make_config(params: dict[str, Any], seed: int) -> ExperimentConfig:
-        return baseline_config(system, name, N, params, steps=setup.cycles,
-                               burn_in=setup.burn_in, seed=seed)
+        return baseline_config(
+            system, name, N, params, steps=setup.cycles, burn_in=setup.burn_in, seed=seed
+        )
 
     return tune(
-        make_config, space, seeds=seeds, refine=refine if refine_seeds else 0,
-        refine_seeds=refine_seeds, label=name, setup=setup, emulator=emulator,
+        make_config,
+        space,
+        seeds=seeds,
+        refine=refine if refine_seeds else 0,
+        refine_seeds=refine_seeds,
+        label=name,
+        setup=setup,
+        emulator=emulator,
     )
 
 
@@ -650,21 +758,31 @@ def run_baselines(
         try:
             table = BaselineTable.from_dict(json.loads(path.read_text()))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"--from-json: {path} is not a baseline table record "
-                             f"({type(exc).__name__}: {exc})") from None
+            raise ValueError(
+                f"--from-json: {path} is not a baseline table record ({type(exc).__name__}: {exc})"
+            ) from None
     else:
         if system is None:
-            raise ValueError(f"--system is required (one of {', '.join(SYSTEMS)}) unless "
-                             "--from-json is given")
+            raise ValueError(
+                f"--system is required (one of {', '.join(SYSTEMS)}) unless --from-json is given"
+            )
         kw: dict[str, Any] = {}
         if quick:
-            kw.update(runs=3, cycles=100, burn_in=30, tune_seeds=(10_000,), tune_refine=0,
-                      tune_cycles=80, tune_burn_in=20)
+            kw.update(
+                runs=3,
+                cycles=100,
+                burn_in=30,
+                tune_seeds=(10_000,),
+                tune_refine=0,
+                tune_cycles=80,
+                tune_burn_in=20,
+            )
         for key, value in (("runs", runs), ("cycles", cycles), ("burn_in", burn_in)):
             if value is not None:
                 kw[key] = value
-        table = baseline_table(system, ensemble_sizes=sizes, tune=tune, progress=progress,
-                               filters=filters, **kw)
+        table = baseline_table(
+            system, ensemble_sizes=sizes, tune=tune, progress=progress, filters=filters, **kw
+        )
     echo(_table_text(table, tuning=show_tuning))
     if out is not None:
         written = _write(out, _table_text(table, tuning=True) + "\n")

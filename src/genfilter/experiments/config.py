@@ -70,6 +70,10 @@ OPERATORS = ("select", "identity", "subsample")
 RECIPES = ("perturbed", "climatology")
 SAVES = ("particles", "moments")
 DTYPES = ("float32", "float64")
+WRAPPER_OPTIONS = {"bpf": ("jitter",)}
+"""Filter options that wrap the forecast model rather than go to the filter's constructor:
+the BPF's ``jitter`` (std of additive Gaussian model noise, :class:`~genfilter.emulators.
+jittered.Jittered`; for deterministic models)."""
 
 
 class ConfigError(ValueError):
@@ -92,8 +96,14 @@ def _int(d: dict, key: str, path: str, default: Any = dataclasses.MISSING, minim
     return int(v)
 
 
-def _float(d: dict, key: str, path: str, default: Any = dataclasses.MISSING,
-           positive: bool = False, minimum: float | None = None) -> float:
+def _float(
+    d: dict,
+    key: str,
+    path: str,
+    default: Any = dataclasses.MISSING,
+    positive: bool = False,
+    minimum: float | None = None,
+) -> float:
     v = d.get(key, default)
     if v is dataclasses.MISSING:
         _fail(f"{path}{key}", "is required")
@@ -199,8 +209,11 @@ class ExperimentConfig:
             if value is None:
                 continue
             if key == "method" and value != d["filter"]["method"]:
-                d["filter"] = {"method": value, "particles": d["filter"]["particles"],
-                               "options": {}}  # options belong to the old method
+                d["filter"] = {
+                    "method": value,
+                    "particles": d["filter"]["particles"],
+                    "options": {},
+                }  # options belong to the old method
             elif key in ("method", "particles"):
                 d["filter"][key] = value
             else:
@@ -208,9 +221,24 @@ class ExperimentConfig:
         return parse_config(d)
 
 
-_TOP = {"name", "setup", "system", "system_options", "emulator", "emulator_options",
-        "observations", "initial", "filter", "steps", "burn_in", "runs", "seed", "save",
-        "dtype", "predictive_check"}
+_TOP = {
+    "name",
+    "setup",
+    "system",
+    "system_options",
+    "emulator",
+    "emulator_options",
+    "observations",
+    "initial",
+    "filter",
+    "steps",
+    "burn_in",
+    "runs",
+    "seed",
+    "save",
+    "dtype",
+    "predictive_check",
+}
 
 
 def filter_class(method: str):
@@ -224,8 +252,11 @@ def _check_option_types(options: dict, fn, path: str, skip=("self",)) -> None:
     """Checks each option against the keyword parameters of ``fn``: unknown names, and a
     type that cannot match the parameter's default (an integer for an ``int`` default, a
     number for a ``float``, a string, a boolean, a pair for a tuple)."""
-    params = {k: v for k, v in inspect.signature(fn).parameters.items()
-              if k not in skip and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)}
+    params = {
+        k: v
+        for k, v in inspect.signature(fn).parameters.items()
+        if k not in skip and v.kind not in (v.VAR_POSITIONAL, v.VAR_KEYWORD)
+    }
     for key, value in options.items():
         if key not in params:
             _fail(f"{path}.{key}", f"is not an option here; options: {sorted(params)}")
@@ -239,8 +270,11 @@ def _check_option_types(options: dict, fn, path: str, skip=("self",)) -> None:
             ok = isinstance(value, int) and not isinstance(value, bool)
             want = "an integer"
         elif isinstance(default, float):
-            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-                  and math.isfinite(value))
+            ok = (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            )
             want = "a finite number"
         elif isinstance(default, str):
             ok = isinstance(value, str)
@@ -293,16 +327,19 @@ def parse_config(raw: Any) -> ExperimentConfig:
     try:
         SYSTEMS[system](**system_options)
     except (TypeError, ValueError) as exc:
-        _fail(field_of(exc, system_options, "system_options"),
-              f"{system} cannot be built: {exc}")
+        _fail(field_of(exc, system_options, "system_options"), f"{system} cannot be built: {exc}")
     emulator = raw.get("emulator", "shipped")
     if emulator is True:  # YAML reads an unquoted `true` as a boolean
         emulator = "true"
     if not isinstance(emulator, str) or not emulator:
         _fail("emulator", "must be 'shipped', 'true', 'oracle' or a checkpoint path", emulator)
     if emulator == "shipped" and system != "lorenz63":
-        _fail("emulator", f"only lorenz63 has a shipped emulator (system is {system!r}); "
-              "use 'true' or a checkpoint path", emulator)
+        _fail(
+            "emulator",
+            f"only lorenz63 has a shipped emulator (system is {system!r}); "
+            "use 'true' or a checkpoint path",
+            emulator,
+        )
     if emulator not in ("shipped", "true", "oracle") and not Path(emulator).is_file():
         _fail("emulator", "checkpoint file not found", emulator)
     emulator_options = _mapping(raw, "emulator_options", "")
@@ -311,28 +348,44 @@ def parse_config(raw: Any) -> ExperimentConfig:
     if emulator == "oracle":
         from ..emulators.oracle import ImportanceSampledEmulator
 
-        _check_option_types(emulator_options, ImportanceSampledEmulator.__init__,
-                            "emulator_options", skip=("self", "emulator"))
+        _check_option_types(
+            emulator_options,
+            ImportanceSampledEmulator.__init__,
+            "emulator_options",
+            skip=("self", "emulator"),
+        )
     else:
-        _check_option_types(emulator_options, _emulator_parameters(), "emulator_options",
-                            skip=("self", "denoiser", "state_shape", "mean", "std", "residual",
-                                  "residual_std"))
+        _check_option_types(
+            emulator_options,
+            _emulator_parameters(),
+            "emulator_options",
+            skip=("self", "denoiser", "state_shape", "mean", "std", "residual", "residual_std"),
+        )
 
     o = _section(raw, "observations", {"operator", "indices", "stride", "noise_std"})
     operator = _choice(o, "operator", "observations.", OPERATORS, "select")
     indices = o.get("indices")
     if operator == "select":
-        if (not isinstance(indices, list) or not indices
-                or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
-                           for i in indices)):
-            _fail("observations.indices", "must be a non-empty list of non-negative integers "
-                  "for operator 'select'", indices)
+        if (
+            not isinstance(indices, list)
+            or not indices
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices)
+        ):
+            _fail(
+                "observations.indices",
+                "must be a non-empty list of non-negative integers for operator 'select'",
+                indices,
+            )
         indices = tuple(indices)
     elif indices is not None:
-        _fail("observations.indices", f"is only used by operator 'select' (operator is {operator!r})",
-              indices)
+        _fail(
+            "observations.indices",
+            f"is only used by operator 'select' (operator is {operator!r})",
+            indices,
+        )
     obs = ObservationConfig(
-        operator=operator, indices=indices,
+        operator=operator,
+        indices=indices,
         stride=_int(o, "stride", "observations.", 1, minimum=1),
         noise_std=_float(o, "noise_std", "observations.", 0.25, positive=True),
     )
@@ -351,23 +404,46 @@ def parse_config(raw: Any) -> ExperimentConfig:
     options = _mapping(f, "options", "filter.")
     params = inspect.signature(filter_class(method).__init__).parameters
     allowed = {p for p in params if p not in ("self", "emulator", "generator")}
+    allowed |= set(WRAPPER_OPTIONS.get(method, ()))
     for key in options:
         if key not in allowed:
-            _fail(f"filter.options.{key}", f"is not an option of {method}; options: "
-                  f"{sorted(allowed)}")
-    _check_option_types(options, filter_class(method).__init__, "filter.options",
-                        skip=("self", "emulator", "generator"))
-    filt = FilterConfig(method=method, particles=_int(f, "particles", "filter.", minimum=2),
-                        options=options)
+            _fail(
+                f"filter.options.{key}", f"is not an option of {method}; options: {sorted(allowed)}"
+            )
+    wrapper = {k: v for k, v in options.items() if k in WRAPPER_OPTIONS.get(method, ())}
+    for key, value in wrapper.items():
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            _fail(f"filter.options.{key}", "must be a finite number >= 0", value)
+    _check_option_types(
+        {k: v for k, v in options.items() if k not in wrapper},
+        filter_class(method).__init__,
+        "filter.options",
+        skip=("self", "emulator", "generator"),
+    )
+    filt = FilterConfig(
+        method=method, particles=_int(f, "particles", "filter.", minimum=2), options=options
+    )
 
     steps = _int(raw, "steps", "", 100, minimum=1)
     burn_in = _int(raw, "burn_in", "", 10, minimum=0)
     if burn_in >= steps:
         _fail("burn_in", f"must be smaller than steps ({steps})", burn_in)
     return ExperimentConfig(
-        name=name, system=system, system_options=system_options, emulator=emulator,
-        emulator_options=emulator_options, observations=obs, initial=initial, filter=filt,
-        steps=steps, burn_in=burn_in,
+        name=name,
+        system=system,
+        system_options=system_options,
+        emulator=emulator,
+        emulator_options=emulator_options,
+        observations=obs,
+        initial=initial,
+        filter=filt,
+        steps=steps,
+        burn_in=burn_in,
         runs=_int(raw, "runs", "", 1, minimum=1),
         seed=_int(raw, "seed", "", 0, minimum=0),
         save=_choice(raw, "save", "", SAVES, "particles"),
@@ -392,7 +468,6 @@ def load_config(path: str | Path, **overrides: Any) -> ExperimentConfig:
     if raw is None:
         raise ConfigError(f"{path} is empty: a config needs at least 'system' and 'filter'")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of fields, got "
-                          f"{type(raw).__name__}")
+        raise ConfigError(f"{path}: a config must be a mapping of fields, got {type(raw).__name__}")
     cfg = parse_config(raw)
     return cfg.replace(**overrides) if any(v is not None for v in overrides.values()) else cfg

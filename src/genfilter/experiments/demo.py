@@ -25,14 +25,23 @@ from .config import ExperimentConfig, parse_config
 
 DEMOS: dict[str, dict[str, Any]] = {
     "lorenz63": {
-        "emulator": "shipped", "particles": 32, "steps": 100, "burn_in": 10,
+        "emulator": "shipped",
+        "particles": 32,
+        "steps": 100,
+        "burn_in": 10,
         "rows": {"FA-APF": ("fa-apf", {}), "BPF": ("bpf", {}), "EnKF": ("enkf", {})},
     },
     "linear-gaussian": {
-        "emulator": "true", "particles": 256, "steps": 30, "burn_in": 5,
-        "rows": {"FA-APF (gaussian weights)": ("fa-apf", {"weights": "gaussian"}),
-                 "FA-APF (dirac weights)": ("fa-apf", {"weights": "dirac"}),
-                 "BPF": ("bpf", {}), "EnKF": ("enkf", {})},
+        "emulator": "true",
+        "particles": 256,
+        "steps": 30,
+        "burn_in": 5,
+        "rows": {
+            "FA-APF (gaussian weights)": ("fa-apf", {"weights": "gaussian"}),
+            "FA-APF (dirac weights)": ("fa-apf", {"weights": "dirac"}),
+            "BPF": ("bpf", {}),
+            "EnKF": ("enkf", {}),
+        },
     },
 }
 """The demos: forecast model, default N, steps, burn-in and rows (label -> method, options)."""
@@ -42,8 +51,13 @@ def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-").replace("--", "-")
 
 
-def demo_configs(system: str = "lorenz63", obs: str = "a", particles: int | None = None,
-                 steps: int | None = None, seed: int = 0) -> dict[str, ExperimentConfig]:
+def demo_configs(
+    system: str = "lorenz63",
+    obs: str = "a",
+    particles: int | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+) -> dict[str, ExperimentConfig]:
     """The configs of a demo, ``{label: config}`` (one run each, particles saved)."""
     if system not in DEMOS:
         raise ValueError(f"--system must be one of {sorted(DEMOS)}, got {system!r}")
@@ -57,13 +71,23 @@ def demo_configs(system: str = "lorenz63", obs: str = "a", particles: int | None
     steps = int(steps or d["steps"])
     burn_in = d["burn_in"] if steps > 2 * d["burn_in"] else 0
     return {
-        label: parse_config({
-            "name": f"demo-{setup}", "setup": setup, "emulator": d["emulator"],
-            "filter": {"method": method, "particles": int(particles or d["particles"]),
-                       "options": dict(options)},
-            "steps": steps, "burn_in": burn_in, "runs": 1, "seed": int(seed),
-            "save": "particles",
-        })
+        label: parse_config(
+            {
+                "name": f"demo-{setup}",
+                "setup": setup,
+                "emulator": d["emulator"],
+                "filter": {
+                    "method": method,
+                    "particles": int(particles or d["particles"]),
+                    "options": dict(options),
+                },
+                "steps": steps,
+                "burn_in": burn_in,
+                "runs": 1,
+                "seed": int(seed),
+                "save": "particles",
+            }
+        )
         for label, (method, options) in d["rows"].items()
     }
 
@@ -94,14 +118,26 @@ def kalman_row(cfg: ExperimentConfig) -> dict[str, float]:
     crps = sd * (z * (2 * Phi - 1) + 2 * phi - 1 / math.sqrt(math.pi))  # CRPS of N(m, s²)
     sk = err.pow(2).mean(-1).sqrt()
     sp = sd.pow(2).mean(-1).sqrt()
-    return {"skill": float(sk.mean()), "spread": float(sp.mean()),
-            "ssr": float((sp / sk).mean()), "crps": float(crps.mean()),
-            "log_evidence": float(kf.log_likelihood)}
+    return {
+        "skill": float(sk.mean()),
+        "spread": float(sp.mean()),
+        "ssr": float((sp / sk).mean()),
+        "crps": float(crps.mean()),
+        "log_evidence": float(kf.log_likelihood),
+    }
 
 
-def run_demo(system: str = "lorenz63", out: str | Path = "outputs/demo", *, obs: str = "a",
-             particles: int | None = None, steps: int | None = None, seed: int = 0,
-             progress: bool = True, echo=print) -> tuple[str, list[Path]]:
+def run_demo(
+    system: str = "lorenz63",
+    out: str | Path = "outputs/demo",
+    *,
+    obs: str = "a",
+    particles: int | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    echo=print,
+) -> tuple[str, list[Path]]:
     """Runs a demo into ``out`` (one run file per filter, then the report); returns the
     markdown table and the paths written."""
     from .reporting import report, summarize_file
@@ -120,11 +156,16 @@ def run_demo(system: str = "lorenz63", out: str | Path = "outputs/demo", *, obs:
         parts = path.with_name(path.name + ".parts")
         if path.exists() and not parts.exists():
             path.unlink()  # the demo recomputes its runs
-        run_config(cfg, path, resume=parts.exists(), progress=progress, label=label,
-                   command=f"genfilter demo --system {system}")
+        run_config(
+            cfg,
+            path,
+            resume=parts.exists(),
+            progress=progress,
+            label=label,
+            command=f"genfilter demo --system {system}",
+        )
         s = summarize_file(path)
-        rows[label] = {k: s[k] for k in ("skill", "spread", "ssr", "crps", "mean_ess",
-                                          "seconds")}
+        rows[label] = {k: s[k] for k in ("skill", "spread", "ssr", "crps", "mean_ess", "seconds")}
         written.append(path)
     cols = ["skill", "spread", "ssr", "crps", "mean_ess", "seconds"]
     if system == "linear-gaussian":
@@ -136,8 +177,14 @@ def run_demo(system: str = "lorenz63", out: str | Path = "outputs/demo", *, obs:
                 rows[label]["log_evidence"] = float(ds["log_evidence"].values[0].sum())
     lines = ["| filter | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for label, r in rows.items():
-        vals = [("—" if r.get(c) is None or (isinstance(r.get(c), float) and math.isnan(r[c]))
-                 else f"{r[c]:.3f}") for c in cols]
+        vals = [
+            (
+                "—"
+                if r.get(c) is None or (isinstance(r.get(c), float) and math.isnan(r[c]))
+                else f"{r[c]:.3f}"
+            )
+            for c in cols
+        ]
         lines.append(f"| {label} | " + " | ".join(vals) + " |")
     table = "\n".join(lines)
     (out / "table.md").write_text(table + "\n")

@@ -14,11 +14,23 @@ import json
 from pathlib import Path
 
 
-def train_system(system: str, data_dir: str | Path | None = None, out: str | Path | None = None,
-                 *, epochs: int = 50, batch_size: int = 512, lr: float = 1e-3,
-                 hidden: int | None = None, seed: int = 0, quick: bool = False,
-                 resume: bool = True, device: str = "cpu", progress: bool = True,
-                 command: str = "", echo=print):
+def train_system(
+    system: str,
+    data_dir: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    epochs: int = 50,
+    batch_size: int = 512,
+    lr: float = 1e-3,
+    hidden: int | None = None,
+    seed: int = 0,
+    quick: bool = False,
+    resume: bool = True,
+    device: str = "cpu",
+    progress: bool = True,
+    command: str = "",
+    echo=print,
+):
     """Trains a diffusion emulator of ``system`` on a dataset made by ``genfilter data``
     and records the system in the checkpoint; returns the
     :class:`~genfilter.emulators.training.TrainResult`."""
@@ -44,27 +56,59 @@ def train_system(system: str, data_dir: str | Path | None = None, out: str | Pat
     if quick and d["kind"] == "unet":
         net["quick"] = True
     cfg = denoiser_config(d["kind"], tuple(x_prev.shape[1:]), **net)
-    tc = TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule="cosine",
-                        seed=seed, device=device, checkpoint_every=max(1, epochs // 10))
-    echo(f"Training on {x_prev.shape[0]} pairs ({system}, {d['kind']}), "
-         f"{valid[0].shape[0]} validation pairs -> {out}")
+    tc = TrainingConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        lr_schedule="cosine",
+        seed=seed,
+        device=device,
+        checkpoint_every=max(1, epochs // 10),
+    )
+    echo(
+        f"Training on {x_prev.shape[0]} pairs ({system}, {d['kind']}), "
+        f"{valid[0].shape[0]} validation pairs -> {out}"
+    )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ValueError(f"--out {out} cannot be written: {exc.strerror or exc}") from None
-    result = train_emulator(x_prev, x_next, valid=valid, denoiser_config=cfg,
-                            residual=d["residual"], stats=d["stats"], config=tc, out=out,
-                            resume=resume, progress=progress)
-    annotate_checkpoint(out, system=system,
-                        system_kwargs=train_ds.attrs.get("system_kwargs", "{}"),
-                        dataset=str(data_dir), command=command)
+    result = train_emulator(
+        x_prev,
+        x_next,
+        valid=valid,
+        denoiser_config=cfg,
+        residual=d["residual"],
+        stats=d["stats"],
+        config=tc,
+        out=out,
+        resume=resume,
+        progress=progress,
+    )
+    annotate_checkpoint(
+        out,
+        system=system,
+        system_kwargs=train_ds.attrs.get("system_kwargs", "{}"),
+        dataset=str(data_dir),
+        command=command,
+    )
     return result
 
 
-def validate_checkpoint(checkpoint: str | Path, system: str | None = None, *, states: int = 16,
-                        samples: int = 256, rollout: int = 500, rollout_members: int = 16,
-                        steps: int = 64, sampler: str = "xeab", seed: int = 0,
-                        progress: bool = True, device: str = "cpu") -> str:
+def validate_checkpoint(
+    checkpoint: str | Path,
+    system: str | None = None,
+    *,
+    states: int = 16,
+    samples: int = 256,
+    rollout: int = 500,
+    rollout_members: int = 16,
+    steps: int = 64,
+    sampler: str = "xeab",
+    seed: int = 0,
+    progress: bool = True,
+    device: str = "cpu",
+) -> str:
     """Compares an emulator with the true model of the system it was trained for (or
     ``system``): the one-step energy distance against the noise floor of two true-model
     sample sets, and a free-rollout climatology.  Returns the markdown table.
@@ -96,14 +140,18 @@ def validate_checkpoint(checkpoint: str | Path, system: str | None = None, *, st
         raise ValueError(
             f"{Path(checkpoint).name} emulates states of shape {tuple(em.state_shape)}, but "
             f"{name} has {tuple(sys_.state_shape)}"
-            + (f" (it was trained for {recorded})" if recorded and recorded != name else ""))
+            + (f" (it was trained for {recorded})" if recorded and recorded != name else "")
+        )
     g = torch.Generator().manual_seed(seed)
     x0 = sys_.attractor_states(max(states, rollout_members), generator=g).to(device)
     one = one_step_validation(em, sys_, x0[:states], samples=samples, generator=g)
     roll = None
     if rollout > 0:
-        roll = rollout_validation(em, sys_, x0[:rollout_members], length=rollout, generator=g,
-                                  progress=progress)
-    head = (f"Emulator {checkpoint} vs the true {name} model ({sampler}, {steps} steps; "
-            f"system options {json.dumps(kwargs) if name == recorded else '{}'}):\n\n")
+        roll = rollout_validation(
+            em, sys_, x0[:rollout_members], length=rollout, generator=g, progress=progress
+        )
+    head = (
+        f"Emulator {checkpoint} vs the true {name} model ({sampler}, {steps} steps; "
+        f"system options {json.dumps(kwargs) if name == recorded else '{}'}):\n\n"
+    )
     return head + validation_table(one, roll)

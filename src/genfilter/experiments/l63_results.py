@@ -78,8 +78,14 @@ class Scale:
 
 SCALES = {
     "quick": Scale(runs=2, steps=50, burn_in=10, table_n=32, sizes=(16, 64), bayes_n=10_000),
-    "full": Scale(runs=10, steps=100, burn_in=10, table_n=64, sizes=(16, 32, 64, 128, 256, 512),
-                  bayes_n=100_000),
+    "full": Scale(
+        runs=10,
+        steps=100,
+        burn_in=10,
+        table_n=64,
+        sizes=(16, 32, 64, 128, 256, 512),
+        bayes_n=100_000,
+    ),
 }
 
 
@@ -103,15 +109,20 @@ def cell_config(setup: str, label: str, n: int, scale: Scale) -> ExperimentConfi
         method, options, emulator = "bpf", {}, "true"
     else:
         method, options, emulator = ROWS[label]
-    return parse_config({
-        "name": f"l63-{setup}",
-        "setup": f"l63-{setup}",
-        "emulator": emulator,
-        "emulator_options": dict(EMULATOR_OPTIONS.get(label, {})),
-        "filter": {"method": method, "particles": int(n), "options": dict(options)},
-        "steps": scale.steps, "burn_in": scale.burn_in, "runs": scale.runs, "seed": 0,
-        "save": "particles" if n <= 64 else "moments",
-    })
+    return parse_config(
+        {
+            "name": f"l63-{setup}",
+            "setup": f"l63-{setup}",
+            "emulator": emulator,
+            "emulator_options": dict(EMULATOR_OPTIONS.get(label, {})),
+            "filter": {"method": method, "particles": int(n), "options": dict(options)},
+            "steps": scale.steps,
+            "burn_in": scale.burn_in,
+            "runs": scale.runs,
+            "seed": 0,
+            "save": "particles" if n <= 64 else "moments",
+        }
+    )
 
 
 def _cells(experiment: str, scale: Scale, rows) -> list[tuple[str, str, int]]:
@@ -125,9 +136,15 @@ def _cells(experiment: str, scale: Scale, rows) -> list[tuple[str, str, int]]:
     return cells
 
 
-def run_experiment(experiment: str, scale: str | Scale = "quick", out: str | Path | None = None,
-                   rows: list[str] | None = None, setups: tuple[str, ...] = ("a", "b"),
-                   progress: bool = True, echo=print) -> Path:
+def run_experiment(
+    experiment: str,
+    scale: str | Scale = "quick",
+    out: str | Path | None = None,
+    rows: list[str] | None = None,
+    setups: tuple[str, ...] = ("a", "b"),
+    progress: bool = True,
+    echo=print,
+) -> Path:
     """Runs (or continues) an experiment; writes one netCDF file per cell under
     ``out/cells/``, then ``results.csv`` and ``results.md`` in ``out``.  Returns ``out``."""
     if experiment not in EXPERIMENTS:
@@ -148,17 +165,26 @@ def run_experiment(experiment: str, scale: str | Scale = "quick", out: str | Pat
     for i, (setup, label, n) in enumerate(todo):
         path = _cell_path(cells_dir, setup, label, n)
         if not path.exists():
-            echo(f"[{i + 1}/{len(todo)}] setup ({setup}) {label} N={n}: {sc.runs} runs × "
-                 f"{sc.steps} steps")
+            echo(
+                f"[{i + 1}/{len(todo)}] setup ({setup}) {label} N={n}: {sc.runs} runs × "
+                f"{sc.steps} steps"
+            )
             parts = path.with_name(path.name + ".parts")
-            run_config(cell_config(setup, label, n, sc), path, resume=parts.exists(),
-                       progress=progress,
-                       command=f"genfilter experiment {experiment} --{scale}", label=label)
+            run_config(
+                cell_config(setup, label, n, sc),
+                path,
+                resume=parts.exists(),
+                progress=progress,
+                command=f"genfilter experiment {experiment} --{scale}",
+                label=label,
+            )
     # the tables hold every finished cell of the experiment, the other setups' too: two
     # processes (``--setup a`` and ``--setup b``) then do not overwrite each other's rows
-    results = [{"setup": setup, **summarize_file(path)}
-               for setup, label, n in cells
-               if (path := _cell_path(cells_dir, setup, label, n)).exists()]
+    results = [
+        {"setup": setup, **summarize_file(path)}
+        for setup, label, n in cells
+        if (path := _cell_path(cells_dir, setup, label, n)).exists()
+    ]
     _write_results(out, experiment, scale, sc, results)
     return out
 
@@ -174,29 +200,51 @@ def _fmt(v: float, se: float, digits: int = 3) -> str:
 
 
 def _write_results(out: Path, experiment: str, scale: str, sc: Scale, results: list[dict]) -> None:
-    keys = ["setup", "filter", "N", "runs", "skill", "skill_se", "spread", "spread_se", "ssr",
-            "ssr_se", "crps", "crps_se", "mean_ess", "seconds"]
+    keys = [
+        "setup",
+        "filter",
+        "N",
+        "runs",
+        "skill",
+        "skill_se",
+        "spread",
+        "spread_se",
+        "ssr",
+        "ssr_se",
+        "crps",
+        "crps_se",
+        "mean_ess",
+        "seconds",
+    ]
     with open(out / "results.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         for r in results:
             w.writerow({k: r[k] for k in keys})
-    lines = [f"# {experiment} (--{scale}): stochastic Lorenz-63, noise std 0.25, "
-             f"{sc.runs} runs × {sc.steps} steps, scores after a burn-in of {sc.burn_in}",
-             "", "Mean ± standard error over runs; skill = RMSE of the ensemble mean, "
-             "SSR = spread/skill, CRPS (docs/method.md#metrics). Bayes limit: bootstrap PF with "
-             f"{sc.bayes_n} particles on the true model.", ""]
+    lines = [
+        f"# {experiment} (--{scale}): stochastic Lorenz-63, noise std 0.25, "
+        f"{sc.runs} runs × {sc.steps} steps, scores after a burn-in of {sc.burn_in}",
+        "",
+        "Mean ± standard error over runs; skill = RMSE of the ensemble mean, "
+        "SSR = spread/skill, CRPS (docs/method.md#metrics). Bayes limit: bootstrap PF with "
+        f"{sc.bayes_n} particles on the true model.",
+        "",
+    ]
     for setup in sorted({r["setup"] for r in results}):
-        lines += [f"## Setup ({setup}): {SETUP_TEXT[setup]}", "",
-                  "| filter | N | skill | spread | SSR | CRPS | mean ESS | seconds |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## Setup ({setup}): {SETUP_TEXT[setup]}",
+            "",
+            "| filter | N | skill | spread | SSR | CRPS | mean ESS | seconds |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in results:
             if r["setup"] != setup:
                 continue
             lines.append(
                 f"| {r['filter']} | {r['N']} | {_fmt(r['skill'], r['skill_se'])} | "
                 f"{_fmt(r['spread'], r['spread_se'])} | {_fmt(r['ssr'], r['ssr_se'], 2)} | "
-                f"{_fmt(r['crps'], r['crps_se'])} | {r['mean_ess']:.1f} | {r['seconds']:.0f} |")
+                f"{_fmt(r['crps'], r['crps_se'])} | {r['mean_ess']:.1f} | {r['seconds']:.0f} |"
+            )
         lines.append("")
         lines += _skill_against_n([r for r in results if r["setup"] == setup])
     (out / "results.md").write_text("\n".join(lines))
@@ -212,13 +260,19 @@ def _skill_against_n(results: list[dict]) -> list[str]:
     cell = {(r["filter"], int(r["N"])): r for r in results}
     best = {}
     for n in sizes:
-        skills = [(cell[f, n]["skill"], f) for f in filters
-                  if (f, n) in cell and math.isfinite(cell[f, n]["skill"])]
+        skills = [
+            (cell[f, n]["skill"], f)
+            for f in filters
+            if (f, n) in cell and math.isfinite(cell[f, n]["skill"])
+        ]
         if skills:
             best[n] = min(skills)[1]
-    lines = ["Skill against ensemble size (best at each N in bold):", "",
-             "| filter | " + " | ".join(f"N = {n}" for n in sizes) + " |",
-             "|---|" + "---|" * len(sizes)]
+    lines = [
+        "Skill against ensemble size (best at each N in bold):",
+        "",
+        "| filter | " + " | ".join(f"N = {n}" for n in sizes) + " |",
+        "|---|" + "---|" * len(sizes),
+    ]
     for f in filters:
         vals = []
         for n in sizes:
@@ -226,7 +280,11 @@ def _skill_against_n(results: list[dict]) -> list[str]:
             v = "—" if r is None else _fmt(r["skill"], r["skill_se"])
             vals.append(f"**{v}**" if best.get(n) == f else v)
         lines.append(f"| {f} | " + " | ".join(vals) + " |")
-    lines += [f"| *{r['filter']} (N = {int(r['N'])})* | " + " | ".join(
-        [_fmt(r["skill"], r["skill_se"])] * len(sizes)) + " |"
-        for r in results if r["filter"] == BAYES]
+    lines += [
+        f"| *{r['filter']} (N = {int(r['N'])})* | "
+        + " | ".join([_fmt(r["skill"], r["skill_se"])] * len(sizes))
+        + " |"
+        for r in results
+        if r["filter"] == BAYES
+    ]
     return lines + [""]

@@ -38,9 +38,14 @@ from .._utils import make_generator
 from ..observations import Observation
 
 
-def exact_proposal_moments(system, x_prev: Tensor, obs: Observation, draws: int = 100_000,
-                           generator: torch.Generator | None = None, chunk: int = 20_000
-                           ) -> tuple[Tensor, Tensor, float]:
+def exact_proposal_moments(
+    system,
+    x_prev: Tensor,
+    obs: Observation,
+    draws: int = 100_000,
+    generator: torch.Generator | None = None,
+    chunk: int = 20_000,
+) -> tuple[Tensor, Tensor, float]:
     """Importance-sampling estimate of the optimal proposal's mean and variance ``(*S)`` and
     the ESS of the weights, from ``draws`` true-model transitions of ``x_prev (*S)``."""
     samples, logw = [], []
@@ -92,7 +97,9 @@ def proposal_diagnostic(
         obs = make_observation(x_true)
         m, v, ess = exact_proposal_moments(system, x, obs, draws=draws, generator=g)
         min_ess = min(min_ess, ess)
-        em = emulator.sample_posterior(x.expand(samples, *x.shape).clone(), obs, generator=g).double()
+        em = emulator.sample_posterior(
+            x.expand(samples, *x.shape).clone(), obs, generator=g
+        ).double()
         sd = v.clamp_min(1e-12).sqrt()
         errs.append((em.mean(0) - m).abs() / sd)
         logratios.append(torch.log(em.var(0).clamp_min(1e-300) / v.clamp_min(1e-300)))
@@ -100,8 +107,13 @@ def proposal_diagnostic(
     E = torch.stack(errs).flatten(1)
     R = torch.stack(logratios).flatten(1)
     return ProposalReport(
-        mean_error=E.mean(0), variance_ratio=R.mean(0).exp(), worst_mean_error=E.max(0).values,
-        min_ess=min_ess, pairs=int(states.shape[0]), samples=samples, draws=draws,
+        mean_error=E.mean(0),
+        variance_ratio=R.mean(0).exp(),
+        worst_mean_error=E.max(0).values,
+        min_ess=min_ess,
+        pairs=int(states.shape[0]),
+        samples=samples,
+        draws=draws,
         off_attractor=float(sum(far) / len(far)),
     )
 
@@ -117,10 +129,16 @@ def format_report(name: str, r: ProposalReport) -> str:
     return "\n".join(lines)
 
 
-def l63_proposal_study(setups=("a", "b"), covariances=("tweedie", "projected"), pairs: int = 30,
-                       samples: int = 256, draws: int = 50_000, seed: int = 123,
-                       progress: bool = True, emulator_options: dict | None = None,
-                       ) -> dict[tuple[str, str], ProposalReport]:
+def l63_proposal_study(
+    setups=("a", "b"),
+    covariances=("tweedie", "projected"),
+    pairs: int = 30,
+    samples: int = 256,
+    draws: int = 50_000,
+    seed: int = 123,
+    progress: bool = True,
+    emulator_options: dict | None = None,
+) -> dict[tuple[str, str], ProposalReport]:
     """The proposal check (docs/method.md#optimal-proposal) on stochastic Lorenz-63 with the
     shipped emulator:
     ``pairs`` attractor states :math:`x^k` (the same for every variant), for each observation
@@ -146,20 +164,30 @@ def l63_proposal_study(setups=("a", "b"), covariances=("tweedie", "projected"), 
 
             em = load_shipped_emulator(covariance=cov, **(emulator_options or {}))
             out[(setup, cov)] = proposal_diagnostic(
-                em, system, states, observe, samples=samples, draws=draws, generator=seed + 2,
-                progress=progress)
+                em,
+                system,
+                states,
+                observe,
+                samples=samples,
+                draws=draws,
+                generator=seed + 2,
+                progress=progress,
+            )
     return out
 
 
 def format_study(results: dict[tuple[str, str], ProposalReport]) -> str:
     """Markdown table of :func:`l63_proposal_study`."""
-    lines = ["| setup | guidance covariance | component | mean error / sd (mean) | (worst) | "
-             "variance ratio | off-attractor fraction | min reference ESS |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| setup | guidance covariance | component | mean error / sd (mean) | (worst) | "
+        "variance ratio | off-attractor fraction | min reference ESS |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for (setup, cov), r in results.items():
         for d in range(r.mean_error.numel()):
             lines.append(
                 f"| ({setup}) | {cov} | x{d + 1} | {r.mean_error[d]:.3f} | "
                 f"{r.worst_mean_error[d]:.2f} | {r.variance_ratio[d]:.3f} | "
-                f"{r.off_attractor:.3f} | {r.min_ess:.0f} |")
+                f"{r.off_attractor:.3f} | {r.min_ess:.0f} |"
+            )
     return "\n".join(lines)

@@ -55,13 +55,17 @@ def summarize_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     with _open(path) as ds:
         if "summary_skill" not in ds or "truth" not in ds:
-            raise RunFileError(f"{path} has no truth and metrics: the run cannot be scored "
-                               "(assimilate(..., truth=...) records them)")
+            raise RunFileError(
+                f"{path} has no truth and metrics: the run cannot be scored "
+                "(assimilate(..., truth=...) records them)"
+            )
         row: dict[str, Any] = {
-            "file": path.name, "experiment": ds.attrs.get("experiment", ""),
+            "file": path.name,
+            "experiment": ds.attrs.get("experiment", ""),
             "filter": ds.attrs.get("label", ds.attrs.get("method", "")),
             "N": int(ds.attrs.get("particles", ds.sizes.get("member", 0))),
-            "runs": int(ds.sizes["run"]), "burn_in": int(ds.attrs.get("burn_in", 0)),
+            "runs": int(ds.sizes["run"]),
+            "burn_in": int(ds.attrs.get("burn_in", 0)),
         }
         for m in _METRICS:
             v = ds[f"summary_{m}"].values
@@ -77,9 +81,11 @@ def summarize_file(path: str | Path) -> dict[str, Any]:
 
 
 def _table(rows: list[dict], out_md: Path, out_csv: Path, title: str) -> None:
-    keys = ["experiment", "filter", "N", "runs", "burn_in"] + [
-        k for m in _METRICS for k in (m, f"{m}_se")] + ["mean_ess", "coverage_50",
-                                                          "coverage_90", "file"]
+    keys = (
+        ["experiment", "filter", "N", "runs", "burn_in"]
+        + [k for m in _METRICS for k in (m, f"{m}_se")]
+        + ["mean_ess", "coverage_50", "coverage_90", "file"]
+    )
     with open(out_csv, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
@@ -94,15 +100,26 @@ def _table(rows: list[dict], out_md: Path, out_csv: Path, title: str) -> None:
     head = "| experiment | filter | N | runs | skill | spread | SSR | CRPS | mean ESS |"
     if check:
         head += " predictive 50 % / 90 % coverage |"
-    lines = [f"# {title}", "", "Averages after the burn-in; ± is the standard error over runs.",
-             "", head, "|---" * head.count(" | ") + "|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        "Averages after the burn-in; ± is the standard error over runs.",
+        "",
+        head,
+        "|---" * head.count(" | ") + "|---|",
+    ]
     for r in rows:
-        line = (f"| {r['experiment']} | {r['filter']} | {r['N']} | {r['runs']} | "
-                f"{f(r, 'skill')} | {f(r, 'spread')} | {f(r, 'ssr', 2)} | {f(r, 'crps')} | "
-                f"{r['mean_ess']:.1f} |")
+        line = (
+            f"| {r['experiment']} | {r['filter']} | {r['N']} | {r['runs']} | "
+            f"{f(r, 'skill')} | {f(r, 'spread')} | {f(r, 'ssr', 2)} | {f(r, 'crps')} | "
+            f"{r['mean_ess']:.1f} |"
+        )
         if check:
-            line += (f" {r['coverage_50']:.2f} / {r['coverage_90']:.2f} |"
-                     if math.isfinite(r["coverage_90"]) else " — |")
+            line += (
+                f" {r['coverage_50']:.2f} / {r['coverage_90']:.2f} |"
+                if math.isfinite(r["coverage_90"])
+                else " — |"
+            )
         lines.append(line)
     out_md.write_text("\n".join(lines) + "\n")
 
@@ -156,10 +173,13 @@ def _file_figures(path: Path, out: Path) -> list[Path]:
         names = names or [f"value {i}" for i in range(V)]
         title = f"{label}, N = {N}, {ds.sizes['run']} run(s)"
 
-        fig, axes = plt.subplots(len(show), 1, figsize=(9, 2.4 * len(show)), sharex=True,
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            len(show), 1, figsize=(9, 2.4 * len(show)), sharex=True, squeeze=False
+        )
         for ax, d in zip(axes[:, 0], show):
-            ax.plot(time_, np.sqrt(((mean[..., d] - truth[..., d]) ** 2).mean(0)), label="skill (RMSE)")
+            ax.plot(
+                time_, np.sqrt(((mean[..., d] - truth[..., d]) ** 2).mean(0)), label="skill (RMSE)"
+            )
             ax.plot(time_, np.sqrt((spread[..., d] ** 2).mean(0)), label="spread", ls="--")
             ax.set_ylabel(f"{names[d]} [state units]")
             ax.set_yscale("log")
@@ -169,17 +189,26 @@ def _file_figures(path: Path, out: Path) -> list[Path]:
         axes[-1, 0].set_xlabel("model time")
         _save(fig, out / "skill_spread.png", written)
 
-        fig, axes = plt.subplots(len(show), 1, figsize=(9, 2.4 * len(show)), sharex=True,
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            len(show), 1, figsize=(9, 2.4 * len(show)), sharex=True, squeeze=False
+        )
         obs = ds["observations"].values[0] if "observations" in ds else None
         cfg_idx = _observed_indices(ds)
         for ax, d in zip(axes[:, 0], show):
             ax.plot(time_, truth[0, :, d], color="k", lw=1.2, label="truth")
             ax.plot(time_, mean[0, :, d], color="C0", lw=1.0, label="ensemble mean")
-            ax.fill_between(time_, mean[0, :, d] - spread[0, :, d], mean[0, :, d] + spread[0, :, d],
-                            color="C0", alpha=0.3, label="mean ± spread")
+            ax.fill_between(
+                time_,
+                mean[0, :, d] - spread[0, :, d],
+                mean[0, :, d] + spread[0, :, d],
+                color="C0",
+                alpha=0.3,
+                label="mean ± spread",
+            )
             if obs is not None and cfg_idx is not None and d in cfg_idx:
-                ax.plot(time_, obs[:, cfg_idx.index(d)], ".", color="C3", ms=3, label="observations")
+                ax.plot(
+                    time_, obs[:, cfg_idx.index(d)], ".", color="C3", ms=3, label="observations"
+                )
             ax.set_ylabel(f"{names[d]} [state units]")
             ax.grid(alpha=0.3)
         axes[0, 0].legend(loc="upper right", fontsize=8, ncol=4)
@@ -191,8 +220,14 @@ def _file_figures(path: Path, out: Path) -> list[Path]:
         if ranks is not None:
             fig, axes = plt.subplots(1, len(show), figsize=(3.2 * len(show), 2.8), squeeze=False)
             for ax, d in zip(axes[0], show):
-                ax.hist(ranks[:, d], bins=min(N + 1, 17), range=(0, N + 1), density=True,
-                        color="C0", alpha=0.8)
+                ax.hist(
+                    ranks[:, d],
+                    bins=min(N + 1, 17),
+                    range=(0, N + 1),
+                    density=True,
+                    color="C0",
+                    alpha=0.8,
+                )
                 ax.axhline(1 / (N + 1), color="k", ls="--", lw=1, label="calibrated")
                 ax.set_xlabel(f"rank of the truth ({names[d]})")
                 ax.set_ylabel("frequency")
@@ -257,8 +292,9 @@ def _dir_figures(rows: list[dict], files: dict[str, Path], out: Path) -> list[Pa
                     ax.axhline(pts[0][1], color="k", ls=":", label=f"{f} (N = {pts[0][0]})")
                     continue
                 x, y, e = (np.array(v, dtype=float) for v in zip(*pts))
-                ax.errorbar(x, y, yerr=np.nan_to_num(e), marker="o", ms=4, capsize=3,
-                            label=f, color=f"C{i}")
+                ax.errorbar(
+                    x, y, yerr=np.nan_to_num(e), marker="o", ms=4, capsize=3, label=f, color=f"C{i}"
+                )
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xlabel("ensemble size N")
@@ -279,7 +315,7 @@ def _dir_figures(rows: list[dict], files: dict[str, Path], out: Path) -> list[Pa
         nrows = max(1, math.ceil(len(with_particles) / cols))
         fig, ax = plt.subplots(figsize=(9, 4))
         fig2, ax2 = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.6 * nrows), squeeze=False)
-        for a in ax2.flat[len(with_particles):]:
+        for a in ax2.flat[len(with_particles) :]:
             a.set_visible(False)
         fig3, ax3 = plt.subplots(figsize=(9, 3.5))
         for r in sel:
@@ -291,8 +327,13 @@ def _dir_figures(rows: list[dict], files: dict[str, Path], out: Path) -> list[Pa
                 if r["has_particles"]:
                     a = ax2.flat[with_particles.index(r)]
                     ranks = _ranks(ds)
-                    a.hist(ranks.ravel(), bins=min(r["N"] + 1, 17), range=(0, r["N"] + 1),
-                           density=True, alpha=0.8)
+                    a.hist(
+                        ranks.ravel(),
+                        bins=min(r["N"] + 1, 17),
+                        range=(0, r["N"] + 1),
+                        density=True,
+                        alpha=0.8,
+                    )
                     a.axhline(1 / (r["N"] + 1), color="k", ls="--", lw=1)
                     a.set_title(r["filter"], fontsize=9)
                     a.set_xlabel("rank of the truth")
@@ -312,17 +353,25 @@ def _dir_figures(rows: list[dict], files: dict[str, Path], out: Path) -> list[Pa
         ax3.set_title(f"{exp}: ESS of the weighted filters, N = {n_cmp} (mean over runs)")
         ax3.grid(alpha=0.3)
         ax3.legend(fontsize=8, ncol=3)
-        fig2.suptitle(f"{exp}: rank histograms of the truth, all variables, N = {n_cmp} "
-                      "(dashed: calibrated)", fontsize=10)
+        fig2.suptitle(
+            f"{exp}: rank histograms of the truth, all variables, N = {n_cmp} (dashed: calibrated)",
+            fontsize=10,
+        )
         for f_, name in ((fig, "skill_vs_step"), (fig2, "rank_histograms"), (fig3, "ess")):
             _save(f_, out / f"{name}_{slug}.png", written)
-        _trajectories(exp, [r for r in sel if not r["filter"].startswith("Bayes")], files,
-                      out / f"trajectories_{slug}.png", written)
+        _trajectories(
+            exp,
+            [r for r in sel if not r["filter"].startswith("Bayes")],
+            files,
+            out / f"trajectories_{slug}.png",
+            written,
+        )
     return written
 
 
-def _trajectories(exp: str, rows: list[dict], files: dict[str, Path], path: Path,
-                  written: list[Path]) -> None:
+def _trajectories(
+    exp: str, rows: list[dict], files: dict[str, Path], path: Path, written: list[Path]
+) -> None:
     """Run 0 of every filter of ``rows``: truth, observations and ensemble mean ± spread,
     one panel per variable (the first three)."""
     if not rows:
@@ -336,8 +385,9 @@ def _trajectories(exp: str, rows: list[dict], files: dict[str, Path], path: Path
         _, names = _state_names(ds)
     show = list(range(min(truth.shape[-1], 3)))
     names = names or [f"value {i}" for i in range(truth.shape[-1])]
-    fig, axes = plt.subplots(len(show), 1, figsize=(10, 2.6 * len(show)), sharex=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(show), 1, figsize=(10, 2.6 * len(show)), sharex=True, squeeze=False
+    )
     for ax, d in zip(axes[:, 0], show):
         ax.plot(t, truth[:, d], "k-", lw=1.6, label="truth")
         if obs is not None and idx is not None and d in idx:
@@ -349,8 +399,13 @@ def _trajectories(exp: str, rows: list[dict], files: dict[str, Path], path: Path
             mean, spread = _per_variable(ds, "mean")[0], _per_variable(ds, "spread")[0]
         for ax, d in zip(axes[:, 0], show):
             (line,) = ax.plot(t, mean[:, d], lw=1.0, label=f"{r['filter']} mean ± spread")
-            ax.fill_between(t, mean[:, d] - spread[:, d], mean[:, d] + spread[:, d],
-                            color=line.get_color(), alpha=0.2)
+            ax.fill_between(
+                t,
+                mean[:, d] - spread[:, d],
+                mean[:, d] + spread[:, d],
+                color=line.get_color(),
+                alpha=0.2,
+            )
     axes[0, 0].legend(fontsize=8, ncol=3, loc="upper left")
     axes[0, 0].set_title(f"{exp}: run 0, truth, observations and ensembles (N = {rows[0]['N']})")
     axes[-1, 0].set_xlabel("model time")
@@ -367,7 +422,12 @@ def report(path: str | Path) -> list[Path]:
         row = summarize_file(path)  # before any folder is made: a bad file leaves nothing
         out = path.with_name(path.stem + "_report")
         out.mkdir(exist_ok=True)
-        _table([row], out / "summary.md", out / "summary.csv", f"{row['filter']} on {row['experiment']}")
+        _table(
+            [row],
+            out / "summary.md",
+            out / "summary.csv",
+            f"{row['filter']} on {row['experiment']}",
+        )
         return [out / "summary.md", out / "summary.csv", *_file_figures(path, out)]
     if not path.is_dir():
         raise FileNotFoundError(f"no such file or folder: {path}")
@@ -377,5 +437,8 @@ def report(path: str | Path) -> list[Path]:
     rows = [summarize_file(f) for f in files]
     rows.sort(key=lambda r: (r["experiment"], r["filter"].startswith("Bayes"), r["filter"], r["N"]))
     _table(rows, path / "report.md", path / "report.csv", f"genfilter runs under {path}")
-    return [path / "report.md", path / "report.csv",
-            *_dir_figures(rows, {f.name: f for f in files}, path)]
+    return [
+        path / "report.md",
+        path / "report.csv",
+        *_dir_figures(rows, {f.name: f for f in files}, path),
+    ]

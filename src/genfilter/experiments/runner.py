@@ -56,12 +56,22 @@ def git_version() -> str:
     """``<commit>[-dirty]`` of the source tree genfilter runs from, or ``"unknown"``."""
     here = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here,
-                                capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         if commit.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -78,17 +88,26 @@ def build_twin_setup(cfg: ExperimentConfig) -> TwinSetup:
     if o.operator == "select":
         bad = [i for i in o.indices if i >= size]
         if bad:
-            raise ConfigError(f"config field 'observations.indices': {bad[0]} is out of range "
-                              f"for a state of {size} values")
+            raise ConfigError(
+                f"config field 'observations.indices': {bad[0]} is out of range "
+                f"for a state of {size} values"
+            )
         operator = Select(list(o.indices))
     elif o.operator == "identity":
         operator = Identity()
     else:
         operator = Subsample(o.stride, dims=len(system.state_shape))
     return TwinSetup(
-        name=cfg.name, system=system, operator=operator, noise_std=o.noise_std,
-        cycles=cfg.steps, burn_in=cfg.burn_in, init=cfg.initial.recipe,
-        init_std=cfg.initial.std, spinup=cfg.initial.spinup, dtype=getattr(torch, cfg.dtype),
+        name=cfg.name,
+        system=system,
+        operator=operator,
+        noise_std=o.noise_std,
+        cycles=cfg.steps,
+        burn_in=cfg.burn_in,
+        init=cfg.initial.recipe,
+        init_std=cfg.initial.std,
+        spinup=cfg.initial.spinup,
+        dtype=getattr(torch, cfg.dtype),
         description=f"{cfg.system}, {o.operator} observations, noise std {o.noise_std}",
     )
 
@@ -101,19 +120,23 @@ def _check_checkpoint_system(path: Path, cfg: ExperimentConfig, setup: TwinSetup
     if name is None:
         return  # trained outside `genfilter train`: nothing recorded to compare
     if name != cfg.system:
-        raise ConfigError(f"config field 'emulator': {path.name} was trained for {name}, but "
-                          f"the config's system is {cfg.system}")
+        raise ConfigError(
+            f"config field 'emulator': {path.name} was trained for {name}, but "
+            f"the config's system is {cfg.system}"
+        )
     try:
         trained = make_system(name, **kwargs)
     except (TypeError, ValueError):
         return
     ours = setup.system
-    if (tuple(trained.state_shape) != tuple(ours.state_shape)
-            or not math.isclose(float(trained.interval), float(ours.interval))):
+    if tuple(trained.state_shape) != tuple(ours.state_shape) or not math.isclose(
+        float(trained.interval), float(ours.interval)
+    ):
         raise ConfigError(
             f"config field 'emulator': {path.name} was trained for {name} with state shape "
             f"{tuple(trained.state_shape)} and interval {trained.interval}, but the config's "
-            f"system has {tuple(ours.state_shape)} and {ours.interval}")
+            f"system has {tuple(ours.state_shape)} and {ours.interval}"
+        )
 
 
 def build_emulator(cfg: ExperimentConfig, setup: TwinSetup):
@@ -174,29 +197,43 @@ def run_seed(cfg: ExperimentConfig, run: int) -> tuple[int, int]:
     return twin_seed, 1_000_003 * (twin_seed + 1) + 7919 * cfg.filter.particles + 17
 
 
-def run_one(cfg: ExperimentConfig, run: int, setup: TwinSetup, emulator, *,
-            progress: bool = False, checkpoint: Path | None = None,
-            desc: str | None = None) -> FilterRun:
+def run_one(
+    cfg: ExperimentConfig,
+    run: int,
+    setup: TwinSetup,
+    emulator,
+    *,
+    progress: bool = False,
+    checkpoint: Path | None = None,
+    desc: str | None = None,
+) -> FilterRun:
     """Run ``run`` of a config: its twin, a fresh filter, :func:`assimilate`."""
     twin_seed, filter_seed = run_seed(cfg, run)
     twin = make_twin(setup, twin_seed)
     filt = build_filter(cfg, emulator, setup, make_generator(filter_seed))
-    return assimilate(filt, twin.initial_ensemble(cfg.filter.particles), twin.observations,
-                      truth=twin.truth, progress=progress, checkpoint=checkpoint,
-                      save_particles=cfg.save == "particles",
-                      desc=desc or f"{cfg.filter.method} run {run + 1}/{cfg.runs}",
-                      predictive_check=cfg.predictive_check, predictive_seed=filter_seed + 1)
+    return assimilate(
+        filt,
+        twin.initial_ensemble(cfg.filter.particles),
+        twin.observations,
+        truth=twin.truth,
+        progress=progress,
+        checkpoint=checkpoint,
+        save_particles=cfg.save == "particles",
+        desc=desc or f"{cfg.filter.method} run {run + 1}/{cfg.runs}",
+        predictive_check=cfg.predictive_check,
+        predictive_seed=filter_seed + 1,
+    )
 
 
-def run_summary(cfg: ExperimentConfig, run: int, setup: TwinSetup | None = None,
-                emulator=None) -> dict[str, Any]:
+def run_summary(
+    cfg: ExperimentConfig, run: int, setup: TwinSetup | None = None, emulator=None
+) -> dict[str, Any]:
     """Run ``run`` of a config without files, summarised: ``skill``, ``spread``, ``ssr``,
     ``crps`` after the burn-in, ``seconds``, ``diverged`` (non-finite scores, an error, or
     skill above the climatological sd) and ``error`` (``None`` or the exception as text:
     a sweep records a failing configuration and goes on)."""
     setup = setup or build_twin_setup(cfg)
-    out: dict[str, Any] = {"N": cfg.filter.particles, "seed": run_seed(cfg, run)[0],
-                           "error": None}
+    out: dict[str, Any] = {"N": cfg.filter.particles, "seed": run_seed(cfg, run)[0], "error": None}
     t0 = time.perf_counter()
     try:
         em = emulator if emulator is not None else build_emulator(cfg, setup)
@@ -207,12 +244,12 @@ def run_summary(cfg: ExperimentConfig, run: int, setup: TwinSetup | None = None,
         for key in ("skill", "spread", "ssr", "crps"):
             out[key] = float("nan")
         last = traceback.extract_tb(exc.__traceback__)[-1]
-        out["error"] = (f"{type(exc).__name__}: {exc} "
-                        f"({last.filename.split('/')[-1]}:{last.lineno})")
+        out["error"] = f"{type(exc).__name__}: {exc} ({last.filename.split('/')[-1]}:{last.lineno})"
     out["seconds"] = time.perf_counter() - t0
     finite = all(math.isfinite(out[k]) for k in ("skill", "spread", "crps"))
-    out["diverged"] = bool(out["error"] is not None or not finite
-                           or out["skill"] > climatology(setup).sd)
+    out["diverged"] = bool(
+        out["error"] is not None or not finite or out["skill"] > climatology(setup).sd
+    )
     return out
 
 
@@ -232,21 +269,28 @@ def _check_resume(cfg: ExperimentConfig, out: Path, parts: Path, resume: bool) -
         if not resume:
             raise FileExistsError(
                 f"{parts} holds an unfinished run of this output; pass --resume to continue "
-                "it, or delete the folder to start again")
+                "it, or delete the folder to start again"
+            )
         saved = parts / "config.yaml"
         if not saved.is_file():
-            raise ValueError(f"--resume: {parts} has no config.yaml, so it cannot be checked "
-                             "against this config; delete the folder to start again")
+            raise ValueError(
+                f"--resume: {parts} has no config.yaml, so it cannot be checked "
+                "against this config; delete the folder to start again"
+            )
         if parse_config(yaml.safe_load(saved.read_text())) != cfg:
-            raise ValueError(f"--resume: the config differs from the one of the unfinished run "
-                             f"in {parts} ({saved}); delete the folder to start again")
+            raise ValueError(
+                f"--resume: the config differs from the one of the unfinished run "
+                f"in {parts} ({saved}); delete the folder to start again"
+            )
         return False
     if resume and out.is_file():
         with open_run(out) as ds:
             stored = ds.attrs.get("config")
         if stored is None or parse_config(yaml.safe_load(stored)) != cfg:
-            raise ValueError(f"--resume: {out} is already finished, from another config; "
-                             "choose another --out or delete the file")
+            raise ValueError(
+                f"--resume: {out} is already finished, from another config; "
+                "choose another --out or delete the file"
+            )
         return True
     return False
 
@@ -279,19 +323,22 @@ def run_config(
     try:
         (parts / "config.yaml").write_text(cfg.to_yaml())
         t_start = time.perf_counter()
-        runs = [run_one(cfg, r, setup, emulator, progress=progress,
-                        checkpoint=parts / f"run{r:04d}.pt") for r in range(cfg.runs)]
+        runs = [
+            run_one(cfg, r, setup, emulator, progress=progress, checkpoint=parts / f"run{r:04d}.pt")
+            for r in range(cfg.runs)
+        ]
         twins = [make_twin(setup, run_seed(cfg, r)[0]) for r in range(cfg.runs)]
         ds = run_dataset(
-            runs, observations=[tw.observations for tw in twins],
+            runs,
+            observations=[tw.observations for tw in twins],
             state_dims=_state_dims(cfg, len(setup.state_shape)),
-            interval=float(setup.system.interval), burn_in=cfg.burn_in,
+            interval=float(setup.system.interval),
+            burn_in=cfg.burn_in,
             twin_seeds=[run_seed(cfg, r)[0] for r in range(cfg.runs)],
             attrs={
                 "title": f"genfilter {cfg.filter.method} on {cfg.name}",
                 "source": f"genfilter {__version__} (git {git_version()})",
-                "history": f"{time.strftime('%Y-%m-%dT%H:%M:%S')} "
-                           f"{command or ' '.join(sys.argv)}",
+                "history": f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {command or ' '.join(sys.argv)}",
                 "config": cfg.to_yaml(),
                 "method": cfg.filter.method,
                 "label": label or cfg.filter.method,
@@ -299,7 +346,8 @@ def run_config(
                 "particles": cfg.filter.particles,
                 "noise_std": cfg.observations.noise_std,
                 "wall_seconds": time.perf_counter() - t_start,
-            })
+            },
+        )
         ds["observations"].attrs["noise_std"] = cfg.observations.noise_std
         write_run(ds, out)
     except Exception:

@@ -116,8 +116,7 @@ SETUPS: dict[str, Setup] = {
         "linear-gaussian",
         {"operator": "select", "indices": [0, 2, 5, 7], "noise_std": 0.5},
         {"recipe": "perturbed", "std": 1.0, "spinup": 10.0},
-        "random stable linear-Gaussian system (D 8), components 0, 2, 5, 7 observed, noise "
-        "std 0.5",
+        "random stable linear-Gaussian system (D 8), components 0, 2, 5, 7 observed, noise std 0.5",
         dtype="float64",
     ),
 }

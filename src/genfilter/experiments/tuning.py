@@ -189,8 +189,7 @@ class Trial:
     def rank_key(self) -> tuple[bool, int, float]:
         # refined configurations first; those with failed runs after the others; then by
         # mean score
-        return (not self.refined, self.failed,
-                self.mean if math.isfinite(self.mean) else math.inf)
+        return (not self.refined, self.failed, self.mean if math.isfinite(self.mean) else math.inf)
 
 
 def _format_value(v: Any) -> str:
@@ -256,8 +255,11 @@ class TuningResult:
         lines = [
             "Tuning" + (f" {self.label}" if self.label else "") + f" on {self.setup_name} "
             f"(N = {self.N}; seeds {', '.join(map(str, self.seeds))}"
-            + (f", best {self.refine} re-run on seeds {', '.join(map(str, self.refine_seeds))}"
-               if self.refine else "")
+            + (
+                f", best {self.refine} re-run on seeds {', '.join(map(str, self.refine_seeds))}"
+                if self.refine
+                else ""
+            )
             + f"; {self.cycles} cycles, burn-in {self.burn_in}; {self.score}: lower is better)",
             "",
             "| " + " | ".join(head) + " |",
@@ -266,9 +268,14 @@ class TuningResult:
         rows = self.ranked if top is None else self.ranked[:top]
         for i, t in enumerate(rows, 1):
             mark = " ★" if i == 1 else ""
-            cells = [f"{i}{mark}", *(_format_value(t.params[n]) for n in names),
-                     format_mean_sem(t.mean, t.sem, digits), f"{t.diverged}/{len(t.scores)}",
-                     f"{t.failed}/{len(t.scores)}", f"{t.seconds:.1f}"]
+            cells = [
+                f"{i}{mark}",
+                *(_format_value(t.params[n]) for n in names),
+                format_mean_sem(t.mean, t.sem, digits),
+                f"{t.diverged}/{len(t.scores)}",
+                f"{t.failed}/{len(t.scores)}",
+                f"{t.seconds:.1f}",
+            ]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -288,15 +295,31 @@ def _score_of(run: dict[str, Any], score: str | Callable[[dict[str, Any]], float
 def _config_failure(params: dict[str, Any], seed: int, exc: Exception) -> dict[str, Any]:
     """The summary of a run whose config could not be built (recorded like a failed run)."""
     nan = float("nan")
-    return {"N": None, "seed": int(seed), "error": f"{type(exc).__name__}: {exc}",
-            "skill": nan, "spread": nan, "ssr": nan, "crps": nan, "seconds": 0.0,
-            "diverged": True}
+    return {
+        "N": None,
+        "seed": int(seed),
+        "error": f"{type(exc).__name__}: {exc}",
+        "skill": nan,
+        "spread": nan,
+        "ssr": nan,
+        "crps": nan,
+        "seconds": 0.0,
+        "diverged": True,
+    }
 
 
 def _twin_key(cfg: ExperimentConfig) -> tuple:
     """The config fields the twin depends on (configs with equal keys share one twin)."""
-    return (cfg.name, cfg.system, repr(sorted(cfg.system_options.items())), cfg.observations,
-            cfg.initial, cfg.steps, cfg.burn_in, cfg.dtype)
+    return (
+        cfg.name,
+        cfg.system,
+        repr(sorted(cfg.system_options.items())),
+        cfg.observations,
+        cfg.initial,
+        cfg.steps,
+        cfg.burn_in,
+        cfg.dtype,
+    )
 
 
 def _emulator_key(cfg: ExperimentConfig) -> tuple:
@@ -356,14 +379,17 @@ def tune(
     if not seeds:
         raise ValueError("tune needs at least one seed")
     if not callable(make_config):
-        raise TypeError(f"make_config must be callable (params, seed) -> ExperimentConfig, "
-                        f"got {make_config!r}")
+        raise TypeError(
+            f"make_config must be callable (params, seed) -> ExperimentConfig, got {make_config!r}"
+        )
     if not callable(score) and not isinstance(score, str):
         raise TypeError(f"score must be a summary key or a callable, got {score!r}")
     refine = int(refine)
     refine_seeds = tuple(int(s) for s in refine_seeds)
     if refine < 0 or (refine and not refine_seeds):
-        raise ValueError(f"refine must be >= 0 and needs refine_seeds, got {refine}, {refine_seeds}")
+        raise ValueError(
+            f"refine must be >= 0 and needs refine_seeds, got {refine}, {refine_seeds}"
+        )
     if set(refine_seeds) & set(seeds):
         raise ValueError(f"refine_seeds {refine_seeds} must differ from seeds {seeds}")
     score_name = score if isinstance(score, str) else getattr(score, "__name__", "score")
@@ -377,19 +403,27 @@ def tune(
         except ConfigError as exc:
             return _config_failure(params, s, exc)
         if not isinstance(cfg, ExperimentConfig):
-            raise TypeError(f"make_config must return an ExperimentConfig, got "
-                            f"{type(cfg).__name__}")
+            raise TypeError(
+                f"make_config must return an ExperimentConfig, got {type(cfg).__name__}"
+            )
         if cfg.seed != s:
-            raise ValueError(f"make_config(params, {s}) returned a config with seed "
-                             f"{cfg.seed}: the tuning seed must be the config's seed")
-        for key, value in (("N", cfg.filter.particles), ("cycles", cfg.steps),
-                           ("burn_in", cfg.burn_in), ("name", cfg.name)):
+            raise ValueError(
+                f"make_config(params, {s}) returned a config with seed "
+                f"{cfg.seed}: the tuning seed must be the config's seed"
+            )
+        for key, value in (
+            ("N", cfg.filter.particles),
+            ("cycles", cfg.steps),
+            ("burn_in", cfg.burn_in),
+            ("name", cfg.name),
+        ):
             shape.setdefault(key, value)
         if setup is not None:
             if (setup.cycles, setup.burn_in) != (cfg.steps, cfg.burn_in):
                 raise ValueError(
                     f"the setup has {setup.cycles} cycles (burn-in {setup.burn_in}) but the "
-                    f"config {cfg.steps} steps (burn-in {cfg.burn_in})")
+                    f"config {cfg.steps} steps (burn-in {cfg.burn_in})"
+                )
             twin_setup = setup
         else:
             twin_setup = setups.get(_twin_key(cfg))
@@ -410,9 +444,9 @@ def tune(
         finite = [v for v in trial.scores if math.isfinite(v)]
         trial.mean = sum(finite) / len(finite) if finite else math.nan
         trial.sem = (
-            math.sqrt(sum((v - trial.mean) ** 2 for v in finite) / (len(finite) - 1)
-                      / len(finite))
-            if len(finite) > 1 else math.nan
+            math.sqrt(sum((v - trial.mean) ** 2 for v in finite) / (len(finite) - 1) / len(finite))
+            if len(finite) > 1
+            else math.nan
         )
         trial.failed = len(trial.scores) - len(finite)
         trial.diverged = sum(bool(r["diverged"]) for r in trial.runs)
@@ -423,14 +457,23 @@ def tune(
                 f"  [{label or 'tune'} N={shape.get('N')}] {trial.params}: {score_name} "
                 f"{format_mean_sem(trial.mean, trial.sem)} over {len(trial.scores)} seeds "
                 f"({trial.seconds:.1f} s)" + (f" errors: {sorted(errors)}" if errors else ""),
-                file=sys.stderr, flush=True,
+                file=sys.stderr,
+                flush=True,
             )
 
     t_all = time.perf_counter()
     trials = []
     for params in configs:
-        trial = Trial(params=dict(params), scores=[], mean=math.nan, sem=math.nan, failed=0,
-                      diverged=0, seconds=0.0, runs=[])
+        trial = Trial(
+            params=dict(params),
+            scores=[],
+            mean=math.nan,
+            sem=math.nan,
+            failed=0,
+            diverged=0,
+            seconds=0.0,
+            runs=[],
+        )
         run(trial, seeds)
         trials.append(trial)
     if refine:
@@ -443,9 +486,15 @@ def tune(
         shape.setdefault("burn_in", setup.burn_in)
         shape.setdefault("name", setup.name)
     return TuningResult(
-        trials=trials, score=score_name, N=int(shape.get("N") or 0), seeds=seeds,
-        cycles=int(shape.get("cycles", 0)), burn_in=int(shape.get("burn_in", 0)),
-        refine=min(refine, len(trials)), refine_seeds=refine_seeds,
-        setup_name=str(shape.get("name", "")), label=label,
+        trials=trials,
+        score=score_name,
+        N=int(shape.get("N") or 0),
+        seeds=seeds,
+        cycles=int(shape.get("cycles", 0)),
+        burn_in=int(shape.get("burn_in", 0)),
+        refine=min(refine, len(trials)),
+        refine_seeds=refine_seeds,
+        setup_name=str(shape.get("name", "")),
+        label=label,
         seconds=time.perf_counter() - t_all,
     )

@@ -163,8 +163,9 @@ def _run(emulator: Any, x: Tensor, snapshots: int, generator=None) -> Tensor:
 
 
 @functools.lru_cache(maxsize=16)
-def _climatology(system: Any, trajectories: int, snapshots: int, seed: int, spinup: float,
-                 dtype: torch.dtype) -> Climatology:
+def _climatology(
+    system: Any, trajectories: int, snapshots: int, seed: int, spinup: float, dtype: torch.dtype
+) -> Climatology:
     g = torch.Generator().manual_seed(seed)
     x = _attractor(system, trajectories, g, spinup, dtype)
     states = _run(true_model(system), x, snapshots, g).reshape(-1, *system.state_shape)
@@ -172,12 +173,14 @@ def _climatology(system: Any, trajectories: int, snapshots: int, seed: int, spin
     return Climatology(mean, std, float(std.pow(2).mean().sqrt()), states)
 
 
-def climatology(setup: TwinSetup, trajectories: int = 64, snapshots: int = 200,
-                seed: int = 123_456) -> Climatology:
+def climatology(
+    setup: TwinSetup, trajectories: int = 64, snapshots: int = 200, seed: int = 123_456
+) -> Climatology:
     """Climatological statistics of ``setup.system`` from ``trajectories`` attractor runs of
     ``snapshots`` intervals each (cached per system; fixed seed, independent of every twin)."""
-    return _climatology(setup.system, int(trajectories), int(snapshots), int(seed),
-                        float(setup.spinup), setup.dtype)
+    return _climatology(
+        setup.system, int(trajectories), int(snapshots), int(seed), float(setup.spinup), setup.dtype
+    )
 
 
 # ------------------------------------------------------------------------------- twins
@@ -217,7 +220,9 @@ def _make_twin(setup: TwinSetup, seed: int) -> Twin:
     x0 = _attractor(setup.system, 1, g, setup.spinup, setup.dtype)
     truth = _run(true_model(setup.system), x0, setup.cycles, g)[:, 0]
     observations = synthetic_observations(
-        truth, setup.operator, isotropic_noise(setup.noise_std),
+        truth,
+        setup.operator,
+        isotropic_noise(setup.noise_std),
         generator=torch.Generator().manual_seed(s_obs),
     )
 
@@ -257,12 +262,18 @@ def run_climatology(setup: TwinSetup, seed: int, members: int = 500) -> dict[str
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(7)
     ens = clim.archive[torch.randperm(clim.archive.shape[0], generator=g)[:members]]
-    truth = twin.truth[setup.burn_in:].double()
+    truth = twin.truth[setup.burn_in :].double()
     skill = (truth - clim.mean.double()).pow(2).flatten(1).mean(1).sqrt()
     spread = float(clim.std.double().pow(2).mean().sqrt())
     crps = torch.stack([crps_metric(ens, x) for x in truth]).double()
     return {
-        "N": members, "seed": int(seed), "error": None,
-        "skill": float(skill.mean()), "spread": spread, "ssr": float((spread / skill).mean()),
-        "crps": float(crps.mean()), "seconds": time.perf_counter() - t0, "diverged": False,
+        "N": members,
+        "seed": int(seed),
+        "error": None,
+        "skill": float(skill.mean()),
+        "spread": spread,
+        "ssr": float((spread / skill).mean()),
+        "crps": float(crps.mean()),
+        "seconds": time.perf_counter() - t0,
+        "diverged": False,
     }

@@ -27,7 +27,19 @@ FILTERS = {
 
 __all__ = [
     "FILTERS",
-    "Ensemble", "Filter", "FilterRun", "StepInfo", "assimilate",
-    "FAAPF", "BootstrapPF", "EnKF", "ETKF", "LETKF", "EnSF", "EnFF", "FlowDASEnsemble",
-    "Forecast", "KalmanFilter",
+    "Ensemble",
+    "Filter",
+    "FilterRun",
+    "StepInfo",
+    "assimilate",
+    "FAAPF",
+    "BootstrapPF",
+    "EnKF",
+    "ETKF",
+    "LETKF",
+    "EnSF",
+    "EnFF",
+    "FlowDASEnsemble",
+    "Forecast",
+    "KalmanFilter",
 ]

@@ -152,7 +152,9 @@ class Ensemble:
 
     def is_uniform(self) -> bool:
         return bool(
-            torch.allclose(self.log_weights, torch.full_like(self.log_weights, -math.log(self.size)))
+            torch.allclose(
+                self.log_weights, torch.full_like(self.log_weights, -math.log(self.size))
+            )
         )
 
 
@@ -199,8 +201,11 @@ TRACES = {
     "log_evidence": ("log-evidence increment log p(y^k | y^{1:k-1})", "nats"),
     "seconds": ("wall time of the step", "s"),
     "ess_untempered": ("effective sample size before inflation (beta = 1)", "members"),
-    "target_met": ("1 if the ESS reached its target interval, 0 if not (weight collapse), "
-                   "NaN without ESS control", "1"),
+    "target_met": (
+        "1 if the ESS reached its target interval, 0 if not (weight collapse), "
+        "NaN without ESS control",
+        "1",
+    ),
     "bisection_iterations": ("bisection steps of the inflation search", "1"),
     "unique_ancestors": ("distinct ancestors drawn by resampling", "members"),
     "resampled": ("1 if the particles were resampled at this step", "1"),
@@ -233,8 +238,9 @@ class EnsembleFilter:
         check_particles(particles)
         return Ensemble(particles.clone(), uniform_log_weights(particles.shape[0]))
 
-    def _forecast_analysis_step(self, ensemble: Ensemble, obs: Observation | None, analysis,
-                                extra: dict | None = None) -> tuple[Tensor, Tensor, StepInfo]:
+    def _forecast_analysis_step(
+        self, ensemble: Ensemble, obs: Observation | None, analysis, extra: dict | None = None
+    ) -> tuple[Tensor, Tensor, StepInfo]:
         """Forecast every member with ``emulator.sample``, then, if ``obs`` has observed
         values, ``analysis(forecast, obs) -> (analysis, diagnostics)``.  Returns the
         forecast, the analysis and a StepInfo with the spread before and after the analysis
@@ -255,10 +261,14 @@ class EnsembleFilter:
         else:
             xa, diag = analysis(xf, reduced)
             info_extra.update(diag)
-        info = StepInfo(ess=float(ensemble.size), inflation=1.0,
-                        seconds=time.perf_counter() - t0,
-                        spread_forecast=ensemble_spread(xf), spread_analysis=ensemble_spread(xa),
-                        extra=info_extra)
+        info = StepInfo(
+            ess=float(ensemble.size),
+            inflation=1.0,
+            seconds=time.perf_counter() - t0,
+            spread_forecast=ensemble_spread(xf),
+            spread_analysis=ensemble_spread(xa),
+            extra=info_extra,
+        )
         return xf, xa, info
 
 
@@ -376,8 +386,10 @@ def assimilate(
     if truth is not None:
         bad = ~torch.isfinite(truth.reshape(truth.shape[0], -1)).all(1)
         if bool(bad.any()):
-            raise ValueError(f"truth has non-finite values (NaN or ±inf) at step(s) "
-                             f"{(bad.nonzero().flatten() + 1)[:5].tolist()}")
+            raise ValueError(
+                f"truth has non-finite values (NaN or ±inf) at step(s) "
+                f"{(bad.nonzero().flatten() + 1)[:5].tolist()}"
+            )
         if truth.shape[0] != K or tuple(truth.shape[1:]) != tuple(particles0.shape[1:]):
             raise ValueError(
                 f"truth must have shape ({K}, {', '.join(map(str, particles0.shape[1:]))}) "
@@ -451,7 +463,8 @@ def assimilate(
                 f"{where}: the ESS target was not met even at the smallest inflation (ESS "
                 f"{info.ess:.1f} of {ens.size} members, inflation {info.inflation:.3g}): weight "
                 "collapse; every such step is recorded as target_met = 0 in the run",
-                WeightCollapseWarning, stacklevel=2,
+                WeightCollapseWarning,
+                stacklevel=2,
             )
         mean, spread = _weighted_moments(ens)
         means.append(mean)
@@ -465,11 +478,24 @@ def assimilate(
                 step_metrics(ens.particles, truth[k], ens.log_weights, variable_axis=variable_axis)
             )
             if progress:
-                bar.set_postfix(skill=f"{float(metric_rows[-1]['skill'].mean()):.3f}",
-                                ess=f"{info.ess:.0f}")
+                bar.set_postfix(
+                    skill=f"{float(metric_rows[-1]['skill'].mean()):.3f}", ess=f"{info.ess:.0f}"
+                )
         if ckpt is not None:
-            _save_checkpoint(ckpt, k + 1, ens, means, spreads, parts, lws, infos, metric_rows,
-                             getattr(filter, "generator", None), pits, pgen)
+            _save_checkpoint(
+                ckpt,
+                k + 1,
+                ens,
+                means,
+                spreads,
+                parts,
+                lws,
+                infos,
+                metric_rows,
+                getattr(filter, "generator", None),
+                pits,
+                pgen,
+            )
     bar.close()
 
     metrics: dict[str, Tensor] = {}
@@ -498,19 +524,33 @@ def _pit(filter, ens: Ensemble, observations, k: int, generator, samples: int) -
     if obs is None:
         M = next(o.y.shape[0] for o in observations if o is not None)
         return torch.full((M,), float("nan"), dtype=torch.float64)
-    return predictive_pit(filter.emulator, ens.particles, ens.log_weights, obs, generator,
-                          samples)
+    return predictive_pit(filter.emulator, ens.particles, ens.log_weights, obs, generator, samples)
 
 
 def _info_dict(info: StepInfo) -> dict[str, Any]:
     out = {f.name: getattr(info, f.name) for f in dataclasses.fields(info) if f.name != "extra"}
-    out["extra"] = {k: v for k, v in info.extra.items()
-                    if isinstance(v, (int, float, bool, str)) or torch.is_tensor(v)}
+    out["extra"] = {
+        k: v
+        for k, v in info.extra.items()
+        if isinstance(v, (int, float, bool, str)) or torch.is_tensor(v)
+    }
     return out
 
 
-def _save_checkpoint(path: Path, step, ens, means, spreads, parts, lws, infos, metric_rows,
-                     generator, pits=(), predictive_generator=None) -> None:
+def _save_checkpoint(
+    path: Path,
+    step,
+    ens,
+    means,
+    spreads,
+    parts,
+    lws,
+    infos,
+    metric_rows,
+    generator,
+    pits=(),
+    predictive_generator=None,
+) -> None:
     state = {
         "step": step,
         "particles": ens.particles,

@@ -76,7 +76,6 @@ class BootstrapPF(EnsembleFilter):
         self.ess_interval = ess_interval
         self.generator = make_generator(generator)
 
-
     def step(self, ensemble: Ensemble, obs: Observation | None) -> tuple[Ensemble, StepInfo]:
         """Propagate, weight (with optional inflation), resample when the ESS is low."""
         t0 = time.perf_counter()
@@ -90,9 +89,14 @@ class BootstrapPF(EnsembleFilter):
         if reduced is not None and reduced.y.shape[0] > 0:
             rw = reweight(lw, reduced.log_likelihood(x), self.ess_interval, who="BootstrapPF")
             lw = rw.log_weights
-            info = StepInfo(ess=rw.ess, inflation=rw.inflation, log_evidence=rw.log_evidence,
-                            ess_untempered=rw.ess_untempered, target_met=rw.target_met,
-                            bisection_iterations=rw.bisection_iterations)
+            info = StepInfo(
+                ess=rw.ess,
+                inflation=rw.inflation,
+                log_evidence=rw.log_evidence,
+                ess_untempered=rw.ess_untempered,
+                target_met=rw.target_met,
+                bisection_iterations=rw.bisection_iterations,
+            )
         else:
             info.ess = effective_sample_size(lw)
         info.resampled = info.ess < self.resample_threshold * N or (

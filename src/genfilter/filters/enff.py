@@ -278,6 +278,7 @@ class EnFF(EnsembleFilter):
         def analysis(xf, reduced):
             return self.update(xf, reduced, previous)
 
-        _, xa, info = self._forecast_analysis_step(ensemble, obs, analysis,
-                                                   extra={"pair_switches": 0})
+        _, xa, info = self._forecast_analysis_step(
+            ensemble, obs, analysis, extra={"pair_switches": 0}
+        )
         return Ensemble(xa, uniform_log_weights(ensemble.size), extra={"previous": xa}), info

@@ -71,8 +71,10 @@ def ensemble_kalman_update(
         S = Yt.T @ Yt + noise_matrix(obs.noise, M).double()
         L = torch.linalg.cholesky(S)
         # (N, M) @ (M, D): never the N×N matrix, O(N M D)
-        return (X + torch.cholesky_solve(d.T, L).T @ (Yt.T @ A)).to(forecast.dtype).reshape(
-            forecast.shape
+        return (
+            (X + torch.cholesky_solve(d.T, L).T @ (Yt.T @ A))
+            .to(forecast.dtype)
+            .reshape(forecast.shape)
         )
     else:
         # ensemble space (N×N): G⁻¹ Ỹᵀ Σ⁻¹ d with G = I + Ỹᵀ Σ⁻¹ Ỹ
@@ -105,7 +107,6 @@ class EnKF(EnsembleFilter):
         self.emulator = emulator
         self.inflation = check_inflation(inflation)
         self.generator = make_generator(generator)
-
 
     def step(self, ensemble: Ensemble, obs: Observation | None) -> tuple[Ensemble, StepInfo]:
         def analysis(xf, reduced):

@@ -94,8 +94,6 @@ def linear_damping(t: float) -> float:
 # (also used by the ensemble flow filter, :mod:`genfilter.filters.enff`)
 
 
-
-
 def _randn(shape: Sequence[int], like: Tensor, generator: torch.Generator | None) -> Tensor:
     """Standard normal noise drawn with ``generator`` (on its device), moved to ``like``'s."""
     device = generator.device if generator is not None else "cpu"
@@ -107,8 +105,6 @@ def _check_positive_int(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
-
-
 
 
 def _check_chunk(chunk, name: str) -> int | None:

@@ -118,7 +118,11 @@ class FAAPF(EnsembleFilter):
                 raise TypeError(f"emulator must implement {name}() for FA-APF")
         if weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
-        if isinstance(exact_samples, bool) or not isinstance(exact_samples, int) or exact_samples < 1:
+        if (
+            isinstance(exact_samples, bool)
+            or not isinstance(exact_samples, int)
+            or exact_samples < 1
+        ):
             raise ValueError(f"exact_samples must be an integer >= 1, got {exact_samples!r}")
         if weights == "gaussian" and not callable(getattr(emulator, "predict_obs_moments", None)):
             raise TypeError("weights='gaussian' needs an emulator with predict_obs_moments()")
@@ -133,7 +137,6 @@ class FAAPF(EnsembleFilter):
         self.generator = make_generator(generator)
         self.max_obs_gaussian = int(max_obs_gaussian)
         self.exact_samples = int(exact_samples)
-
 
     # ------------------------------------------------------------------ weights
     def log_likelihoods(self, particles: Tensor, obs: Observation) -> Tensor:
@@ -162,8 +165,9 @@ class FAAPF(EnsembleFilter):
         r"""Monte-Carlo :math:`\log p(y \mid x_i^k)` from ``exact_samples`` forecasts of
         every particle (one batched ``sample`` call of ``N K`` states)."""
         N, K = particles.shape[0], self.exact_samples
-        draws = self.emulator.sample(particles.repeat_interleave(K, dim=0),
-                                     generator=self.generator)
+        draws = self.emulator.sample(
+            particles.repeat_interleave(K, dim=0), generator=self.generator
+        )
         check_finite(draws, "FAAPF: the emulator's forecasts for the exact weights")
         ll = obs.log_likelihood(draws).double().reshape(N, K)
         return torch.logsumexp(ll, dim=1) - math.log(K)
@@ -192,13 +196,25 @@ class FAAPF(EnsembleFilter):
         new = self.emulator.sample_posterior(x[anc], reduced, generator=self.generator)
         if rw is None:
             log_evidence = float(torch.logsumexp(ensemble.log_weights.double() + ll, 0))
-            info = StepInfo(ess=float(N), log_evidence=log_evidence, ess_untempered=float(N),
-                            skipped_weights=True, unique_ancestors=N, resampled=True)
+            info = StepInfo(
+                ess=float(N),
+                log_evidence=log_evidence,
+                ess_untempered=float(N),
+                skipped_weights=True,
+                unique_ancestors=N,
+                resampled=True,
+            )
         else:
-            info = StepInfo(ess=rw.ess, inflation=rw.inflation, log_evidence=rw.log_evidence,
-                            ess_untempered=rw.ess_untempered, target_met=rw.target_met,
-                            bisection_iterations=rw.bisection_iterations,
-                            unique_ancestors=int(torch.unique(anc).numel()), resampled=True)
+            info = StepInfo(
+                ess=rw.ess,
+                inflation=rw.inflation,
+                log_evidence=rw.log_evidence,
+                ess_untempered=rw.ess_untempered,
+                target_met=rw.target_met,
+                bisection_iterations=rw.bisection_iterations,
+                unique_ancestors=int(torch.unique(anc).numel()),
+                resampled=True,
+            )
         info.seconds = time.perf_counter() - t0
         return Ensemble(new, uniform_log_weights(N)), info
 

@@ -70,7 +70,6 @@ class FlowDASEnsemble(EnsembleFilter):
         self.emulator = emulator
         self.generator = make_generator(generator)
 
-
     def step(self, ensemble: Ensemble, obs: Observation | None) -> tuple[Ensemble, StepInfo]:
         t0 = time.perf_counter()
         check_particles(ensemble.particles, "ensemble.particles")
@@ -82,6 +81,11 @@ class FlowDASEnsemble(EnsembleFilter):
             x = self.emulator.sample_posterior(
                 ensemble.particles, reduced, generator=self.generator
             )
-        info = StepInfo(ess=float(N), inflation=1.0, seconds=time.perf_counter() - t0,
-                        spread_forecast=float("nan"), spread_analysis=ensemble_spread(x))
+        info = StepInfo(
+            ess=float(N),
+            inflation=1.0,
+            seconds=time.perf_counter() - t0,
+            spread_forecast=float("nan"),
+            spread_analysis=ensemble_spread(x),
+        )
         return Ensemble(x, uniform_log_weights(N)), info

@@ -34,7 +34,6 @@ class Forecast(EnsembleFilter):
         self.emulator = emulator
         self.generator = make_generator(generator)
 
-
     def step(self, ensemble: Ensemble, obs: Observation | None) -> tuple[Ensemble, StepInfo]:
         t0 = time.perf_counter()
         x = self.emulator.sample(ensemble.particles, generator=self.generator)

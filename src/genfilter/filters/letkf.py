@@ -92,8 +92,6 @@ from .base import (
 _LETKF_BUDGET = 2**23
 
 
-
-
 # ---------------------------------------------------------------------------------------
 # Localisation
 
@@ -223,7 +221,9 @@ def _symmetric_transform(G: Tensor, c: Tensor, n: int) -> Tensor:
 
 
 def mean_preserving_rotation(
-    n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64,
+    n: int,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float64,
     device=None,
 ) -> Tensor:
     r"""A random orthogonal ``(n, n)`` matrix :math:`Q` with :math:`Q \mathbf{1} = \mathbf{1}`
@@ -406,8 +406,6 @@ def letkf_update(
 # Filters
 
 
-
-
 def _check_radius(radius: float) -> float:
     try:
         value = float(radius)
@@ -437,7 +435,6 @@ class _TransformFilter(EnsembleFilter, abc.ABC):
     rotate: bool
     generator: torch.Generator
 
-
     @abc.abstractmethod
     def _analysis(self, forecast: Tensor, obs: Observation) -> tuple[Tensor, dict]:
         """The analysis of a forecast ensemble (ETKF or LETKF)."""
@@ -454,6 +451,7 @@ class _TransformFilter(EnsembleFilter, abc.ABC):
         the transform analysis, then the optional random rotation.  A step without
         observations is a pure forecast (no inflation, no rotation).  Members are treated as
         equally weighted; returns uniform log-weights."""
+
         def analysis(xf, reduced):
             xa, more = self._analysis(xf, reduced)
             return (self._rotate(xa) if self.rotate else xa), more

@@ -26,8 +26,14 @@ from torch import Tensor
 from ..observations import Observation
 
 
-def predictive_pit(emulator, particles: Tensor, log_weights: Tensor, obs: Observation,
-                   generator: torch.Generator, samples: int = 256) -> Tensor:
+def predictive_pit(
+    emulator,
+    particles: Tensor,
+    log_weights: Tensor,
+    obs: Observation,
+    generator: torch.Generator,
+    samples: int = 256,
+) -> Tensor:
     """PIT values ``(M,)`` of the observation ``obs.y`` under the one-step predictive of the
     ensemble ``particles`` ``(N, *S)`` with ``log_weights`` ``(N,)`` (NaN where ``y`` is
     missing)."""

@@ -125,7 +125,15 @@ def reweight(
         ess = effective_sample_size(lw)
         return Reweighting(lw, log_evidence, 1.0, ess, ess, None, 0)
     N = ll.shape[0]
-    res = find_inflation(ll, max(1.0, ess_interval[0] * N), max(1.0, ess_interval[1] * N),
-                         prior_log_weights=prior)
-    return Reweighting(res.log_weights, log_evidence, res.beta, effective_sample_size(res.log_weights),
-                       res.ess_untempered, bool(res.converged), res.iterations)
+    res = find_inflation(
+        ll, max(1.0, ess_interval[0] * N), max(1.0, ess_interval[1] * N), prior_log_weights=prior
+    )
+    return Reweighting(
+        res.log_weights,
+        log_evidence,
+        res.beta,
+        effective_sample_size(res.log_weights),
+        res.ess_untempered,
+        bool(res.converged),
+        res.iterations,
+    )

@@ -121,8 +121,9 @@ SYSTEMS: dict[str, SystemEntry] = {
         burn_in=10.0,
         chunk=512,
         note="genfilter's default",
-        training=dict(kind="mlp", residual=False, stats="per_component",
-                      net=dict(hidden=128, layers=6)),
+        training=dict(
+            kind="mlp", residual=False, stats="per_component", net=dict(hidden=128, layers=6)
+        ),
     ),
     "lorenz96": SystemEntry(
         Lorenz96,
@@ -132,8 +133,9 @@ SYSTEMS: dict[str, SystemEntry] = {
         length=1024,
         burn_in=20.0,
         chunk=64,
-        training=dict(kind="mlp", residual=False, stats="per_component",
-                      net=dict(hidden=256, layers=6)),
+        training=dict(
+            kind="mlp", residual=False, stats="per_component", net=dict(hidden=256, layers=6)
+        ),
     ),
     # The paper's NS data are ~1000 trajectories at 128² (Chen et al. 2024); 64 x 100
     # snapshots at 64² (50 time units each) is what one CPU core makes in ~5 minutes.
@@ -158,8 +160,9 @@ SYSTEMS: dict[str, SystemEntry] = {
         length=256,
         burn_in=10.0,
         chunk=64,
-        training=dict(kind="mlp", residual=False, stats="per_component",
-                      net=dict(hidden=128, layers=4)),
+        training=dict(
+            kind="mlp", residual=False, stats="per_component", net=dict(hidden=128, layers=4)
+        ),
     ),
 }
 
@@ -220,8 +223,10 @@ class DatasetSpec:
 
     def __post_init__(self) -> None:
         entry = _entry(self.system)
+
         def set_(name, value):
             return object.__setattr__(self, name, value)
+
         set_("system_kwargs", _resolve_kwargs(entry, self.system, self.system_kwargs))
         set_(
             "trajectories",
@@ -622,7 +627,9 @@ def generate_dataset(
         try:
             stored = _stored_spec(path)
         except (OSError, KeyError, ValueError) as err:  # unreadable (atomic writes: rare): redo
-            warnings.warn(f"ignoring unreadable chunk {path} ({err}); it will be recomputed", stacklevel=2)
+            warnings.warn(
+                f"ignoring unreadable chunk {path} ({err}); it will be recomputed", stacklevel=2
+            )
             path.unlink()
             continue
         if stored != wanted:

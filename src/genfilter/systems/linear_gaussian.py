@@ -50,8 +50,14 @@ class LinearGaussian(StochasticSystem):
     def __repr__(self) -> str:
         return f"LinearGaussian(dim={self.dim}, seed={self.seed}, interval={self.interval})"
 
-    def draw_noise(self, n: int, *, generator: torch.Generator | None = None,
-                   dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+    def draw_noise(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device=None,
+    ) -> Tensor:
         eps = torch.randn((n, self.dim), generator=generator, dtype=torch.float64, device=device)
         return (eps @ self._chol.to(eps.device).T).to(dtype)
 
@@ -60,10 +66,17 @@ class LinearGaussian(StochasticSystem):
         out = x @ A.T + b
         return out if noise is None else out + noise
 
-    def attractor_states(self, n: int, generator: torch.Generator | None = None, *,
-                         burn_in: float = 10.0, dtype: torch.dtype = torch.float32,
-                         chunk_size: int | None = None) -> Tensor:
+    def attractor_states(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        *,
+        burn_in: float = 10.0,
+        dtype: torch.dtype = torch.float32,
+        chunk_size: int | None = None,
+    ) -> Tensor:
         """``n`` states after ``burn_in`` time units from 0 (near the stationary law)."""
         x = torch.zeros((n, self.dim), dtype=dtype)
-        return self.step(x, max(1, math.ceil(burn_in / self.interval)), generator,
-                         chunk_size=chunk_size)
+        return self.step(
+            x, max(1, math.ceil(burn_in / self.interval)), generator, chunk_size=chunk_size
+        )
