@@ -194,8 +194,8 @@ def test_bad_inputs_name_the_argument():
         f.init(torch.full((4, model.D), math.inf, dtype=torch.float64))
     with pytest.raises(ValueError, match="ess_interval"):
         FAAPF(em, ess_interval=(0.5, 0.2))
-    with pytest.raises(ValueError, match="weights"):
-        FAAPF(em, weights="exact")
+    with pytest.raises(ValueError, match="weights must be one of"):
+        FAAPF(em, weights="best")
     with pytest.raises(ValueError, match="resampling"):
         FAAPF(em, resampling="best")
     with pytest.raises(TypeError, match="emulator must implement"):

@@ -154,15 +154,15 @@ SEARCH_SPACES: dict[str, dict[str, dict[str, list]]] = {
 TUNED_PARAMS: dict[str, dict[str, dict[int, dict[str, Any]]]] = {
     "lorenz63": {
         "BPF": {10: {"jitter": 1.0}, 50: {"jitter": 0.25}},
-        "EnKF": {10: {"inflation": 1.3}, 50: {"inflation": 1.0}},
-        "ETKF": {10: {"inflation": 1.05, "rotate": True}, 50: {"inflation": 1.05, "rotate": True}},
+        "EnKF": {10: {"inflation": 1.2}, 50: {"inflation": 1.0}},
+        "ETKF": {10: {"inflation": 1.2, "rotate": True}, 50: {"inflation": 1.02, "rotate": True}},
         "EnSF": {
-            10: {"score": "mixture", "eps_beta": 0.0003, "steps": 100},
-            50: {"score": "mixture", "eps_beta": 0.0003, "steps": 100},
+            10: {"score": "mixture", "eps_beta": 0.01, "steps": 50},
+            50: {"score": "mixture", "eps_beta": 0.003, "steps": 100},
         },
         "EnFF": {
-            10: {"path": "ot", "sigma_min": 0.3, "guidance_scale": 0.1},
-            50: {"path": "ot", "sigma_min": 0.1, "guidance_scale": 0.1},
+            10: {"path": "ot", "sigma_min": 0.1, "guidance_scale": 0.1},
+            50: {"path": "ot", "sigma_min": 0.1, "guidance_scale": 0.03},
         },
     },
     "lorenz96": {
