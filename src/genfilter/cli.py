@@ -272,6 +272,7 @@ def filter_(
     ),
     particles: int = typer.Option(None, min=2, help="Override filter.particles (N)."),
     steps: int = typer.Option(None, min=1, help="Override steps (assimilation cycles K)."),
+    burn_in: int = typer.Option(None, min=0, help="Override burn_in (cycles not scored)."),
     runs: int = typer.Option(None, min=1, help="Override runs (independent twins)."),
     seed: int = typer.Option(None, min=0, help="Override seed."),
     out: Path = typer.Option(
@@ -288,7 +289,15 @@ def filter_(
     from .experiments.config import load_config
     from .experiments.runner import run_config
 
-    cfg = load_config(config, method=method, particles=particles, steps=steps, runs=runs, seed=seed)
+    cfg = load_config(
+        config,
+        method=method,
+        particles=particles,
+        steps=steps,
+        burn_in=burn_in,
+        runs=runs,
+        seed=seed,
+    )
     out = out or Path("outputs") / f"{cfg.name}-{cfg.filter.method}-N{cfg.filter.particles}.nc"
     typer.echo(
         f"{cfg.filter.method} on {cfg.name}: N = {cfg.filter.particles}, {cfg.steps} steps, "
