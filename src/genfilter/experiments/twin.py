@@ -64,9 +64,9 @@ class TwinSetup:
 
     Attributes:
         name: A short label used in tables.
-        system: A :class:`~genfilter.emulators.simulator.StochasticSystem` (``state_shape``,
-            ``interval``, ``step``, ``trajectory``, ``attractor_states``, ``as_emulator``);
-            it is both the truth and the filters' forecast model.
+        system: A :class:`~genfilter.systems.base.StochasticSystem` (``state_shape``,
+            ``interval``, ``step``, ``trajectory``, ``attractor_states``); the truth is drawn
+            with its :func:`~genfilter.emulators.simulator.true_model`.
         operator: The observation operator :math:`H`.
         noise_std: :math:`\sigma_y` of the isotropic observation noise.
         cycles: Number :math:`K` of assimilation cycles (observations at steps 1..K, one
