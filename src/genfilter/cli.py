@@ -331,7 +331,9 @@ def experiment(
         False, "--full", help="Paper scale (10 runs × 100 steps; hours on 1 core)."
     ),
     out: Path = typer.Option(None, help="Output folder (default outputs/<name>-<quick|full>)."),
-    setup: str = typer.Option("ab", help="Observation setups to run: a, b or ab."),
+    setup: str = typer.Option(
+        "ab", help="Observation setups to run, letters among a, b (every 0.1), c, d (every 0.5)."
+    ),
     rows: str = typer.Option(None, help="Comma-separated subset of filters (default all)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
@@ -342,8 +344,8 @@ def experiment(
 
     if quick and full:
         raise ValueError("choose one of --quick and --full")
-    if not setup or set(setup) - {"a", "b"}:
-        raise ValueError(f"--setup must be a, b or ab, got {setup!r}")
+    if not setup or set(setup) - set("abcd"):
+        raise ValueError(f"--setup must be letters among a, b, c, d (e.g. ab), got {setup!r}")
     scale = "full" if full else "quick"
     path = run_experiment(
         name,

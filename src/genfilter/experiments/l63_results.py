@@ -43,7 +43,14 @@ from .config import ExperimentConfig, parse_config
 from .reporting import summarize_file
 from .runner import run_config
 
-SETUP_TEXT = {"a": "x1 and x3 observed", "b": "x1 observed"}
+SETUP_TEXT = {
+    "a": "x1 and x3 observed every 0.1",
+    "b": "x1 observed every 0.1",
+    "c": "x1 and x3 observed every 0.5",
+    "d": "x1 observed every 0.5",
+}
+"""The observation setups (named setups ``l63-a`` ... ``l63-d``); (c) and (d) use the
+shipped emulator of interval 0.5."""
 
 ROWS: dict[str, tuple[str, dict[str, Any], str]] = {
     "BPF": ("bpf", {}, "shipped"),
@@ -104,7 +111,7 @@ def _slug(label: str) -> str:
 def cell_config(setup: str, label: str, n: int, scale: Scale) -> ExperimentConfig:
     """The config of one cell (a row label or ``"Bayes limit"``, ensemble size ``n``)."""
     if setup not in SETUP_TEXT:
-        raise ValueError(f"setup must be 'a' or 'b', got {setup!r}")
+        raise ValueError(f"setup must be one of {sorted(SETUP_TEXT)}, got {setup!r}")
     if label == BAYES:
         method, options, emulator = "bpf", {}, "true"
     else:
@@ -127,7 +134,7 @@ def cell_config(setup: str, label: str, n: int, scale: Scale) -> ExperimentConfi
 
 def _cells(experiment: str, scale: Scale, rows) -> list[tuple[str, str, int]]:
     cells = []
-    for setup in ("a", "b"):
+    for setup in SETUP_TEXT:
         sizes = (scale.table_n,) if experiment == "l63-table1" else scale.sizes
         for n in sizes:
             for label in rows:
