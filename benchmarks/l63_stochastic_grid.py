@@ -1,4 +1,4 @@
-"""EnSF and EnFF settings for the stochastic Lorenz-63 twins of SPEC §8 (noise std 0.25,
+"""EnSF and EnFF settings for the stochastic Lorenz-63 twins of the paper (setups l63-a, l63-b: noise std 0.25,
 observations every 0.1), where the values tuned on deterministic L63 with noise std 1
 (docs/baselines.md) diverge.
 

@@ -89,14 +89,7 @@ class BootstrapPF(EnsembleFilter):
         if reduced is not None and reduced.y.shape[0] > 0:
             rw = reweight(lw, reduced.log_likelihood(x), self.ess_interval, who="BootstrapPF")
             lw = rw.log_weights
-            info = StepInfo(
-                ess=rw.ess,
-                inflation=rw.inflation,
-                log_evidence=rw.log_evidence,
-                ess_untempered=rw.ess_untempered,
-                target_met=rw.target_met,
-                bisection_iterations=rw.bisection_iterations,
-            )
+            info = StepInfo(**rw.diagnostics())
         else:
             info.ess = effective_sample_size(lw)
         info.resampled = info.ess < self.resample_threshold * N or (

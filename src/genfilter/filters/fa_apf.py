@@ -206,12 +206,7 @@ class FAAPF(EnsembleFilter):
             )
         else:
             info = StepInfo(
-                ess=rw.ess,
-                inflation=rw.inflation,
-                log_evidence=rw.log_evidence,
-                ess_untempered=rw.ess_untempered,
-                target_met=rw.target_met,
-                bisection_iterations=rw.bisection_iterations,
+                **rw.diagnostics(),
                 unique_ancestors=int(torch.unique(anc).numel()),
                 resampled=True,
             )

@@ -83,6 +83,17 @@ class Reweighting:
     target_met: bool | None
     bisection_iterations: int
 
+    def diagnostics(self) -> dict:
+        """The :class:`~genfilter.filters.base.StepInfo` fields this weighting fills."""
+        return {
+            "ess": self.ess,
+            "inflation": self.inflation,
+            "log_evidence": self.log_evidence,
+            "ess_untempered": self.ess_untempered,
+            "target_met": self.target_met,
+            "bisection_iterations": self.bisection_iterations,
+        }
+
 
 def reweight(
     prior_log_weights: Tensor,
