@@ -122,7 +122,6 @@ def demo(
         steps=steps,
         seed=seed,
         progress=progress,
-        echo=typer.echo,
     )
     typer.echo(
         f"\nAverages over steps after a burn-in of {cfg.burn_in} (skill = RMSE of the "

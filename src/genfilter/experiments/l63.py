@@ -30,7 +30,8 @@ def shipped_checkpoint(interval: float = 0.1) -> Path:
         FileNotFoundError: no shipped emulator has this interval (the message lists the
             intervals that are shipped).
     """
-    available = {dt: _path(name) for dt, name in SHIPPED.items() if _path(name).is_file()}
+    paths = {dt: _path(name) for dt, name in SHIPPED.items()}
+    available = {dt: path for dt, path in paths.items() if path.is_file()}
     for dt, path in available.items():
         if math.isclose(float(interval), dt, rel_tol=1e-9):
             return path

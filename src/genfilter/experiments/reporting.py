@@ -72,6 +72,8 @@ def summarize_file(path: str | Path) -> dict[str, Any]:
             row[m] = float(v.mean())
             row[f"{m}_se"] = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
         row["mean_ess"] = float(np.nanmean(ds["ess"].values))
+        # total log-evidence of each run, averaged over runs (NaN for filters without one)
+        row["log_evidence"] = float(ds["log_evidence"].values.sum(axis=1).mean())
         row["seconds"] = float(ds.attrs.get("wall_seconds", math.nan))
         row["has_particles"] = "particles" in ds
         for level in (50, 90):
