@@ -76,6 +76,39 @@ def test_results_table_of_skill_against_n(sweep):
         assert (0 if n == 4 else 1) in bold, line
 
 
+def test_paired_differences_of_the_same_twins(sweep):
+    """Every row minus FA-APF, run by run, recomputed here from the cells' run skills."""
+    import math
+
+    import xarray as xr
+
+    from genfilter.experiments.l63_results import paired_differences
+
+    cells_dir = sweep / "cells"
+
+    def skills(name):
+        with xr.open_dataset(cells_dir / name, engine="h5netcdf") as ds:
+            return ds["summary_skill"].values.copy()
+
+    done = [
+        ("a", label, n, cells_dir / f"l63-a_{slug}_N{n}.nc")
+        for label, slug in (("BPF", "bpf"), ("EnKF", "enkf"), ("FA-APF", "fa-apf"))
+        for n in (4, 8)
+    ] + [("a", "Bayes limit", 300, cells_dir / "l63-a_bayes-limit_N300.nc")]
+    pairs = paired_differences(done)
+    by = {(p["N"], p["filter"]): p for p in pairs}
+    assert set(by) == {(n, f) for n in (4, 8) for f in ("BPF", "EnKF", "Bayes limit (N = 300)")}
+    for n in (4, 8):
+        ref = skills(f"l63-a_fa-apf_N{n}.nc")
+        for f, name in (("EnKF", f"l63-a_enkf_N{n}.nc"), ("Bayes limit (N = 300)", None)):
+            d = skills(name or "l63-a_bayes-limit_N300.nc") - ref
+            p = by[n, f]
+            assert math.isclose(p["difference"], d.mean(), rel_tol=1e-12, abs_tol=1e-15)
+            assert math.isclose(p["difference_se"], d.std(ddof=1) / math.sqrt(d.size))
+            assert p["worse"] == int((d > 0).sum()) and p["runs"] == 2
+    assert "Paired differences, row minus FA-APF" in (sweep / "results.md").read_text()
+
+
 def test_results_keep_the_other_setups_cells(sweep, tmp_path):
     """Two processes (``--setup a``, ``--setup b``) share an output folder: whichever ends
     last writes a table with both setups."""
@@ -181,6 +214,10 @@ def test_cell_configs_of_the_paper_experiments():
     bayes = cell_config("a", BAYES, full.bayes_n, full)
     assert bayes.emulator == "true" and bayes.filter.particles == 100_000
     assert bayes.save == "moments"
-    # every row's options are valid for its filter (validated by parse_config)
-    for label in ROWS:
-        cell_config("a", label, 16, full)
+    # every row's options are valid for its filter (validated by parse_config), on every
+    # setup (the tuned settings of (c) and (d) included)
+    for setup in "abcd":
+        for label in ROWS:
+            cell_config(setup, label, 16, full)
+    oracle = cell_config("c", "FA-APF (oracle)", 64, full)
+    assert oracle.emulator == "oracle" and oracle.filter.options == {"weights": "exact"}

@@ -21,8 +21,22 @@ Rows (every filter uses the shipped emulator as its forecast model, as in the pa
   transition covariance, ``DiffusionEmulator.moments_sigma``) — beyond the paper;
 - ``FA-APF (raw MMPS)``: FA-APF with the paper's guidance on the raw Tweedie covariance
   (``covariance="tweedie"``, GMRES 1 iteration): the "before" of the guidance fix;
+- ``ETKF``: the deterministic square-root ensemble Kalman filter (docs/baselines.md);
+- ``FlowDAS``: the FlowDAS-style ensemble (every member moved by the guided proposal,
+  no weights; docs/baselines.md);
+- ``FA-APF (oracle)``: FA-APF on the *true* model with exact weights and an exact optimal
+  proposal, both by importance sampling (:mod:`genfilter.emulators.oracle`): the method's
+  own ceiling at each N, without the costs of the emulator and of its approximations.
+  ``l63-table1`` only unless asked for (``--rows``): its cost grows as N × 456 true-model
+  transitions per step;
 - ``Bayes limit``: a bootstrap PF with 10^5 particles on the *true* model: the best any
   filter can do on the setup (reference, not a competitor).
+
+On setups (c) and (d) (observations every 0.5) the baselines run at the settings of
+:data:`TUNED`, chosen by ``benchmarks/l63_cd_tuning.py`` on training twins (seeds 10000,
+10001) at N = 64 and used at every N.
+
+``results.md`` ends with paired differences: every row minus ``FA-APF`` over the same twins.
 
 ``--quick``: 2 runs of 50 steps, N = 32 (table) and N ∈ {16, 64} (sweep), Bayes limit with
 10^4 particles — minutes on a laptop.  ``--full``: 10 runs of 100 steps (burn-in 10),
@@ -31,7 +45,16 @@ N = 64 (table), N ∈ {16, 32, 64, 128, 256, 512} (sweep), Bayes limit with 10^5
 
 from __future__ import annotations
 
-__all__ = ["ROWS", "EXPERIMENTS", "Scale", "scale_of", "cell_config", "run_experiment"]
+__all__ = [
+    "ROWS",
+    "TUNED",
+    "EXPERIMENTS",
+    "Scale",
+    "scale_of",
+    "cell_config",
+    "run_experiment",
+    "paired_differences",
+]
 
 import csv
 import math
@@ -39,6 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..io import open_run
 from .config import ExperimentConfig, parse_config
 from .reporting import summarize_file
 from .runner import run_config
@@ -60,13 +84,20 @@ ROWS: dict[str, tuple[str, dict[str, Any], str]] = {
     "FA-APF": ("fa-apf", {}, "shipped"),
     "FA-APF (gaussian w.)": ("fa-apf", {"weights": "gaussian"}, "shipped"),
     "FA-APF (raw MMPS)": ("fa-apf", {}, "shipped"),
+    "ETKF": ("etkf", {}, "shipped"),
+    "FlowDAS": ("flowdas", {}, "shipped"),
+    "FA-APF (oracle)": ("fa-apf", {"weights": "exact"}, "oracle"),
 }
 """label -> (method, filter options, emulator)."""
+
+TUNED: dict[str, dict[str, dict[str, Any]]] = {}
+"""setup letter -> row label -> filter options replacing the row's (the baselines' tuning
+on setups (c) and (d), ``benchmarks/l63_cd_tuning.py``)."""
 
 EMULATOR_OPTIONS = {"FA-APF (raw MMPS)": {"covariance": "tweedie"}}
 """Sampling options of the emulator for a row (default: none)."""
 
-TABLE_ONLY = ("FA-APF (raw MMPS)",)
+TABLE_ONLY = ("FA-APF (raw MMPS)", "FA-APF (oracle)")
 """Rows run by ``l63-table1`` only (not by the ensemble-size sweep) unless asked for."""
 
 BAYES = "Bayes limit"
@@ -116,6 +147,7 @@ def cell_config(setup: str, label: str, n: int, scale: Scale) -> ExperimentConfi
         method, options, emulator = "bpf", {}, "true"
     else:
         method, options, emulator = ROWS[label]
+        options = TUNED.get(setup, {}).get(label, options)
     return parse_config(
         {
             "name": f"l63-{setup}",
@@ -187,12 +219,56 @@ def run_experiment(
             )
     # the tables hold every finished cell of the experiment, the other setups' too: two
     # processes (``--setup a`` and ``--setup b``) then do not overwrite each other's rows
-    results = [
-        {"setup": setup, **summarize_file(path)}
+    done = [
+        (setup, label, n, path)
         for setup, label, n in cells
         if (path := _cell_path(cells_dir, setup, label, n)).exists()
     ]
-    _write_results(out, experiment, scale, sc, results)
+    results = [{"setup": setup, **summarize_file(path)} for setup, _, _, path in done]
+    _write_results(out, experiment, scale, sc, results, paired_differences(done))
+    return out
+
+
+def paired_differences(
+    cells: list[tuple[str, str, int, Path]], reference: str = "FA-APF"
+) -> list[dict[str, Any]]:
+    """Every row minus ``reference`` over the same twins, per setup and N (the Bayes-limit
+    row of the setup against the reference at every N).
+
+    ``cells``: ``(setup, label, N, path)`` of finished cells.  Returns one dict per pair:
+    setup, N, filter, difference (mean ± s.e. of the per-run skill differences), the number
+    of runs in which the row is worse than the reference (difference > 0) and the runs
+    compared.  Runs pair by index: every cell of a setup uses the same twin for run ``r``.
+    """
+
+    def skills(path: Path):
+        with open_run(path) as ds:
+            return ds["summary_skill"].values
+
+    out = []
+    for setup in dict.fromkeys(c[0] for c in cells):
+        mine = [c for c in cells if c[0] == setup]
+        refs = {n: path for s, label, n, path in mine if label == reference}
+        for n, ref_path in sorted(refs.items()):
+            base = skills(ref_path)
+            for _, label, m, path in mine:
+                if label == reference or (m != n and label != BAYES):
+                    continue
+                other = skills(path)
+                k = min(base.size, other.size)
+                d = other[:k] - base[:k]
+                se = float(d.std(ddof=1) / math.sqrt(k)) if k > 1 else math.nan
+                out.append(
+                    {
+                        "setup": setup,
+                        "N": n,
+                        "filter": label if label != BAYES else f"{BAYES} (N = {m})",
+                        "difference": float(d.mean()),
+                        "difference_se": se,
+                        "worse": int((d > 0).sum()),
+                        "runs": int(k),
+                    }
+                )
     return out
 
 
@@ -206,7 +282,14 @@ def _fmt(v: float, se: float, digits: int = 3) -> str:
     return f"{v:.{digits}f} ± {se:.{digits}f}" if math.isfinite(se) else f"{v:.{digits}f}"
 
 
-def _write_results(out: Path, experiment: str, scale: str, sc: Scale, results: list[dict]) -> None:
+def _write_results(
+    out: Path,
+    experiment: str,
+    scale: str,
+    sc: Scale,
+    results: list[dict],
+    paired: list[dict] = (),
+) -> None:
     keys = [
         "setup",
         "filter",
@@ -254,6 +337,21 @@ def _write_results(out: Path, experiment: str, scale: str, sc: Scale, results: l
             )
         lines.append("")
         lines += _skill_against_n([r for r in results if r["setup"] == setup])
+        mine = [p for p in paired if p["setup"] == setup]
+        if mine:
+            lines += [
+                "Paired differences, row minus FA-APF over the same twins (positive: the row "
+                "is worse than FA-APF):",
+                "",
+                "| N | filter | skill difference | runs where the row is worse |",
+                "|---|---|---|---|",
+            ]
+            lines += [
+                f"| {p['N']} | {p['filter']} | {_fmt(p['difference'], p['difference_se'])} | "
+                f"{p['worse']} of {p['runs']} |"
+                for p in mine
+            ]
+            lines.append("")
     (out / "results.md").write_text("\n".join(lines))
 
 
