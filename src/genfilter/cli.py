@@ -284,9 +284,16 @@ def filter_(
     ),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
-    """Runs one filter on a twin-experiment config and writes a netCDF file."""
+    """Runs one filter on a twin-experiment config and writes a netCDF file.
+
+    Under torchrun (`torchrun --nproc-per-node P genfilter filter cfg.yaml`) FA-APF and the
+    BPF split the particles across the P processes; the file is bit-identical on CPU."""
+    from .distributed import init_from_env, is_main
     from .experiments.config import load_config
     from .experiments.runner import run_config
+
+    init_from_env()
+    echo = typer.echo if is_main() else (lambda *a, **k: None)
 
     cfg = load_config(
         config,
@@ -298,7 +305,7 @@ def filter_(
         seed=seed,
     )
     out = out or Path("outputs") / f"{cfg.name}-{cfg.filter.method}-N{cfg.filter.particles}.nc"
-    typer.echo(
+    echo(
         f"{cfg.filter.method} on {cfg.name}: N = {cfg.filter.particles}, {cfg.steps} steps, "
         f"{cfg.runs} run(s), emulator {cfg.emulator}"
     )
@@ -309,14 +316,16 @@ def filter_(
         progress=progress,
         command="genfilter filter " + " ".join(sys.argv[2:]),
     )
+    if not is_main():
+        return
     from .experiments.reporting import summarize_file
 
     row = summarize_file(path)
-    typer.echo(
+    echo(
         "summary after burn-in (mean over runs): "
         + ", ".join(f"{m} {row[m]:.3f}" for m in ("skill", "spread", "ssr", "crps"))
     )
-    typer.echo(f"Output: {path}")
+    echo(f"Output: {path}")
 
 
 @app.command()

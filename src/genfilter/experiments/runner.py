@@ -14,6 +14,11 @@ Resume: while running, every run checkpoints after each step into ``<out>.parts/
 the config); ``resume=True`` continues a killed run from the last completed step and the
 result is bit-identical to an uninterrupted run (particles, weights, metrics; the
 ``seconds`` trace is wall time and differs).  The netCDF file appears atomically at the end.
+
+Under ``torchrun`` (``torchrun --nproc-per-node P genfilter filter cfg.yaml``) every
+process runs the config with its share of the particles (:mod:`genfilter.distributed`;
+FA-APF and the bootstrap PF) and rank 0 alone writes the checkpoints and the file, which
+is bit-identical to the one-process file on CPU.
 The ``.parts`` folder is made only once the twin, the emulator and the filter are built,
 and removed again when a fresh run fails, so a bad config never blocks the corrected rerun.
 """
@@ -307,26 +312,36 @@ def run_config(
     """Runs every run of ``cfg`` and writes ``out`` (netCDF; module docstring); ``label``
     names the filter in reports (default: the method).  With ``resume``, an unfinished
     run continues and a finished one of the same config is returned as it is."""
+    from ..distributed import barrier, is_main, world_size
+
     out = check_run_path(out)
     parts = out.with_name(out.name + ".parts")
-    if _check_resume(cfg, out, parts, resume):
+    done = _check_resume(cfg, out, parts, resume)
+    barrier()  # under torchrun: every rank checks before rank 0 creates anything
+    if done:
         return out
+    main = is_main()
 
     setup = build_twin_setup(cfg)
     emulator = build_emulator(cfg, setup)
     build_filter(cfg, emulator, setup, make_generator(0))  # bad options fail before any file
     fresh = not parts.exists()
     try:
-        parts.mkdir(parents=True, exist_ok=True)
+        if main:
+            parts.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ValueError(f"--out {out} cannot be written: {exc.strerror or exc}") from None
     try:
-        (parts / "config.yaml").write_text(cfg.to_yaml())
+        if main:
+            (parts / "config.yaml").write_text(cfg.to_yaml())
         t_start = time.perf_counter()
         runs = [
             run_one(cfg, r, setup, emulator, progress=progress, checkpoint=parts / f"run{r:04d}.pt")
             for r in range(cfg.runs)
         ]
+        if not main:
+            barrier()  # wait for rank 0's file
+            return out
         twins = [make_twin(setup, run_seed(cfg, r)[0]) for r in range(cfg.runs)]
         ds = run_dataset(
             runs,
@@ -346,13 +361,15 @@ def run_config(
                 "particles": cfg.filter.particles,
                 "noise_std": cfg.observations.noise_std,
                 "wall_seconds": time.perf_counter() - t_start,
+                "processes": world_size(),
             },
         )
         ds["observations"].attrs["noise_std"] = cfg.observations.noise_std
         write_run(ds, out)
     except Exception:
-        if fresh:  # a fresh run that fails leaves nothing that blocks the corrected rerun
+        if fresh and main:  # a fresh run that fails leaves nothing that blocks the rerun
             shutil.rmtree(parts, ignore_errors=True)
         raise
     shutil.rmtree(parts)
+    barrier()
     return out

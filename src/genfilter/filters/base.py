@@ -24,6 +24,7 @@ __all__ = [
     "inflate",
     "check_inflation",
     "EnsembleFilter",
+    "is_uniform",
 ]
 
 import dataclasses
@@ -151,11 +152,13 @@ class Ensemble:
         return torch.einsum("n,n...->...", w, self.particles)
 
     def is_uniform(self) -> bool:
-        return bool(
-            torch.allclose(
-                self.log_weights, torch.full_like(self.log_weights, -math.log(self.size))
-            )
-        )
+        return is_uniform(self.log_weights)
+
+
+def is_uniform(log_weights: Tensor) -> bool:
+    """Whether normalised log-weights ``(N,)`` are all ``-log N`` (``allclose``)."""
+    n = log_weights.shape[0]
+    return bool(torch.allclose(log_weights, torch.full_like(log_weights, -math.log(n))))
 
 
 @dataclass
@@ -233,10 +236,34 @@ class EnsembleFilter:
 
     emulator: Any
     generator: torch.Generator
+    shardable: bool = False
+    """Whether the filter can split its particles across ``torch.distributed`` ranks
+    (:mod:`genfilter.distributed`)."""
+    sharding: Any = None
+    """The :class:`~genfilter.distributed.ParticleShards` of a multi-process run (set by
+    :func:`assimilate` for the run's duration), else ``None``."""
 
     def init(self, particles: Tensor) -> Ensemble:
         check_particles(particles)
-        return Ensemble(particles.clone(), uniform_log_weights(particles.shape[0]))
+        ens = Ensemble(particles.clone(), uniform_log_weights(particles.shape[0]))
+        if self.sharding is not None:
+            sl = self.sharding.local
+            return Ensemble(ens.particles[sl].clone(), ens.log_weights[sl].clone())
+        return ens
+
+    def _emulator(self):
+        """The emulator on this rank's particles (itself without sharding)."""
+        if self.sharding is None:
+            return self.emulator
+        return self.sharding.emulator(self.emulator, self.generator)
+
+    def _global(self, local: Tensor) -> Tensor:
+        """All ranks' blocks of a per-particle tensor, in order (itself without sharding)."""
+        return local if self.sharding is None else self.sharding.all_gather(local)
+
+    def _local(self, full: Tensor) -> Tensor:
+        """This rank's rows of a per-particle tensor ``(N, ...)`` (itself without sharding)."""
+        return full if self.sharding is None else full[self.sharding.local]
 
     def _forecast_analysis_step(
         self, ensemble: Ensemble, obs: Observation | None, analysis, extra: dict | None = None
@@ -360,6 +387,7 @@ def assimilate(
     desc: str | None = None,
     predictive_check: int = 0,
     predictive_seed: int = 0,
+    distributed: Any = None,
 ) -> FilterRun:
     r"""Runs ``filter`` over ``observations`` (one filter step each; ``None`` = forecast
     only) from the initial members ``particles0`` ``(N, *S)``.
@@ -378,10 +406,92 @@ def assimilate(
             (:mod:`genfilter.filters.predictive`) in ``run.pit`` ``(K, M)``; the draws use
             their own generator (seeded with ``predictive_seed``), so particles and weights
             are the same as without the check.
+        distributed: Split the particles across the ranks of the running
+            ``torch.distributed`` process group (:mod:`genfilter.distributed`; FA-APF and the
+            bootstrap PF): ``None`` (default) does so when a group of more than one rank
+            runs and the filter can; ``True`` requires it; ``False`` runs every particle on
+            every rank; or the :class:`~genfilter.distributed.ParticleShards` to use. The
+            returned run is the same on every rank and, on CPU, bit-identical to one
+            process; only rank 0 writes the checkpoint and shows the progress bar.
     """
-    from ..metrics import step_metrics
+    from ..distributed import barrier, is_distributed, is_main
 
     check_particles(particles0, "particles0")
+    shards = _sharding(filter, particles0.shape[0], distributed)
+    if is_distributed():
+        barrier()  # no rank writes the checkpoint before every rank has read it
+    if shards is None:
+        return _assimilate(
+            filter, particles0, observations, truth, progress, checkpoint, save_particles,
+            variable_axis, desc, predictive_check, predictive_seed, None, is_main(),
+        )  # fmt: skip
+    filter.sharding = shards
+    try:
+        return _assimilate(
+            filter, particles0, observations, truth, progress, checkpoint, save_particles,
+            variable_axis, desc, predictive_check, predictive_seed, shards, is_main(),
+        )  # fmt: skip
+    finally:
+        filter.sharding = None
+
+
+def _sharding(filter, n: int, distributed):
+    """The :class:`~genfilter.distributed.ParticleShards` of a run, or ``None``."""
+    from ..distributed import ParticleShards, is_distributed, is_main
+
+    name = type(filter).__name__
+    shardable = bool(getattr(filter, "shardable", False))
+    if distributed is None:
+        if not is_distributed():
+            return None
+        if not shardable:
+            if is_main():
+                warnings.warn(
+                    f"{name} does not split its particles across processes: every rank runs "
+                    f"all {n} of them",
+                    stacklevel=3,
+                )
+            return None
+        return ParticleShards(n)
+    if distributed is False:
+        return None
+    if distributed is True or isinstance(distributed, ParticleShards):
+        if not shardable:
+            raise TypeError(
+                f"distributed: {name} cannot split its particles across processes (FA-APF "
+                "and the bootstrap PF can)"
+            )
+        shards = ParticleShards(n) if distributed is True else distributed
+        if shards.n != n:
+            raise ValueError(f"distributed: the shards are for N = {shards.n}, particles0 has {n}")
+        return shards
+    raise TypeError(
+        f"distributed must be None, a bool or a ParticleShards, got {type(distributed).__name__}"
+    )
+
+
+def _assimilate(
+    filter,
+    particles0,
+    observations,
+    truth,
+    progress,
+    checkpoint,
+    save_particles,
+    variable_axis,
+    desc,
+    predictive_check,
+    predictive_seed,
+    shards,
+    main,
+) -> FilterRun:
+    from ..metrics import step_metrics
+
+    def gathered(e: Ensemble) -> Ensemble:
+        if shards is None:
+            return e
+        return Ensemble(shards.all_gather(e.particles), shards.all_gather(e.log_weights))
+
     K = len(observations)
     if truth is not None:
         bad = ~torch.isfinite(truth.reshape(truth.shape[0], -1)).all(1)
@@ -421,6 +531,8 @@ def assimilate(
             ) from None
         start = int(state["step"])
         ens = Ensemble(state["particles"], state["log_weights"])
+        if shards is not None:
+            ens = Ensemble(ens.particles[shards.local], ens.log_weights[shards.local])
         means, spreads = list(state["means"]), list(state["spreads"])
         parts, lws = list(state["saved_particles"]), list(state["saved_log_weights"])
         infos = [StepInfo(**i) for i in state["infos"]]
@@ -433,11 +545,12 @@ def assimilate(
             gen.set_state(state["generator"])
     if ens is None:
         ens = filter.init(particles0)
+    full = gathered(ens)  # the whole ensemble (ens: this rank's block when sharded)
 
     bar = tqdm(
         range(start, K),
         desc=desc or type(filter).__name__,
-        disable=not progress,
+        disable=not (progress and main),
         unit="step",
         initial=start,
         total=K,
@@ -448,44 +561,47 @@ def assimilate(
         t0 = time.perf_counter()
         where = f"{name} at step {k + 1} of {K}"
         if pgen is not None:
-            pits.append(_pit(filter, ens, observations, k, pgen, predictive_check))
+            pits.append(_pit(filter, full, observations, k, pgen, predictive_check))
         try:
             ens, info = filter.step(ens, observations[k])
+            full = gathered(ens)
         except FloatingPointError as exc:
             raise FloatingPointError(f"{where}: {exc}") from exc
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from exc
         info.seconds = time.perf_counter() - t0
-        check_finite(ens.particles, f"{where}: the analysis ensemble")
-        if info.target_met is False and not warned:
+        check_finite(full.particles, f"{where}: the analysis ensemble")
+        if info.target_met is False and not warned and main:
             warned = True
             warnings.warn(
                 f"{where}: the ESS target was not met even at the smallest inflation (ESS "
-                f"{info.ess:.1f} of {ens.size} members, inflation {info.inflation:.3g}): weight "
+                f"{info.ess:.1f} of {full.size} members, inflation {info.inflation:.3g}): weight "
                 "collapse; every such step is recorded as target_met = 0 in the run",
                 WeightCollapseWarning,
                 stacklevel=2,
             )
-        mean, spread = _weighted_moments(ens)
+        mean, spread = _weighted_moments(full)
         means.append(mean)
         spreads.append(spread)
         if save_particles:
-            parts.append(ens.particles.clone())
-            lws.append(ens.log_weights.clone())
+            parts.append(full.particles.clone())
+            lws.append(full.log_weights.clone())
         infos.append(info)
         if truth is not None:
             metric_rows.append(
-                step_metrics(ens.particles, truth[k], ens.log_weights, variable_axis=variable_axis)
+                step_metrics(
+                    full.particles, truth[k], full.log_weights, variable_axis=variable_axis
+                )
             )
-            if progress:
+            if progress and main:
                 bar.set_postfix(
                     skill=f"{float(metric_rows[-1]['skill'].mean()):.3f}", ess=f"{info.ess:.0f}"
                 )
-        if ckpt is not None:
+        if ckpt is not None and main:
             _save_checkpoint(
                 ckpt,
                 k + 1,
-                ens,
+                full,
                 means,
                 spreads,
                 parts,
@@ -510,7 +626,7 @@ def assimilate(
         log_weights=torch.stack(lws) if lws else None,
         metrics=metrics,
         truth=truth,
-        final=ens,
+        final=full,
         pit=torch.stack(pits) if pits else None,
     )
 

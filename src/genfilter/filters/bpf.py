@@ -52,7 +52,13 @@ class BootstrapPF(EnsembleFilter):
             (same rule as FA-APF, docs/method.md#inflation; off by default, report
             separately).
         generator: ``torch.Generator``, int seed or ``None``.
+
+    Under ``torchrun`` the particles are split across the processes
+    (:mod:`genfilter.distributed`): each rank propagates its block, the weights are
+    gathered and the resampling is computed on all of them.
     """
+
+    shardable = True
 
     def __init__(
         self,
@@ -80,14 +86,17 @@ class BootstrapPF(EnsembleFilter):
         """Propagate, weight (with optional inflation), resample when the ESS is low."""
         t0 = time.perf_counter()
         check_particles(ensemble.particles, "ensemble.particles")
-        N = ensemble.size
-        x = self.emulator.sample(ensemble.particles, generator=self.generator)
+        # ensemble: this rank's block when sharded (genfilter.distributed)
+        prior = self._global(ensemble.log_weights)
+        N = prior.shape[0]
+        x = self._emulator().sample(ensemble.particles, generator=self.generator)
         check_finite(x, "BootstrapPF: the forecast")
         reduced = obs.observed() if obs is not None else None
-        info = StepInfo(ess=ensemble.ess)
-        lw = ensemble.log_weights.double()
+        info = StepInfo(ess=effective_sample_size(prior))
+        lw = prior.double()
         if reduced is not None and reduced.y.shape[0] > 0:
-            rw = reweight(lw, reduced.log_likelihood(x), self.ess_interval, who="BootstrapPF")
+            ll = self._global(reduced.log_likelihood(x))
+            rw = reweight(lw, ll, self.ess_interval, who="BootstrapPF")
             lw = rw.log_weights
             info = StepInfo(**rw.diagnostics())
         else:
@@ -97,8 +106,8 @@ class BootstrapPF(EnsembleFilter):
         )
         if info.resampled:
             anc = resample(lw, self.resampling, generator=self.generator)
-            x = x[anc]
+            x = x[anc] if self.sharding is None else self.sharding.take(x, anc)
             lw = uniform_log_weights(N)
             info.unique_ancestors = int(torch.unique(anc).numel())
         info.seconds = time.perf_counter() - t0
-        return Ensemble(x, lw.to(ensemble.log_weights.dtype)), info
+        return Ensemble(x, self._local(lw).to(ensemble.log_weights.dtype)), info

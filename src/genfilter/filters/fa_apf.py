@@ -49,6 +49,8 @@ from .base import (
     StepInfo,
     check_finite,
     check_particles,
+    effective_sample_size,
+    is_uniform,
     uniform_log_weights,
 )
 from .resampling import SCHEMES, resample
@@ -99,7 +101,13 @@ class FAAPF(EnsembleFilter):
             ``self.generator.initial_seed()``).
         max_obs_gaussian: Largest ``M`` for ``"gaussian"`` weights.
         exact_samples: Draws per particle ``K`` of the ``"exact"`` weights.
+
+    Under ``torchrun`` the particles are split across the processes
+    (:mod:`genfilter.distributed`): each rank runs the emulator on its block, the weights
+    are gathered and the inflation and resampling are computed on all of them.
     """
+
+    shardable = True
 
     def __init__(
         self,
@@ -143,7 +151,7 @@ class FAAPF(EnsembleFilter):
         r"""Per-particle :math:`\log \hat p(y \mid x_i^k)` ``(N,)``, un-inflated
         (paper Eq. 23–26; docs/method.md#fa-apf-weights)."""
         if self.weights == "dirac":
-            mu = self.emulator.predict_mean(particles, generator=self.generator)
+            mu = self._emulator().predict_mean(particles, generator=self.generator)
             check_finite(mu, "FAAPF: the emulator's predict_mean")
             return obs.log_likelihood(mu).double()
         if self.weights == "exact":
@@ -154,7 +162,7 @@ class FAAPF(EnsembleFilter):
                 f"weights='gaussian' forms M×M matrices; M = {M} > max_obs_gaussian = "
                 f"{self.max_obs_gaussian}. Use weights='dirac' or raise max_obs_gaussian."
             )
-        _, hmu, hvh = self.emulator.predict_obs_moments(particles, obs, generator=self.generator)
+        _, hmu, hvh = self._emulator().predict_obs_moments(particles, obs, generator=self.generator)
         check_finite(hmu, "FAAPF: the emulator's predicted observation mean")
         R = noise_matrix(obs.noise, M).to(torch.float64)
         cov = R + hvh.double()
@@ -165,7 +173,7 @@ class FAAPF(EnsembleFilter):
         r"""Monte-Carlo :math:`\log p(y \mid x_i^k)` from ``exact_samples`` forecasts of
         every particle (one batched ``sample`` call of ``N K`` states)."""
         N, K = particles.shape[0], self.exact_samples
-        draws = self.emulator.sample(
+        draws = self._emulator().sample(
             particles.repeat_interleave(K, dim=0), generator=self.generator
         )
         check_finite(draws, "FAAPF: the emulator's forecasts for the exact weights")
@@ -176,26 +184,29 @@ class FAAPF(EnsembleFilter):
     def step(self, ensemble: Ensemble, obs: Observation | None) -> tuple[Ensemble, StepInfo]:
         """One FA-APF step (paper Algorithm 1; docs/method.md#fa-apf)."""
         t0 = time.perf_counter()
-        x = ensemble.particles
-        N = x.shape[0]
+        x = ensemble.particles  # this rank's block when sharded (genfilter.distributed)
         check_particles(x, "ensemble.particles")
+        prior = self._global(ensemble.log_weights)
+        N = prior.shape[0]
         reduced = obs.observed() if obs is not None else None
         if reduced is None or reduced.y.shape[0] == 0:
-            return self._forecast(ensemble, t0)
+            return self._forecast(ensemble, prior, t0)
         # 1. weights from one denoiser call per particle
-        ll = self.log_likelihoods(x, reduced)
-        if self.skip_identical and ensemble.is_uniform() and bool((x == x[:1]).all()):
+        ll = self._global(self.log_likelihoods(x, reduced))
+        if self.skip_identical and is_uniform(prior) and self._identical(x):
             # all particles equal (first step from one initial state): equal weights
             rw = None
             anc = torch.arange(N)
         else:
             # 2. inflation to the ESS interval; 3. ancestors by resampling
-            rw = reweight(ensemble.log_weights, ll, self.ess_interval, who="FAAPF")
+            rw = reweight(prior, ll, self.ess_interval, who="FAAPF")
             anc = resample(rw.log_weights, self.resampling, generator=self.generator)
         # 4. the optimal proposal, guided with the un-inflated observation noise
-        new = self.emulator.sample_posterior(x[anc], reduced, generator=self.generator)
+        new = self._emulator().sample_posterior(
+            self._take(x, anc), reduced, generator=self.generator
+        )
         if rw is None:
-            log_evidence = float(torch.logsumexp(ensemble.log_weights.double() + ll, 0))
+            log_evidence = float(torch.logsumexp(prior.double() + ll, 0))
             info = StepInfo(
                 ess=float(N),
                 log_evidence=log_evidence,
@@ -211,15 +222,24 @@ class FAAPF(EnsembleFilter):
                 resampled=True,
             )
         info.seconds = time.perf_counter() - t0
-        return Ensemble(new, uniform_log_weights(N)), info
+        return Ensemble(new, self._local(uniform_log_weights(N))), info
 
-    def _forecast(self, ensemble: Ensemble, t0: float) -> tuple[Ensemble, StepInfo]:
+    def _identical(self, x: Tensor) -> bool:
+        if self.sharding is None:
+            return bool((x == x[:1]).all())
+        return self.sharding.all_identical(x)
+
+    def _take(self, x: Tensor, ancestors: Tensor) -> Tensor:
+        """``x[ancestors]`` (this rank's block of it when sharded)."""
+        return x[ancestors] if self.sharding is None else self.sharding.take(x, ancestors)
+
+    def _forecast(self, ensemble: Ensemble, prior: Tensor, t0: float) -> tuple[Ensemble, StepInfo]:
         """No observed value: draw ancestors if weighted, then propagate."""
-        N = ensemble.size
-        if ensemble.is_uniform():
+        N = prior.shape[0]
+        if is_uniform(prior):
             anc = torch.arange(N)
         else:
-            anc = resample(ensemble.log_weights, self.resampling, generator=self.generator)
-        new = self.emulator.sample(ensemble.particles[anc], generator=self.generator)
-        info = StepInfo(ess=ensemble.ess, seconds=time.perf_counter() - t0)
-        return Ensemble(new, uniform_log_weights(N)), info
+            anc = resample(prior, self.resampling, generator=self.generator)
+        new = self._emulator().sample(self._take(ensemble.particles, anc), generator=self.generator)
+        info = StepInfo(ess=effective_sample_size(prior), seconds=time.perf_counter() - t0)
+        return Ensemble(new, self._local(uniform_log_weights(N))), info
