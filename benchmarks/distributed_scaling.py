@@ -8,7 +8,7 @@ group) and in P processes (the environment torchrun sets), then prints per N:
   weights), speed-up = t(1) / t(P) and efficiency = speed-up / P;
 * the communication share of a step on rank 0: time in all-gathers and particle exchanges
   (``ParticleShards.comm_seconds``, which includes waiting for the slower rank) over the
-  step time, and the particles received per step;
+  step time, and the particles that changed rank per step (all ranks);
 * whether the P-process run is bit-identical to the one-process run (particles, weights,
   ESS, inflation, log-evidence, metrics).
 
@@ -68,6 +68,9 @@ def worker(n: int, steps: int, out: Path) -> None:
         distributed=shards if multi else False,
     )
     wall = time.perf_counter() - t0
+    moved = torch.tensor([shards.moved if shards else 0])
+    if multi:  # particles received by every rank together
+        torch.distributed.all_reduce(moved)
     if is_main():
         seconds = [i.seconds for i in run.infos]
         torch.save(
@@ -85,7 +88,7 @@ def worker(n: int, steps: int, out: Path) -> None:
                     "seconds": seconds,
                     "wall": wall,
                     "comm": shards.comm_seconds if shards else 0.0,
-                    "moved": shards.moved if shards else 0,
+                    "moved": int(moved),
                 }
             )
         )
