@@ -3,6 +3,7 @@
 from .base import Emulator
 from .diffusion import SAMPLERS, DiffusionEmulator
 from .guidance import GuidanceWindow, ProjectedMMPSDenoiser
+from .interpolant import Interpolant, StochasticInterpolantEmulator
 from .jittered import Jittered
 from .linear_gaussian import ConditionalGaussianDenoiser, LinearGaussianEmulator
 from .simulator import SimulatorEmulator
@@ -13,6 +14,8 @@ __all__ = [
     "GuidanceWindow",
     "ProjectedMMPSDenoiser",
     "SAMPLERS",
+    "StochasticInterpolantEmulator",
+    "Interpolant",
     "LinearGaussianEmulator",
     "ConditionalGaussianDenoiser",
     "SimulatorEmulator",
