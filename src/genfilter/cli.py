@@ -190,8 +190,14 @@ def train(
     resume: bool = typer.Option(True, help="Continue from --out if it exists."),
     device: str = typer.Option("cpu", help="Torch device (cpu, cuda)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    family: str = typer.Option(
+        "diffusion",
+        help="Emulator family: diffusion (a denoiser) or interpolant (the velocity of a "
+        "stochastic interpolant; default --out checkpoints/<system>-interpolant.pt).",
+    ),
 ) -> None:
-    """Train a diffusion emulator on a dataset made by `genfilter data` (docs/training.md)."""
+    """Train a diffusion (or stochastic-interpolant) emulator on a dataset made by
+    `genfilter data` (docs/training.md)."""
     from .experiments.emulator_jobs import train_system
 
     result = train_system(
@@ -207,6 +213,7 @@ def train(
         resume=resume,
         device=device,
         progress=progress,
+        family=family,
         command=" ".join(sys.argv),
         echo=typer.echo,
     )
@@ -215,7 +222,7 @@ def train(
         typer.echo(
             f"validation loss: first {hist['valid_loss'][0]:.4f}, last {hist['valid_loss'][-1]:.4f}"
         )
-    typer.echo(f"Checkpoint written to {out or Path('checkpoints') / f'{system}.pt'}")
+    typer.echo(f"Checkpoint written to {result.checkpoint}")
 
 
 @app.command()

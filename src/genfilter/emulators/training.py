@@ -24,11 +24,19 @@ Optimiser AdamW, gradient-norm clipping, exponential moving average (EMA) of the
 noise (comparable across epochs), a tqdm progress bar, periodic checkpoints and
 ``resume=True``.
 
+With ``family="interpolant"`` the same loop fits the velocity of a stochastic interpolant
+instead (Chen et al. 2024; :func:`~genfilter.emulators.interpolant.velocity_loss`,
+:math:`s \sim \mathcal{U}(0, 1)`) and returns a
+:class:`~genfilter.emulators.interpolant.StochasticInterpolantEmulator`.
+
 Checkpoint format ``"genfilter-emulator/1"`` (a dict; loads with
 ``torch.load(path, weights_only=True)``)::
 
     format           "genfilter-emulator/1"
     denoiser_config  networks.denoiser_config(...) dict: rebuilds the architecture
+                     (interpolant.velocity_config(...) for the interpolant family)
+    family           "interpolant" (absent: a diffusion emulator)
+    interpolant      Interpolant.config() (interpolant family only)
     emulator_config  {state_shape, mean, std, residual, residual_std} (lists / floats / bool)
     state_dict       EMA weights of the denoiser
     train_state      {epoch, step, ema_updates, model, optimizer, generator, config} or None
@@ -41,12 +49,16 @@ References:
 
     | Elucidating the Design Space of Diffusion-Based Generative Models (Karras et al., 2022)
     | https://arxiv.org/abs/2206.00364
+
+    | Probabilistic Forecasting with Stochastic Interpolants and Föllmer Processes
+    | (Chen et al., 2024), https://arxiv.org/abs/2403.13724
 """
 
 from __future__ import annotations
 
 __all__ = [
     "FORMAT",
+    "FAMILIES",
     "TrainingConfig",
     "TrainResult",
     "normalisation_stats",
@@ -79,10 +91,18 @@ from tqdm.auto import tqdm
 from .base import check_states
 from .diffusion import DiffusionEmulator
 from .guidance import time_of_log_ratio
+from .interpolant import (
+    Interpolant,
+    StochasticInterpolantEmulator,
+    build_velocity_from_config,
+    velocity_config,
+    velocity_loss,
+)
 from .networks import build_denoiser_from_config
 from .networks import denoiser_config as _validate_denoiser_config
 
 FORMAT = "genfilter-emulator/1"
+FAMILIES = ("diffusion", "interpolant")
 STATS = ("per_component", "per_channel", "scalar")
 LR_SCHEDULES = ("constant", "cosine")
 TIME_SAMPLING = ("lognormal", "uniform")
@@ -201,8 +221,9 @@ class TrainResult:
     """What :func:`train_emulator` returns.
 
     Attributes:
-        emulator: The trained :class:`DiffusionEmulator` (EMA weights, eval mode,
-            parameters frozen).
+        emulator: The trained :class:`DiffusionEmulator` or
+            :class:`~genfilter.emulators.interpolant.StochasticInterpolantEmulator` (EMA
+            weights, eval mode, parameters frozen).
         history: Per-epoch ``train_loss``, ``lr``, ``seconds`` (``epoch``) and validation
             losses ``valid_loss`` at ``valid_epoch`` (0 = before training).
         checkpoint: Path of the last checkpoint written, or ``None``.
@@ -210,7 +231,7 @@ class TrainResult:
         denoiser_config, emulator_config: As stored in the checkpoint.
     """
 
-    emulator: DiffusionEmulator
+    emulator: DiffusionEmulator | StochasticInterpolantEmulator
     history: dict[str, list]
     checkpoint: Path | None
     epoch: int
@@ -311,11 +332,15 @@ def _numel_kept(x: Tensor, dims: tuple[int, ...]) -> int:
 
 
 def _emulator_from(
-    denoiser: Denoiser, emulator_config: dict[str, Any], **kwargs
-) -> DiffusionEmulator:
+    denoiser: Denoiser, emulator_config: dict[str, Any], interpolant: dict | None = None, **kwargs
+) -> DiffusionEmulator | StochasticInterpolantEmulator:
     c = emulator_config
     as_t = lambda v: torch.tensor(v, dtype=torch.float64) if isinstance(v, list) else float(v)  # noqa: E731
-    return DiffusionEmulator(
+    cls = DiffusionEmulator
+    if interpolant is not None:  # the interpolant family: ``denoiser`` is a velocity network
+        cls = StochasticInterpolantEmulator
+        kwargs = {"interpolant": Interpolant(**interpolant), **kwargs}
+    return cls(
         denoiser,
         c["state_shape"],
         mean=as_t(c["mean"]),
@@ -436,38 +461,57 @@ def annotate_checkpoint(path: str | os.PathLike, **meta: Any) -> None:
     _atomic_save(ckpt, path)
 
 
+def checkpoint_family(ckpt: dict) -> str:
+    """The emulator family of a loaded checkpoint dict: ``"diffusion"`` (also for
+    checkpoints written before families existed) or ``"interpolant"``."""
+    family = ckpt.get("family", "diffusion")
+    if family not in FAMILIES:
+        raise ValueError(f"checkpoint family must be one of {FAMILIES}, got {family!r}")
+    if family == "interpolant" and not isinstance(ckpt.get("interpolant"), dict):
+        raise ValueError("checkpoint of the interpolant family lacks its 'interpolant' config")
+    return family
+
+
 def load_emulator(
     path: str | os.PathLike,
     *,
     map_location: str | torch.device = "cpu",
     **emulator_kwargs: Any,
-) -> DiffusionEmulator:
+) -> DiffusionEmulator | StochasticInterpolantEmulator:
     """Rebuilds the trained emulator of a checkpoint: the denoiser from ``denoiser_config``
     with the EMA weights, wrapped in a :class:`DiffusionEmulator` with the stored
-    normalisation; in eval mode, parameters frozen.
+    normalisation (or, for a checkpoint of the interpolant family, the velocity network in
+    a :class:`~genfilter.emulators.interpolant.StochasticInterpolantEmulator` with the
+    stored interpolant); in eval mode, parameters frozen.
 
     Arguments:
         path: Checkpoint file.
         map_location: Device of the weights.
         emulator_kwargs: Sampling options of :class:`DiffusionEmulator` (``sampler``,
-            ``steps``, ``eta``, ``solver``, ``iterations``, ``chunk_size``, ...).
+            ``steps``, ``eta``, ``solver``, ``iterations``, ``chunk_size``, ...) or of
+            :class:`~genfilter.emulators.interpolant.StochasticInterpolantEmulator`
+            (``steps``, ``diffusion``, ``covariance``, ``chunk_size``, ...).
     """
-    fixed = sorted(set(emulator_kwargs) & {"denoiser", *_EMULATOR_KEYS})
+    fixed = sorted(set(emulator_kwargs) & {"denoiser", "velocity", "interpolant", *_EMULATOR_KEYS})
     if fixed:
         raise TypeError(f"{fixed} come from the checkpoint and cannot be overridden")
     ckpt = load_checkpoint(path, map_location)
+    family = checkpoint_family(ckpt)
+    build = build_velocity_from_config if family == "interpolant" else build_denoiser_from_config
     with torch.random.fork_rng(devices=[]):  # building initialises weights from the global RNG
-        denoiser = build_denoiser_from_config(ckpt["denoiser_config"])
+        denoiser = build(ckpt["denoiser_config"])
     denoiser.load_state_dict(ckpt["state_dict"])
     denoiser.to(map_location)
-    emulator = _emulator_from(denoiser, ckpt["emulator_config"], **emulator_kwargs)
+    emulator = _emulator_from(
+        denoiser, ckpt["emulator_config"], ckpt.get("interpolant"), **emulator_kwargs
+    )
     emulator.to(map_location)
     emulator.eval().requires_grad_(False)
     return emulator
 
 
 def save_emulator(
-    emulator: DiffusionEmulator,
+    emulator: DiffusionEmulator | StochasticInterpolantEmulator,
     path: str | os.PathLike,
     *,
     denoiser_config: dict[str, Any] | None = None,
@@ -475,10 +519,18 @@ def save_emulator(
     meta: dict[str, Any] | None = None,
 ) -> Path:
     """Saves a :class:`DiffusionEmulator` whose denoiser was built by
-    :func:`~genfilter.emulators.networks.build_denoiser` as a ``genfilter-emulator/1``
-    checkpoint without training state (not resumable).  ``denoiser_config`` defaults to
-    ``emulator.denoiser.denoiser_config``."""
-    config = denoiser_config or getattr(emulator.denoiser, "denoiser_config", None)
+    :func:`~genfilter.emulators.networks.build_denoiser` (or a
+    :class:`~genfilter.emulators.interpolant.StochasticInterpolantEmulator` whose velocity
+    was built by :func:`~genfilter.emulators.interpolant.build_velocity`) as a
+    ``genfilter-emulator/1`` checkpoint without training state (not resumable).
+    ``denoiser_config`` defaults to ``emulator.denoiser.denoiser_config`` (resp.
+    ``emulator.velocity.velocity_config``)."""
+    interpolant = isinstance(emulator, StochasticInterpolantEmulator)
+    network = emulator.velocity if interpolant else emulator.denoiser
+    attr = "velocity_config" if interpolant else "denoiser_config"
+    config = denoiser_config or getattr(network, attr, None)
+    if interpolant and not isinstance(network, nn.Module):
+        raise TypeError("only a velocity network (an nn.Module) can be saved, not a callable")
     if config is None:
         raise ValueError(
             "the emulator's denoiser carries no denoiser_config (build it with "
@@ -492,18 +544,18 @@ def save_emulator(
         "residual_std": _compact(emulator.residual_std),
     }
     path = Path(path)
-    _atomic_save(
-        {
-            "format": FORMAT,
-            "denoiser_config": dict(config),
-            "emulator_config": emulator_config,
-            "state_dict": _cpu_state(emulator.denoiser),
-            "train_state": None,
-            "history": dict(history or {}),
-            "meta": {**(meta or {}), "versions": _versions()},
-        },
-        path,
-    )
+    ckpt = {
+        "format": FORMAT,
+        "denoiser_config": dict(config),
+        "emulator_config": emulator_config,
+        "state_dict": _cpu_state(network),
+        "train_state": None,
+        "history": dict(history or {}),
+        "meta": {**(meta or {}), "versions": _versions()},
+    }
+    if interpolant:
+        ckpt.update(family="interpolant", interpolant=emulator.interpolant.config())
+    _atomic_save(ckpt, path)
     return path
 
 
@@ -555,6 +607,8 @@ def train_emulator(
     resume: bool = False,
     progress: bool = True,
     emulator_kwargs: dict[str, Any] | None = None,
+    family: str = "diffusion",
+    interpolant: Interpolant | None = None,
 ) -> TrainResult:
     r"""Trains a diffusion emulator of :math:`p(x^{k+1} \mid x^k)` on consecutive pairs
     (Savary et al. 2026, Eq. 14; docs/method.md#diffusion-emulator).
@@ -575,7 +629,15 @@ def train_emulator(
             history; the same final weights as an uninterrupted run with the same config);
             if it does not exist, start afresh.
         progress: Show a tqdm progress bar.
-        emulator_kwargs: Sampling options of the returned :class:`DiffusionEmulator`.
+        emulator_kwargs: Sampling options of the returned emulator.
+        family: ``"diffusion"`` (a denoiser, Savary et al. 2026, Eq. 14) or
+            ``"interpolant"`` (a velocity fitted by
+            :func:`~genfilter.emulators.interpolant.velocity_loss` with :math:`s \sim
+            \mathcal{U}(0, 1)`, Chen et al. 2024; ``config.time_sampling`` then does not
+            apply; ``denoiser_config``'s noise-schedule entries are dropped).
+        interpolant: The :class:`~genfilter.emulators.interpolant.Interpolant` of the
+            interpolant family (default ``Interpolant()``: :math:`\beta_s = s^2`,
+            :math:`\varepsilon = 1`).
 
     Returns:
         A :class:`TrainResult`.
@@ -585,8 +647,26 @@ def train_emulator(
         raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
     if not isinstance(denoiser_config, dict):
         raise TypeError(f"denoiser_config must be a dict, got {type(denoiser_config).__name__}")
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    icfg = None
+    if family == "interpolant":
+        interpolant = Interpolant() if interpolant is None else interpolant
+        if not isinstance(interpolant, Interpolant):
+            raise TypeError(f"interpolant must be an Interpolant, got {type(interpolant).__name__}")
+        interpolant.check()
+        icfg = interpolant.config()
+    elif interpolant is not None:
+        raise ValueError("interpolant= applies to family='interpolant' only")
     dcfg = dict(denoiser_config)
-    dcfg = _validate_denoiser_config(dcfg.pop("kind", None), dcfg.pop("state_shape", ()), **dcfg)
+    if icfg is None:
+        dcfg = _validate_denoiser_config(
+            dcfg.pop("kind", None), dcfg.pop("state_shape", ()), **dcfg
+        )
+    else:
+        for key in ("schedule", "sigma_min", "sigma_max", "alpha_min"):
+            dcfg.pop(key, None)
+        dcfg = velocity_config(dcfg.pop("kind", None), dcfg.pop("state_shape", ()), **dcfg)
     shape = tuple(dcfg["state_shape"])
     _check_pairs(x_prev, x_next, shape, "training")
     if x_prev.shape[0] < 2:
@@ -607,6 +687,11 @@ def train_emulator(
         ckpt = load_checkpoint(out_path)
         if ckpt.get("train_state") is None:
             raise ValueError(f"checkpoint {out_path} has no training state to resume from")
+        if checkpoint_family(ckpt) != family or ckpt.get("interpolant") != icfg:
+            raise ValueError(
+                f"cannot resume: family/interpolant differ from the checkpoint's "
+                f"({checkpoint_family(ckpt)}, {ckpt.get('interpolant')} vs {family}, {icfg})"
+            )
         if ckpt["denoiser_config"] != dcfg:
             raise ValueError(
                 f"cannot resume: denoiser_config differs from the checkpoint's "
@@ -628,9 +713,10 @@ def train_emulator(
             )
         ecfg = ckpt["emulator_config"]
 
+    build = build_denoiser_from_config if icfg is None else build_velocity_from_config
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = build_denoiser_from_config(dcfg)
+        model = build(dcfg)
     ema = copy.deepcopy(model)
     model.to(device).train()
     ema.to(device).eval().requires_grad_(False)
@@ -638,7 +724,12 @@ def train_emulator(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     generator = torch.Generator().manual_seed(config.seed)
-    emulator = _emulator_from(ema, ecfg, **(emulator_kwargs or {})).to(device)
+    emulator = _emulator_from(ema, ecfg, icfg, **(emulator_kwargs or {})).to(device)
+
+    def loss_of(net: nn.Module, u: Tensor, c: Tensor, a: Tensor, t: Tensor, z: Tensor) -> Tensor:
+        if icfg is None:
+            return denoising_loss(net, u, t, z, cond=c)
+        return velocity_loss(net, emulator.interpolant, a, u, c, t, z)
 
     n_train = x_prev.shape[0]
     batches = math.ceil(n_train / config.batch_size)
@@ -662,6 +753,7 @@ def train_emulator(
         with torch.no_grad():
             u_v = emulator.to_target(valid[1].to(device), valid[0].to(device)).float()
             c_v = emulator.condition(valid[0].to(device)).float()
+            a_v = None if icfg is None else emulator.start(valid[0].to(device)).float()
         n_v = u_v.shape[0]
         t_v = ((torch.randperm(n_v, generator=gv) + torch.rand(n_v, generator=gv)) / n_v).to(device)
         z_v = torch.randn(u_v.shape, generator=gv).to(device)
@@ -671,7 +763,8 @@ def train_emulator(
         with torch.no_grad():
             for i in range(0, n_v, config.batch_size):
                 sl = slice(i, i + config.batch_size)
-                total += float(denoising_loss(ema, u_v[sl], t_v[sl], z_v[sl], cond=c_v[sl]).sum())
+                a = None if a_v is None else a_v[sl]
+                total += float(loss_of(ema, u_v[sl], c_v[sl], a, t_v[sl], z_v[sl]).sum())
         return total / n_v
 
     def lr_at(k: int) -> float:
@@ -688,14 +781,18 @@ def train_emulator(
             "stats": stats,
             "n_train": n_train,
             "n_valid": 0 if valid is None else int(valid[0].shape[0]),
-            "time_sampling": config.time_sampling,
-            "loss": "karras (Karras et al. 2022, arXiv:2206.00364)",
+            "time_sampling": config.time_sampling if icfg is None else "uniform",
+            "loss": "karras (Karras et al. 2022, arXiv:2206.00364)"
+            if icfg is None
+            else "velocity (Chen et al. 2024, arXiv:2403.13724)",
             "versions": _versions(),
         }
 
     def save() -> None:
+        family_keys = {} if icfg is None else {"family": family, "interpolant": icfg}
         _atomic_save(
             {
+                **family_keys,
                 "format": FORMAT,
                 "denoiser_config": dcfg,
                 "emulator_config": ecfg,
@@ -738,9 +835,15 @@ def train_emulator(
                 with torch.no_grad():
                     u = emulator.to_target(xn, xp).float()
                     c = emulator.condition(xp).float()
-                t = draw_times(idx.shape[0], generator, model.schedule, config).to(device)
+                if icfg is None:
+                    t = draw_times(idx.shape[0], generator, model.schedule, config).to(device)
+                    a = None
+                else:
+                    t = torch.rand(idx.shape[0], generator=generator).to(device)
+                    with torch.no_grad():
+                        a = emulator.start(xp).float()
                 z = torch.randn(u.shape, generator=generator).to(device)
-                loss = denoising_loss(model, u, t, z, cond=c).mean()
+                loss = loss_of(model, u, c, a, t, z).mean()
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"non-finite training loss at epoch {epoch + 1}, step {step + 1}; "

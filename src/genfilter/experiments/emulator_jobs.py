@@ -28,23 +28,37 @@ def train_system(
     resume: bool = True,
     device: str = "cpu",
     progress: bool = True,
+    family: str = "diffusion",
     command: str = "",
     echo=print,
 ):
-    """Trains a diffusion emulator of ``system`` on a dataset made by ``genfilter data``
-    and records the system in the checkpoint; returns the
-    :class:`~genfilter.emulators.training.TrainResult`."""
+    """Trains an emulator of ``system`` on a dataset made by ``genfilter data`` and records
+    the system in the checkpoint; returns the
+    :class:`~genfilter.emulators.training.TrainResult`.
+
+    ``family``: ``"diffusion"`` (a denoiser; default checkpoint ``checkpoints/<system>.pt``)
+    or ``"interpolant"`` (the velocity of a stochastic interpolant, same backbone; default
+    checkpoint ``checkpoints/<system>-interpolant.pt``)."""
+    from ..emulators.interpolant import velocity_config
     from ..emulators.networks import denoiser_config
-    from ..emulators.training import TrainingConfig, annotate_checkpoint, train_emulator
+    from ..emulators.training import (
+        FAMILIES,
+        TrainingConfig,
+        annotate_checkpoint,
+        train_emulator,
+    )
     from ..systems.datasets import SYSTEMS, consecutive_pairs, load_split
 
     if system not in SYSTEMS:
         raise ValueError(f"system must be one of {sorted(SYSTEMS)}, got {system!r}")
+    if family not in FAMILIES:
+        raise ValueError(f"--family must be one of {list(FAMILIES)}, got {family!r}")
     d = SYSTEMS[system].training
     data_dir = Path(data_dir) if data_dir is not None else Path("data") / system
     if not (data_dir / "train.nc").exists():
         raise FileNotFoundError(f"no dataset in {data_dir}: run `genfilter data {system}` first")
-    out = Path(out) if out is not None else Path("checkpoints") / f"{system}.pt"
+    suffix = "" if family == "diffusion" else f"-{family}"
+    out = Path(out) if out is not None else Path("checkpoints") / f"{system}{suffix}.pt"
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder, not a checkpoint file")
     train_ds = load_split(data_dir, "train")
@@ -55,7 +69,8 @@ def train_system(
         net["hidden"] = hidden
     if quick and d["kind"] == "unet":
         net["quick"] = True
-    cfg = denoiser_config(d["kind"], tuple(x_prev.shape[1:]), **net)
+    make_config = denoiser_config if family == "diffusion" else velocity_config
+    cfg = make_config(d["kind"], tuple(x_prev.shape[1:]), **net)
     tc = TrainingConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -66,7 +81,7 @@ def train_system(
         checkpoint_every=max(1, epochs // 10),
     )
     echo(
-        f"Training on {x_prev.shape[0]} pairs ({system}, {d['kind']}), "
+        f"Training on {x_prev.shape[0]} pairs ({system}, {family}, {d['kind']}), "
         f"{valid[0].shape[0]} validation pairs -> {out}"
     )
     try:
@@ -84,6 +99,7 @@ def train_system(
         out=out,
         resume=resume,
         progress=progress,
+        family=family,
     )
     annotate_checkpoint(
         out,
@@ -118,7 +134,12 @@ def validate_checkpoint(
     generator whatever the device)."""
     import torch
 
-    from ..emulators.training import checkpoint_system, load_emulator
+    from ..emulators.training import (
+        checkpoint_family,
+        checkpoint_system,
+        load_checkpoint,
+        load_emulator,
+    )
     from ..emulators.validation import one_step_validation, rollout_validation, validation_table
     from ..systems.datasets import SYSTEMS, make_system
 
@@ -135,7 +156,10 @@ def validate_checkpoint(
         raise ValueError(f"--device must name a torch device, got {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: no CUDA device is available here")
-    em = load_emulator(checkpoint, steps=steps, sampler=sampler, map_location=device)
+    # the sampler is the diffusion family's; an interpolant integrates its own SDE
+    diffusion = checkpoint_family(load_checkpoint(checkpoint)) == "diffusion"
+    options = {"sampler": sampler} if diffusion else {}
+    em = load_emulator(checkpoint, steps=steps, map_location=device, **options)
     if tuple(em.state_shape) != tuple(sys_.state_shape):
         raise ValueError(
             f"{Path(checkpoint).name} emulates states of shape {tuple(em.state_shape)}, but "
@@ -151,7 +175,8 @@ def validate_checkpoint(
             em, sys_, x0[:rollout_members], length=rollout, generator=g, progress=progress
         )
     head = (
-        f"Emulator {checkpoint} vs the true {name} model ({sampler}, {steps} steps; "
+        f"Emulator {checkpoint} vs the true {name} model "
+        f"({sampler if diffusion else 'interpolant SDE'}, {steps} steps; "
         f"system options {json.dumps(kwargs) if name == recorded else '{}'}):\n\n"
     )
     return head + validation_table(one, roll)
