@@ -398,3 +398,23 @@ def test_the_torchrun_command(tmp_path):
     torch.set_num_threads(1)
     single = run_config(load_config(cfg_path), tmp_path / "single.nc", progress=False)
     _assert_same_file(single, tmp_path / "multi.nc")
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda x, g: torch.randn(x.shape, generator=g),
+        lambda x, g: torch.rand(*x.shape, generator=g, dtype=torch.float64),
+        lambda x, g: torch.randint(0, 10, x.shape, generator=g),
+        lambda x, g: torch.randn_like(x, generator=g),
+        lambda x, g: torch.empty_like(x).normal_(generator=g),
+        lambda x, g: torch.empty_like(x).uniform_(-1, 1, generator=g),
+    ],
+)
+def test_every_sized_draw_is_the_one_process_draw(draw):
+    x = torch.zeros(50, 2)
+    g1, g2 = make_generator(5), make_generator(5)
+    full = draw(x, g1)
+    with _ShardedNoise(g2, 20, 50, 30):
+        part = draw(x[30:], g2)
+    assert torch.equal(part, full[30:]) and torch.equal(g1.get_state(), g2.get_state())

@@ -201,11 +201,8 @@ class _ShardedNoise(TorchFunctionMode):
         if func in _LIKE:
             like = args[0]
             if like.ndim and like.shape[0] == b:
-                draw = torch.randn if func is torch.randn_like else torch.rand
-                kw = {k: v for k, v in kwargs.items() if k not in ("memory_format",)}
-                kw.setdefault("dtype", like.dtype)
-                kw.setdefault("device", like.device)
-                return self._mine(draw((self.total, *like.shape[1:]), **kw))
+                full = like.new_empty((self.total, *like.shape[1:]))
+                return self._mine(func(full, *args[1:], **kwargs))
             return func(*args, **kwargs)
         if func in _INPLACE:
             target = args[0]
@@ -296,6 +293,9 @@ class ParticleShards:
         self.hi = self.lo + self.sizes[self.rank]
         self.comm_seconds = 0.0
         self.moved = 0
+        # tensors travel on the backend's device: CUDA for NCCL, the CPU for gloo
+        nccl = dist.get_backend(group) == "nccl"
+        self.device = torch.device("cuda", torch.cuda.current_device()) if nccl else None
 
     def __repr__(self) -> str:
         return (
@@ -332,14 +332,19 @@ class ParticleShards:
             )
         return self._gather_rows(local, self.sizes)
 
+    def _wire(self, t: Tensor) -> Tensor:
+        """``t`` on the device the backend communicates from."""
+        return t.to(self.device or "cpu")
+
     def _gather_rows(self, local: Tensor, sizes: list[int]) -> Tensor:
         with self._timed():
             width = max(sizes)
-            buf = local.new_zeros((width, *local.shape[1:]))
-            buf[: local.shape[0]] = local
+            buf = self._wire(local).new_zeros((width, *local.shape[1:]))
+            buf[: local.shape[0]] = self._wire(local)
             parts = [torch.empty_like(buf) for _ in range(self.world_size)]
             dist.all_gather(parts, buf.contiguous(), group=self.group)
-            return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)])
+            full = torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)])
+            return full.to(local.device)
 
     def all_identical(self, local: Tensor) -> bool:
         """Whether all :math:`N` particles are equal (``(x == x[0]).all()`` over ranks)."""
@@ -381,12 +386,12 @@ class ParticleShards:
             requests = []
             for (s, r), idx in need.items():
                 if r == me:
-                    buf = local.new_empty((idx.numel(), *local.shape[1:]))
+                    buf = self._wire(local).new_empty((idx.numel(), *local.shape[1:]))
                     received[s] = (idx, buf)
                     requests.append(dist.irecv(buf, src=s, group=self.group))
             for (s, r), idx in need.items():
                 if s == me:
-                    send = local[(idx - self.lo).to(local.device)].contiguous()
+                    send = self._wire(local[(idx - self.lo).to(local.device)]).contiguous()
                     requests.append(dist.isend(send, dst=r, group=self.group))
             for req in requests:
                 req.wait()
@@ -398,7 +403,7 @@ class ParticleShards:
             idx, buf = received[s]
             lookup[idx] = torch.arange(start, start + idx.numel(), device=anc.device)
             start += idx.numel()
-            pool.append(buf)
+            pool.append(buf.to(local.device))
             self.moved += idx.numel()
         pool_t = torch.cat(pool) if len(pool) > 1 else local
         return pool_t[lookup[anc[self.local]].to(local.device)]
