@@ -8,6 +8,13 @@ drawn with ``emulator.sample_posterior`` (MMPS-guided reverse diffusion for a
 :class:`~genfilter.emulators.DiffusionEmulator`, docs/method.md#optimal-proposal); without
 an observation, :math:`x_i^{k+1} \sim p(x^{k+1} \mid x_i^k)` with ``emulator.sample``.
 
+With a :class:`~genfilter.emulators.StochasticInterpolantEmulator` the ensemble runs in
+FlowDAS's own framework by default: every member follows the interpolant's forward SDE
+guided by FlowDAS's Monte-Carlo end-point likelihood
+(:meth:`~genfilter.emulators.StochasticInterpolantEmulator.sample_flowdas`; Chen et al.
+2025), not the MMPS optimal proposal (``guidance="proposal"`` selects the latter;
+docs/baselines.md#flowdas).
+
 This is the "pseudo FA-APF" of the paper's §4.2 — FA-APF (docs/method.md#fa-apf) without the
 weighting/resampling stage — and **not** the FlowDAS paper's own method (Chen et al.,
 NeurIPS 2025), which trains a dedicated conditional stochastic-interpolant drift on a
@@ -57,17 +64,39 @@ class FlowDASEnsemble(EnsembleFilter):
         emulator: An emulator with ``sample(x, generator=)`` and
             ``sample_posterior(x, obs, generator=)`` (e.g. a
             :class:`~genfilter.emulators.DiffusionEmulator`).
+        guidance: ``"proposal"`` (``emulator.sample_posterior``), ``"flowdas"``
+            (``emulator.sample_flowdas``: FlowDAS's guided interpolant SDE; a
+            :class:`~genfilter.emulators.StochasticInterpolantEmulator`) or ``"auto"``
+            (DEFAULT: ``"flowdas"`` when the emulator has ``sample_flowdas``, else
+            ``"proposal"``).
         generator: ``torch.Generator``, int seed or ``None``.
     """
 
-    def __init__(self, emulator: Emulator, *, generator: torch.Generator | int | None = None):
-        for method in ("sample", "sample_posterior"):
-            if not callable(getattr(emulator, method, None)):
+    GUIDANCES = ("auto", "proposal", "flowdas")
+
+    def __init__(
+        self,
+        emulator: Emulator,
+        *,
+        guidance: str = "auto",
+        generator: torch.Generator | int | None = None,
+    ):
+        if guidance not in self.GUIDANCES:
+            raise ValueError(f"guidance must be one of {self.GUIDANCES}, got {guidance!r}")
+        if guidance == "auto":
+            guidance = (
+                "flowdas" if callable(getattr(emulator, "sample_flowdas", None)) else "proposal"
+            )
+        method = "sample_flowdas" if guidance == "flowdas" else "sample_posterior"
+        for name in ("sample", method):
+            if not callable(getattr(emulator, name, None)):
                 raise TypeError(
-                    f"emulator must implement {method}() (FlowDASEnsemble propagates every "
-                    "member with the optimal proposal sample_posterior)"
+                    f"emulator must implement {name}() (FlowDASEnsemble with guidance="
+                    f"{guidance!r} propagates every member with {method})"
                 )
         self.emulator = emulator
+        self.guidance = guidance
+        self._guided = getattr(emulator, method)
         self.generator = make_generator(generator)
 
     def step(self, ensemble: Ensemble, obs: Observation | None) -> tuple[Ensemble, StepInfo]:
@@ -78,9 +107,7 @@ class FlowDASEnsemble(EnsembleFilter):
         if reduced is None or reduced.y.shape[0] == 0:
             x = self.emulator.sample(ensemble.particles, generator=self.generator)
         else:
-            x = self.emulator.sample_posterior(
-                ensemble.particles, reduced, generator=self.generator
-            )
+            x = self._guided(ensemble.particles, reduced, generator=self.generator)
         info = StepInfo(
             ess=float(N),
             inflation=1.0,
