@@ -420,17 +420,20 @@ def assimilate(
     shards = _sharding(filter, particles0.shape[0], distributed)
     if is_distributed():
         barrier()  # no rank writes the checkpoint before every rank has read it
+    options = dict(
+        progress=progress,
+        checkpoint=checkpoint,
+        save_particles=save_particles,
+        variable_axis=variable_axis,
+        desc=desc,
+        predictive_check=predictive_check,
+        predictive_seed=predictive_seed,
+    )
     if shards is None:
-        return _assimilate(
-            filter, particles0, observations, truth, progress, checkpoint, save_particles,
-            variable_axis, desc, predictive_check, predictive_seed, None, is_main(),
-        )  # fmt: skip
-    filter.sharding = shards
+        return _assimilate(filter, particles0, observations, truth, None, is_main(), **options)
+    filter.sharding = shards  # for this run only
     try:
-        return _assimilate(
-            filter, particles0, observations, truth, progress, checkpoint, save_particles,
-            variable_axis, desc, predictive_check, predictive_seed, shards, is_main(),
-        )  # fmt: skip
+        return _assimilate(filter, particles0, observations, truth, shards, is_main(), **options)
     finally:
         filter.sharding = None
 
@@ -472,19 +475,23 @@ def _sharding(filter, n: int, distributed):
 
 def _assimilate(
     filter,
-    particles0,
+    particles0: Tensor,
     observations,
-    truth,
-    progress,
-    checkpoint,
-    save_particles,
-    variable_axis,
-    desc,
-    predictive_check,
-    predictive_seed,
+    truth: Tensor | None,
     shards,
-    main,
+    main: bool,
+    *,
+    progress: bool,
+    checkpoint,
+    save_particles: bool,
+    variable_axis: int | None,
+    desc: str | None,
+    predictive_check: int,
+    predictive_seed: int,
 ) -> FilterRun:
+    """The loop of :func:`assimilate`; ``shards``: this rank's
+    :class:`~genfilter.distributed.ParticleShards` (``None``: every particle here),
+    ``main``: whether this process writes the checkpoint and shows progress."""
     from ..metrics import step_metrics
 
     def gathered(e: Ensemble) -> Ensemble:
