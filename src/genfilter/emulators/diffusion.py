@@ -40,6 +40,7 @@ from __future__ import annotations
 __all__ = ["DiffusionEmulator", "GuidanceWindow", "SAMPLERS"]
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,9 +57,12 @@ from .._utils import chunks
 from ..observations import Observation, noise_matrix
 from .base import check_states
 from .guidance import (
+    DPSDenoiser,
     GuidanceWindow,
+    KrylovMMPSDenoiser,
     ProjectedMMPSDenoiser,
     _rows,
+    check_dps_scale,
     deconvolved_covariance,
     projected_covariance,
     time_of_log_ratio,
@@ -160,6 +164,13 @@ class DiffusionEmulator(nn.Module):
         eta: Stochasticity of DDIM / Itô samplers (:math:`\eta` of Savary et al. 2026,
             Eq. 11).
         sampler_kwargs: Further keyword arguments of the sampler (e.g. ``corrections``).
+        guidance: The guided denoiser of :meth:`sample_posterior`: ``"mmps"`` (default;
+            moment matching with the Tweedie covariance, options ``covariance``, ``solver``,
+            ``iterations``) or ``"dps"`` (diffusion posterior sampling, Chung et al. 2023:
+            the likelihood :math:`\mathcal{N}(y; H(\hat x), \Sigma_y)` without the Tweedie
+            covariance, one backward pass per diffusion step, biased;
+            :class:`~genfilter.emulators.guidance.DPSDenoiser`,
+            docs/method.md#dps-guidance).
         covariance: The Tweedie covariance used by the MMPS guidance
             (docs/method.md#optimal-proposal):
             ``"projected"`` (symmetrised, eigenvalues clipped at zero, exact dense solve;
@@ -171,8 +182,11 @@ class DiffusionEmulator(nn.Module):
             210× the exact proposal's with ``"tweedie"``, 1.03× with ``"projected"``
             (``benchmarks/l63_guidance.py``).
         solver: Krylov solver of ``"tweedie"``: ``"gmres"`` (default, as in the paper; a
-            learned Jacobian is not symmetric) or ``"cg"``.
-        iterations: Solver iterations.
+            learned Jacobian is not symmetric), ``"cg"`` (azula's solvers) or
+            ``"bicgstab"`` (:func:`~genfilter.emulators.guidance.bicgstab`, as in the
+            authors' GenCast run; two products per iteration).
+        iterations: Solver iterations (a fixed count); ``None`` (default): 1 for ``"gmres"``
+            and ``"cg"``, 2 for ``"bicgstab"``.
         moments_sigma: Noise level :math:`\sigma_t/\alpha_t` (target units) at which
             :meth:`predict_obs_moments` reads the transition covariance when the covariance
             is ``"projected"``: the Tweedie covariance at :math:`x_t = \hat x` is
@@ -180,7 +194,12 @@ class DiffusionEmulator(nn.Module):
             Gaussian transition).  Default 0.1: on the shipped Lorenz-63 emulator it
             recovers the true one-step variances within a factor 1.35, whereas the Jacobian
             at :math:`\sigma_1 = 100` gives variances near −800 (``benchmarks/l63_guidance.py``).
-        guidance_sigma_max: Apply MMPS guidance only where :math:`\sigma_t` is at most this
+        dps_scale: Step size of ``guidance="dps"``: a positive number :math:`\zeta'` (Chung
+            et al.'s rule :math:`\zeta_t = \zeta' / \lVert y - H(\hat x) \rVert_{\Sigma_y}`;
+            default 1) or ``"likelihood"`` (:math:`\zeta_t = 1`, the likelihood score: the
+            reference of the linear-Gaussian tests, which diverged on the shipped Lorenz-63
+            emulator; docs/method.md#dps-guidance).
+        guidance_sigma_max: Apply the guidance only where :math:`\sigma_t` is at most this
             (``None``: everywhere, as in the paper).
         chunk_size: Number of particles processed at once (``None``: all); results do not
             depend on it.
@@ -199,9 +218,11 @@ class DiffusionEmulator(nn.Module):
         steps: int = 64,
         eta: float = 1.0,
         sampler_kwargs: dict[str, Any] | None = None,
+        guidance: str = "mmps",
         covariance: str = "auto",
         solver: str = "gmres",
-        iterations: int = 1,
+        iterations: int | None = None,
+        dps_scale: float | str = 1.0,
         moments_sigma: float = 0.1,
         guidance_sigma_max: float | None = None,
         chunk_size: int | None = None,
@@ -236,17 +257,27 @@ class DiffusionEmulator(nn.Module):
             raise ValueError(f"eta must be >= 0, got {eta}")
         self.eta = float(eta)
         self.sampler_kwargs = dict(sampler_kwargs or {})
+        if guidance not in ("mmps", "dps"):
+            raise ValueError(f"guidance must be 'mmps' or 'dps', got {guidance!r}")
+        self.guidance = guidance
         if covariance not in ("auto", "projected", "tweedie"):
             raise ValueError(
                 f"covariance must be 'auto', 'projected' or 'tweedie', got {covariance!r}"
             )
         self.covariance = covariance
-        if solver not in ("gmres", "cg"):
-            raise ValueError(f"solver must be 'gmres' or 'cg', got {solver!r}")
+        if solver not in ("gmres", "cg", "bicgstab"):
+            raise ValueError(f"solver must be 'gmres', 'cg' or 'bicgstab', got {solver!r}")
         self.solver = solver
-        if int(iterations) < 1:
-            raise ValueError(f"iterations must be >= 1, got {iterations}")
+        if iterations is None:
+            iterations = 2 if solver == "bicgstab" else 1
+        if (
+            isinstance(iterations, bool)
+            or not isinstance(iterations, numbers.Integral)
+            or iterations < 1
+        ):
+            raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
         self.iterations = int(iterations)
+        self.dps_scale = check_dps_scale(dps_scale)
         if not moments_sigma > 0:
             raise ValueError(f"moments_sigma must be positive, got {moments_sigma}")
         self.moments_sigma = float(moments_sigma)
@@ -483,8 +514,9 @@ class DiffusionEmulator(nn.Module):
     ) -> Tensor:
         r"""Draws from the optimal proposal :math:`p(x^{k+1} \mid x^k, y^{k+1})` by reverse
         diffusion with the MMPS-guided denoiser (Savary et al. 2026, §3.2 and Algorithm 2;
-        docs/method.md#optimal-proposal); missing
-        entries of ``y`` are dropped.  ``(N, *S) -> (N, *S)``."""
+        docs/method.md#optimal-proposal), or the DPS-guided one with ``guidance="dps"``
+        (docs/method.md#dps-guidance); missing entries of ``y`` are dropped.
+        ``(N, *S) -> (N, *S)``."""
         check_states(x_prev, self.state_shape)
         if not isinstance(obs, Observation):
             raise TypeError(f"obs must be an Observation, got {type(obs).__name__}")
@@ -493,7 +525,7 @@ class DiffusionEmulator(nn.Module):
             return self.sample(x_prev, generator=generator)
         y = obs.y.to(dtype=x_prev.dtype, device=x_prev.device)
         noise = obs.noise.to(dtype=x_prev.dtype, device=x_prev.device)
-        projected = self.guidance_covariance == "projected"
+        projected = self.guidance == "mmps" and self.guidance_covariance == "projected"
         if projected:
             cov_dense = noise_matrix(obs.noise, y.shape[0]).to(device=x_prev.device)
 
@@ -503,8 +535,19 @@ class DiffusionEmulator(nn.Module):
             def A(u: Tensor) -> Tensor:
                 return obs.predict(self.from_target(u, xp))
 
-            if projected:
+            if self.guidance == "dps":
+                guided = DPSDenoiser(self.denoiser, y=y, A=A, cov_y=noise, scale=self.dps_scale)
+            elif projected:
                 guided = ProjectedMMPSDenoiser(self.denoiser, y=y, A=A, cov_y=cov_dense)
+            elif self.solver == "bicgstab":
+                guided = KrylovMMPSDenoiser(
+                    self.denoiser,
+                    y=y,
+                    A=A,
+                    cov_y=noise,
+                    solver=self.solver,
+                    iterations=self.iterations,
+                )
             else:
                 guided = MMPSDenoiser(
                     self.denoiser,
@@ -523,7 +566,8 @@ class DiffusionEmulator(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"state_shape={self.state_shape}, sampler={self.sampler_cls.__name__}, "
-            f"steps={self.steps}, eta={self.eta}, covariance={self.covariance}, "
-            f"solver={self.solver}, "
+            f"steps={self.steps}, eta={self.eta}, guidance={self.guidance}, "
+            f"covariance={self.covariance}, solver={self.solver}, "
             f"iterations={self.iterations}, residual={self.residual}"
+            + (f", dps_scale={self.dps_scale}" if self.guidance == "dps" else "")
         )

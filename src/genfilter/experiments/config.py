@@ -58,6 +58,7 @@ __all__ = [
 import dataclasses
 import inspect
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,10 +249,20 @@ def filter_class(method: str):
     return FILTERS[method]
 
 
+def _accepts_str(annotation) -> bool:
+    """Whether a parameter annotation (a string under postponed evaluation, or a type) is
+    ``str`` or a union with ``str`` (e.g. ``float | str``)."""
+    if isinstance(annotation, str):
+        return any(part.strip() == "str" for part in annotation.split("|"))
+    return annotation is str or str in typing.get_args(annotation)
+
+
 def _check_option_types(options: dict, fn, path: str, skip=("self",)) -> None:
     """Checks each option against the keyword parameters of ``fn``: unknown names, and a
     type that cannot match the parameter's default (an integer for an ``int`` default, a
-    number for a ``float``, a string, a boolean, a pair for a tuple)."""
+    number for a ``float``, a string, a boolean, a pair for a tuple).  A string is also
+    accepted where the annotation allows one (``dps_scale: float | str``); the constructor
+    checks its value."""
     params = {
         k: v
         for k, v in inspect.signature(fn).parameters.items()
@@ -262,6 +273,8 @@ def _check_option_types(options: dict, fn, path: str, skip=("self",)) -> None:
             _fail(f"{path}.{key}", f"is not an option here; options: {sorted(params)}")
         default = params[key].default
         if default is inspect.Parameter.empty or default is None or value is None:
+            continue
+        if isinstance(value, str) and _accepts_str(params[key].annotation):
             continue
         if isinstance(default, bool):
             ok = isinstance(value, bool)
