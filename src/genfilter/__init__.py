@@ -6,7 +6,13 @@ filter, run by :func:`assimilate` and scored by :mod:`genfilter.metrics`.
 
 from . import io, metrics
 from ._version import __version__ as __version__
-from .emulators import DiffusionEmulator, Emulator, LinearGaussianEmulator, SimulatorEmulator
+from .emulators import (
+    DiffusionEmulator,
+    Emulator,
+    LinearGaussianEmulator,
+    SimulatorEmulator,
+    StochasticInterpolantEmulator,
+)
 from .filters import (
     ETKF,
     FAAPF,
@@ -48,6 +54,7 @@ __all__ = [
     "DiffusionEmulator",
     "LinearGaussianEmulator",
     "SimulatorEmulator",
+    "StochasticInterpolantEmulator",
     "Ensemble",
     "StepInfo",
     "Filter",

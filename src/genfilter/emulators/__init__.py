@@ -2,7 +2,7 @@
 
 from .base import Emulator
 from .diffusion import SAMPLERS, DiffusionEmulator
-from .guidance import GuidanceWindow, ProjectedMMPSDenoiser
+from .guidance import DPSDenoiser, GuidanceWindow, KrylovMMPSDenoiser, ProjectedMMPSDenoiser
 from .interpolant import Interpolant, StochasticInterpolantEmulator
 from .jittered import Jittered
 from .linear_gaussian import ConditionalGaussianDenoiser, LinearGaussianEmulator
@@ -13,6 +13,8 @@ __all__ = [
     "DiffusionEmulator",
     "GuidanceWindow",
     "ProjectedMMPSDenoiser",
+    "KrylovMMPSDenoiser",
+    "DPSDenoiser",
     "SAMPLERS",
     "StochasticInterpolantEmulator",
     "Interpolant",
