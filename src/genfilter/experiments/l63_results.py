@@ -90,7 +90,20 @@ ROWS: dict[str, tuple[str, dict[str, Any], str]] = {
 }
 """label -> (method, filter options, emulator)."""
 
-TUNED: dict[str, dict[str, dict[str, Any]]] = {}
+TUNED: dict[str, dict[str, dict[str, Any]]] = {
+    "c": {
+        "EnKF": {"inflation": 1.0},
+        "ETKF": {"inflation": 1.05},
+        "EnSF": {"score": "mixture", "eps_beta": 0.003, "steps": 1000},
+        "EnFF": {"path": "ot", "sigma_min": 0.1, "guidance_scale": 0.01},
+    },
+    "d": {
+        "EnKF": {"inflation": 1.05},
+        "ETKF": {"inflation": 1.3},
+        "EnSF": {"score": "mixture", "eps_beta": 0.0003, "steps": 1000},
+        "EnFF": {"path": "ot", "sigma_min": 0.1, "guidance_scale": 0.01},
+    },
+}
 """setup letter -> row label -> filter options replacing the row's (the baselines' tuning
 on setups (c) and (d), ``benchmarks/l63_cd_tuning.py``)."""
 
