@@ -60,6 +60,7 @@ from .guidance import (
     DPSDenoiser,
     GuidanceWindow,
     KrylovMMPSDenoiser,
+    ObservedMMPSDenoiser,
     ProjectedMMPSDenoiser,
     _rows,
     check_dps_scale,
@@ -176,17 +177,24 @@ class DiffusionEmulator(nn.Module):
             ``"projected"`` (symmetrised, eigenvalues clipped at zero, exact dense solve;
             :class:`~genfilter.emulators.guidance.ProjectedMMPSDenoiser`), ``"tweedie"``
             (the raw Jacobian with a Krylov solve, as in the paper; azula's
-            ``MMPSDenoiser``), or ``"auto"`` (default): ``"projected"`` when a state has at
-            most :attr:`PROJECTED_MAX_DIM` values, else ``"tweedie"``.  Measured on the
-            shipped Lorenz-63 emulator, setup (b): the MMPS proposal's variance in x2 was
-            210× the exact proposal's with ``"tweedie"``, 1.03× with ``"projected"``
-            (``benchmarks/l63_guidance.py``).
+            ``MMPSDenoiser``), ``"observed"`` (matrix-free: the covariance projected in
+            observation space, a direction of non-positive observed variance gets no update;
+            :class:`~genfilter.emulators.guidance.ObservedMMPSDenoiser`,
+            docs/method.md#observation-space-projection), or ``"auto"`` (default):
+            ``"projected"`` when a state has at most :attr:`PROJECTED_MAX_DIM` values, else
+            ``"observed"``.  Measured on the shipped Lorenz-63 emulator, setup (b): the MMPS
+            proposal's variance in x2 was 210× the exact proposal's with ``"tweedie"``,
+            1.03× with ``"projected"`` (``benchmarks/l63_guidance.py``; ``"observed"``:
+            ``benchmarks/robust_guidance.py``).
         solver: Krylov solver of ``"tweedie"``: ``"gmres"`` (default, as in the paper; a
             learned Jacobian is not symmetric), ``"cg"`` (azula's solvers) or
             ``"bicgstab"`` (:func:`~genfilter.emulators.guidance.bicgstab`, as in the
             authors' GenCast run; two products per iteration).
         iterations: Solver iterations (a fixed count); ``None`` (default): 1 for ``"gmres"``
-            and ``"cg"``, 2 for ``"bicgstab"``.
+            and ``"cg"``, 2 for ``"bicgstab"``.  With ``"observed"``: the dimension ``k`` of
+            the Krylov subspace (``k`` products with the covariance); ``None``: the whole
+            observation space (``M`` products) when ``M <=`` :attr:`OBSERVED_MAX_OBS`, else
+            :attr:`OBSERVED_KRYLOV_DIM`.
         moments_sigma: Noise level :math:`\sigma_t/\alpha_t` (target units) at which
             :meth:`predict_obs_moments` reads the transition covariance when the covariance
             is ``"projected"``: the Tweedie covariance at :math:`x_t = \hat x` is
@@ -260,14 +268,16 @@ class DiffusionEmulator(nn.Module):
         if guidance not in ("mmps", "dps"):
             raise ValueError(f"guidance must be 'mmps' or 'dps', got {guidance!r}")
         self.guidance = guidance
-        if covariance not in ("auto", "projected", "tweedie"):
+        if covariance not in ("auto", "projected", "tweedie", "observed"):
             raise ValueError(
-                f"covariance must be 'auto', 'projected' or 'tweedie', got {covariance!r}"
+                "covariance must be 'auto', 'projected', 'tweedie' or 'observed', "
+                f"got {covariance!r}"
             )
         self.covariance = covariance
         if solver not in ("gmres", "cg", "bicgstab"):
             raise ValueError(f"solver must be 'gmres', 'cg' or 'bicgstab', got {solver!r}")
         self.solver = solver
+        self.observed_rank = iterations  # None: decided by M at sampling time
         if iterations is None:
             iterations = 2 if solver == "bicgstab" else 1
         if (
@@ -294,13 +304,30 @@ class DiffusionEmulator(nn.Module):
     """Largest state size for which ``covariance="auto"`` picks ``"projected"`` (it costs
     ``D`` backward passes per diffusion step)."""
 
+    OBSERVED_MAX_OBS = 64
+    """Largest observation size for which ``"observed"`` (with ``iterations=None``) works in
+    the whole observation space (``M + 1`` backward passes per diffusion step)."""
+
+    OBSERVED_KRYLOV_DIM = 8
+    """Krylov dimension of ``"observed"`` with ``iterations=None`` above
+    :attr:`OBSERVED_MAX_OBS` (``k + 1 = 9`` backward passes per diffusion step)."""
+
     @property
     def guidance_covariance(self) -> str:
-        """The covariance the guidance uses: ``"projected"`` or ``"tweedie"``."""
+        """The covariance the guidance uses: ``"projected"``, ``"tweedie"`` or
+        ``"observed"``."""
         if self.covariance != "auto":
             return self.covariance
         size = math.prod(self.state_shape)
-        return "projected" if size <= self.PROJECTED_MAX_DIM else "tweedie"
+        return "projected" if size <= self.PROJECTED_MAX_DIM else "observed"
+
+    def observed_krylov_rank(self, M: int) -> int | None:
+        """The ``rank`` of :class:`~genfilter.emulators.guidance.ObservedMMPSDenoiser` for
+        ``M`` observed values: ``None`` (the whole observation space) or the Krylov
+        dimension (``iterations``, or :attr:`OBSERVED_KRYLOV_DIM` when ``M`` is large)."""
+        if self.observed_rank is not None:
+            return int(self.observed_rank)
+        return None if M <= self.OBSERVED_MAX_OBS else self.OBSERVED_KRYLOV_DIM
 
     # ---------------------------------------------------------------- normalisation
     @property
@@ -526,6 +553,7 @@ class DiffusionEmulator(nn.Module):
         y = obs.y.to(dtype=x_prev.dtype, device=x_prev.device)
         noise = obs.noise.to(dtype=x_prev.dtype, device=x_prev.device)
         projected = self.guidance == "mmps" and self.guidance_covariance == "projected"
+        observed = self.guidance == "mmps" and self.guidance_covariance == "observed"
         if projected:
             cov_dense = noise_matrix(obs.noise, y.shape[0]).to(device=x_prev.device)
 
@@ -539,6 +567,14 @@ class DiffusionEmulator(nn.Module):
                 guided = DPSDenoiser(self.denoiser, y=y, A=A, cov_y=noise, scale=self.dps_scale)
             elif projected:
                 guided = ProjectedMMPSDenoiser(self.denoiser, y=y, A=A, cov_y=cov_dense)
+            elif observed:
+                guided = ObservedMMPSDenoiser(
+                    self.denoiser,
+                    y=y,
+                    A=A,
+                    cov_y=obs.noise,
+                    rank=self.observed_krylov_rank(y.shape[0]),
+                )
             elif self.solver == "bicgstab":
                 guided = KrylovMMPSDenoiser(
                     self.denoiser,

@@ -29,7 +29,8 @@ then take the exact Gaussian update in closed form,
 with :math:`H` the Jacobian of the observation operator at :math:`\hat x`.  This is exactly
 MMPS when :math:`J` is symmetric PSD (the linear-Gaussian denoiser), costs ``D + M``
 backward passes per diffusion step, and is meant for small states (Lorenz systems);
-large states use the Krylov solve on the raw Jacobian (azula's ``MMPSDenoiser``).
+large states use :class:`ObservedMMPSDenoiser` (below) or the Krylov solve on the raw
+Jacobian (azula's ``MMPSDenoiser``).
 
 :class:`GuidanceWindow` applies a guided denoiser only where :math:`\sigma_t` is small.
 
@@ -39,6 +40,14 @@ The projection is genfilter's, not the paper's (which uses the raw Jacobian with
 solve of :math:`(\Sigma_y + H C H^\top) v = y - H(\hat x)`; it adds the batched
 :func:`bicgstab` (van der Vorst 1992; the solver of the authors' GenCast run, 2 iterations) to
 azula's CG and GMRES.
+
+:class:`ObservedMMPSDenoiser` is the matrix-free robust variant for large states
+(docs/method.md#observation-space-projection): the Tweedie covariance is seen only through
+the ``M × M`` matrix :math:`S = \Sigma_y^{-1/2} H C H^\top \Sigma_y^{-\top/2}` (or its
+Rayleigh–Ritz projection on a Krylov subspace), whose symmetric part is eigendecomposed; a
+direction with a non-positive eigenvalue gets no update, because for a PSD covariance zero
+observed variance implies zero cross-covariance.  Cost ``M + 1`` (or ``k + 1``) backward
+passes per call, never ``D``.
 
 :class:`DPSDenoiser` is diffusion posterior sampling (Chung et al. 2023) written as a guided
 denoiser: the likelihood :math:`\mathcal{N}(y; H(\hat x), \Sigma_y)` without the Tweedie
@@ -57,6 +66,14 @@ References:
     | Bi-CGSTAB: A Fast and Smoothly Converging Variant of Bi-CG for the Solution of
     | Nonsymmetric Linear Systems (van der Vorst, 1992)
     | SIAM Journal on Scientific and Statistical Computing 13(2), 631-644
+
+    | The Conjugate Gradient Method and Trust Regions in Large Scale Optimization
+    | (Steihaug, 1983)
+    | SIAM Journal on Numerical Analysis 20(3), 626-637
+
+    | On the Nyström Method for Approximating a Gram Matrix for Improved Kernel-Based
+    | Learning (Drineas & Mahoney, 2005)
+    | Journal of Machine Learning Research 6, 2153-2175
 """
 
 from __future__ import annotations
@@ -64,6 +81,7 @@ from __future__ import annotations
 __all__ = [
     "ProjectedMMPSDenoiser",
     "KrylovMMPSDenoiser",
+    "ObservedMMPSDenoiser",
     "DPSDenoiser",
     "GuidanceWindow",
     "bicgstab",
@@ -78,7 +96,7 @@ from functools import partial
 
 import torch
 from azula.denoise import Denoiser, DiracPosterior
-from azula.linalg.covariance import Covariance
+from azula.linalg.covariance import Covariance, DiagonalCovariance, IsotropicCovariance
 from azula.linalg.solve import cg, gmres
 from azula.noise import Schedule
 from torch import Tensor
@@ -376,6 +394,216 @@ class KrylovMMPSDenoiser(Denoiser):
         v = self.solve(A=cov_y, b=self.y - y_hat)
         step = gamma_t * torch.autograd.grad(y_hat, x_t, v)[0]
         return DiracPosterior(mean=x_hat + step)
+
+
+# ---------------------------------------------------------------------------- observed
+SAFEGUARDS = ("drop", "clip", "none")
+"""Treatments of a non-positive eigenvalue of the observed covariance
+(:class:`ObservedMMPSDenoiser`): ``"drop"`` (default) no update in that direction,
+``"clip"`` the eigenvalue set to zero but the direction kept, ``"none"`` no safeguard."""
+
+
+class _Whitening:
+    r""":math:`x \mapsto L^{-1} x` and :math:`x \mapsto L^{-\top} x` for
+    :math:`\Sigma_y = L L^\top`, row-wise on ``(N, M)`` in float64: elementwise for isotropic and
+    diagonal azula covariances (no ``M × M`` matrix for large ``M``), by a Cholesky factor
+    otherwise (a dense tensor, or any azula covariance through its dense matrix)."""
+
+    def __init__(self, cov_y: Tensor | Covariance, M: int) -> None:
+        self.scale: Tensor | None = None
+        self.chol: Tensor | None = None
+        if isinstance(cov_y, IsotropicCovariance):
+            diag = torch.as_tensor(cov_y.lmbda, dtype=torch.float64).reshape(()).expand(M)
+        elif isinstance(cov_y, DiagonalCovariance):
+            diag = cov_y.D.to(torch.float64).flatten()
+        else:
+            if not torch.is_tensor(cov_y):
+                from ..observations import noise_matrix
+
+                cov_y = noise_matrix(cov_y, M)
+            if cov_y.shape != (M, M):
+                raise ValueError(f"cov_y must be ({M}, {M}), got {tuple(cov_y.shape)}")
+            dense = cov_y.to(torch.float64)
+            chol, info = torch.linalg.cholesky_ex(0.5 * (dense + dense.T))
+            if int(info) != 0 or not bool(torch.isfinite(chol).all()):
+                raise ValueError("cov_y must be symmetric positive definite")
+            self.chol = chol
+            return
+        if diag.shape != (M,):
+            raise ValueError(f"cov_y must have {M} diagonal values, got {tuple(diag.shape)}")
+        if not bool((diag > 0).all() and torch.isfinite(diag).all()):
+            raise ValueError("cov_y must be positive definite (positive finite variances)")
+        self.scale = diag.sqrt()
+
+    def _lower(self, x: Tensor, transpose: bool) -> Tensor:
+        if self.scale is not None:
+            return x / self.scale.to(x.device)
+        L = self.chol.to(x.device)
+        L = L.T if transpose else L
+        return torch.linalg.solve_triangular(L, x.unsqueeze(-1), upper=transpose).squeeze(-1)
+
+    def white(self, x: Tensor) -> Tensor:
+        """:math:`L^{-1} x`."""
+        return self._lower(x, False)
+
+    def white_t(self, x: Tensor) -> Tensor:
+        """:math:`L^{-\\top} x`."""
+        return self._lower(x, True)
+
+
+def observed_filter(eigenvalues: Tensor, safeguard: str = "drop") -> Tensor:
+    r"""The spectral filter :math:`g(\lambda)` of :class:`ObservedMMPSDenoiser`: the whitened
+    solve :math:`(I + S)^{-1}` acts as :math:`1/(1 + \lambda)` on an eigenvector of :math:`S`
+    with eigenvalue :math:`\lambda`; a non-positive :math:`\lambda` gets ``0`` (``"drop"``),
+    ``1`` (``"clip"``: :math:`\lambda` set to zero) or :math:`1/(1 + \lambda)` (``"none"``)."""
+    inv = 1.0 / (1.0 + eigenvalues)
+    if safeguard == "none":
+        return inv
+    positive = eigenvalues > 0
+    fallback = 0.0 if safeguard == "drop" else 1.0
+    return torch.where(positive, inv, torch.full_like(inv, fallback))
+
+
+class ObservedMMPSDenoiser(Denoiser):
+    r"""MMPS guidance with the Tweedie covariance projected in *observation space*:
+    matrix-free (vector–Jacobian products only) and safe against the negative directions of
+    a learned denoiser's covariance (docs/method.md#observation-space-projection).
+
+    With :math:`C = (\sigma_t^2/\alpha_t) J`, :math:`J = \partial \hat x / \partial x_t`,
+    :math:`\Sigma_y = L L^\top`, the guidance needs only the cross-covariance
+    :math:`B = C^\top H^\top L^{-\top}` (``D × M``, one VJP of the denoiser per column) and the
+    whitened observed covariance :math:`S = L^{-1} H C^\top H^\top L^{-\top} = L^{-1} H B`
+    (``M × M``).  Let :math:`\tfrac12 (S + S^\top) = U \Lambda U^\top`.  The guided denoiser is
+
+    .. math::
+        \mathbb{E}[x \mid x_t, y] \approx \hat x + B\, U g(\Lambda) U^\top L^{-1}
+            (y - H(\hat x)), \qquad
+        g(\lambda) = \frac{\mathbb{1}[\lambda > 0]}{1 + \lambda} .
+
+    When :math:`J` is symmetric PSD this is exact MMPS, :math:`\hat x + C H^\top
+    (\Sigma_y + H C H^\top)^{-1} (y - H(\hat x))` (a direction with :math:`\lambda = 0` has
+    :math:`B u = 0`).  Otherwise it is MMPS with the PSD covariance
+    :math:`\tilde C = B\, U_+ \Lambda_+^{-1} U_+^\top B^\top` (a Nyström approximation,
+    Drineas & Mahoney 2005, from the sketch :math:`H^\top L^{-\top}`, restricted to the
+    positive eigenvalues; exactly so when :math:`S` is symmetric, otherwise with :math:`S`
+    replaced by its symmetric part): for a PSD covariance, zero variance of an observed direction
+    forces zero cross-covariance with it, so a direction in which :math:`S` is not positive
+    gets no update rather than the exploding :math:`1/(1 + \lambda)` of the raw solve.
+    The step is bounded, :math:`\lVert \text{step} \rVert \le \lVert B \rVert
+    \lVert L^{-1} r \rVert`.
+
+    ``rank=None`` forms :math:`S` column by column (``M`` VJPs) and is exact in observation
+    space.  ``rank=k`` is the matrix-free fallback for large ``M``: :math:`k` products with
+    :math:`S` build an orthonormal basis :math:`Q_k` of the Krylov space
+    :math:`\mathcal{K}_k(S, L^{-1} r)` (Arnoldi with full re-orthogonalisation) and the same
+    filter is applied to the Rayleigh–Ritz matrix :math:`\tfrac12 Q_k^\top (S + S^\top) Q_k`
+    (a Galerkin solve whose Ritz values are clipped: the positivity safeguard inside the
+    Krylov solve, in the spirit of Steihaug's (1983) truncated CG, which stops at a direction
+    of non-positive curvature).  For a symmetric PSD :math:`S` it is exactly ``k`` CG
+    iterations on the whitened system; with ``k = M`` it is the ``rank=None`` result.
+
+    Cost per call: one forward and ``M + 1`` (``rank=None``) or ``k + 1`` backward passes of
+    the denoiser (the last one maps the solution back), plus VJPs and JVPs of ``A``;
+    memory :math:`O(N (M k + D))` with :math:`k = M` for ``rank=None``.
+
+    Arguments:
+        denoiser: The unguided denoiser on states ``(N, *S)``.
+        y: The observation ``(M,)`` (no missing values).
+        A: The observation map on the denoiser's variable, ``(N, *S) -> (N, M)``.
+        cov_y: :math:`\Sigma_y`: a dense ``(M, M)`` tensor or an azula covariance (isotropic
+            and diagonal ones are whitened elementwise).
+        rank: ``None`` (exact in observation space) or the Krylov dimension ``k >= 1``
+            (``min(k, M)`` products).
+        safeguard: ``"drop"`` (default), ``"clip"`` or ``"none"`` (:func:`observed_filter`;
+            the last two are ablations).
+    """
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        y: Tensor,
+        A: Callable[[Tensor], Tensor],
+        cov_y: Tensor | Covariance,
+        rank: int | None = None,
+        safeguard: str = "drop",
+    ) -> None:
+        super().__init__()
+        if rank is not None and (
+            isinstance(rank, bool) or not isinstance(rank, int) or int(rank) < 1
+        ):
+            raise ValueError(f"rank must be an integer >= 1 or None, got {rank!r}")
+        if safeguard not in SAFEGUARDS:
+            raise ValueError(f"safeguard must be one of {list(SAFEGUARDS)}, got {safeguard!r}")
+        self.denoiser, self.y, self.A = denoiser, y, A
+        self.whitening = _Whitening(cov_y, y.shape[-1])
+        self.rank, self.safeguard = rank, safeguard
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.denoiser.schedule
+
+    @torch.no_grad()
+    def forward(self, x_t: Tensor, t: Tensor, **kwargs) -> DiracPosterior:
+        alpha_t, sigma_t = self.schedule(t)
+        gamma_t = sigma_t**2 / alpha_t
+        with torch.enable_grad():
+            x_in = x_t.detach().requires_grad_()
+            x_hat = self.denoiser(x_in, t, **kwargs).mean
+            y_hat = self.A(x_hat)
+        W = self.whitening
+        f64 = torch.float64
+        r = W.white((self.y.to(y_hat) - y_hat.detach()).to(f64))  # (N, M)
+        N, M = r.shape
+
+        def S(q: Tensor) -> Tensor:
+            """Whitened observed covariance times ``q (N, M)``: one VJP of the denoiser."""
+            (a,) = torch.autograd.grad(y_hat, x_hat, W.white_t(q).to(y_hat), retain_graph=True)
+            (b,) = torch.autograd.grad(x_hat, x_in, a, retain_graph=True)
+            s = torch.func.jvp(self.A, (x_hat.detach(),), (gamma_t * b,))[1]
+            return W.white(s.to(f64))
+
+        if self.rank is None:
+            eye = torch.eye(M, dtype=f64, device=r.device)
+            cols = [S(eye[m].expand(N, M)) for m in range(M)]
+            Q = eye.expand(N, M, M)
+            SQ = torch.stack(cols, dim=-1) if cols else r.new_zeros(N, M, 0)
+        else:
+            Q, SQ = _arnoldi(S, r, min(self.rank, M))
+        T = Q.transpose(1, 2) @ SQ
+        lam, U = torch.linalg.eigh(0.5 * (T + T.transpose(1, 2)))
+        c = U.transpose(1, 2) @ (Q.transpose(1, 2) @ r.unsqueeze(-1))
+        v = Q @ (U @ (observed_filter(lam, self.safeguard).unsqueeze(-1) * c))
+        v = W.white_t(v.squeeze(-1))
+        (g,) = torch.autograd.grad(y_hat, x_in, v.to(y_hat))
+        return DiracPosterior(mean=x_hat.detach() + gamma_t * g)
+
+
+def _arnoldi(S: Callable[[Tensor], Tensor], r: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    r"""An orthonormal basis ``Q (N, M, k)`` of the Krylov space :math:`\mathcal{K}_k(S, r)`
+    (Arnoldi with classical Gram–Schmidt applied twice) and ``S Q`` ``(N, M, k)``, batched over
+    rows; exactly ``k`` products with ``S``.  After a breakdown (the space is invariant, or
+    ``r = 0``) the remaining basis vectors are zero, which the caller's filter ignores."""
+    tiny = torch.finfo(r.dtype).tiny
+
+    def unit(u: Tensor, ref: Tensor) -> Tensor:
+        n = torch.linalg.vector_norm(u, dim=-1, keepdim=True)
+        ok = n > 1e-12 * ref + tiny
+        return torch.where(ok, u / torch.where(ok, n, torch.ones_like(n)), torch.zeros_like(u))
+
+    q = unit(r, torch.linalg.vector_norm(r, dim=-1, keepdim=True))
+    Qs, Ws = [], []
+    for j in range(k):
+        w = S(q)
+        Qs.append(q)
+        Ws.append(w)
+        if j == k - 1:
+            break
+        Qm = torch.stack(Qs, dim=-1)
+        h = w
+        for _ in range(2):
+            h = h - (Qm @ (Qm.transpose(1, 2) @ h.unsqueeze(-1))).squeeze(-1)
+        q = unit(h, torch.linalg.vector_norm(w, dim=-1, keepdim=True))
+    return torch.stack(Qs, dim=-1), torch.stack(Ws, dim=-1)
 
 
 # ---------------------------------------------------------------------------- DPS
