@@ -101,7 +101,11 @@ def demo(
         None, min=2, help="Ensemble size N (default 32, or 256 for linear-gaussian)."
     ),
     steps: int = typer.Option(None, min=2, help="Assimilation steps (default 100, or 30)."),
-    obs: str = typer.Option("a", help="Lorenz-63 observation setup: a (x1, x3) or b (x1)."),
+    obs: str = typer.Option(
+        "c",
+        help="Lorenz-63 observation setup: c (x1, x3 every 0.5; default), d (x1 every 0.5), "
+        "a (x1, x3 every 0.1) or b (x1 every 0.1).",
+    ),
     seed: int = typer.Option(0, min=0, help="Seed of the twin (truth, observations) and filters."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
