@@ -451,9 +451,14 @@ app.add_typer(diagnose_app, name="diagnose")
 @diagnose_app.command("proposal")
 @_clean_errors
 def diagnose_proposal(
-    setup: str = typer.Option("ab", help="Lorenz-63 observation setups: a (x1, x3), b (x1) or ab."),
+    setup: str = typer.Option(
+        "ab",
+        help="Lorenz-63 observation setups, letters among a (x1, x3), b (x1) every 0.1 and "
+        "c (x1, x3), d (x1) every 0.5.",
+    ),
     covariance: str = typer.Option(
-        "tweedie,projected", help="Guidance covariances to compare (comma-separated)."
+        "tweedie,projected",
+        help="Guidance covariances to compare (comma-separated: tweedie, projected, observed).",
     ),
     pairs: int = typer.Option(30, min=1, help="Number of (x^k, y) pairs."),
     samples: int = typer.Option(256, min=2, help="Proposal samples per pair."),
@@ -468,12 +473,14 @@ def diagnose_proposal(
     proposal p(x^{k+1} | x^k, y), sampled by importance-weighting true-model draws (docs/method.md#optimal-proposal)."""
     from .experiments.proposal import format_study, l63_proposal_study
 
-    if not setup or set(setup) - {"a", "b"}:
-        raise ValueError(f"--setup must be a, b or ab, got {setup!r}")
+    if not setup or set(setup) - set("abcd"):
+        raise ValueError(f"--setup must be letters among a, b, c, d, got {setup!r}")
     covs = tuple(c.strip() for c in covariance.split(",") if c.strip())
     for c in covs:
-        if c not in ("tweedie", "projected"):
-            raise ValueError(f"--covariance entries must be tweedie or projected, got {c!r}")
+        if c not in ("tweedie", "projected", "observed"):
+            raise ValueError(
+                f"--covariance entries must be tweedie, projected or observed, got {c!r}"
+            )
     res = l63_proposal_study(
         tuple(sorted(set(setup))),
         covs,

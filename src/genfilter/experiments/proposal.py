@@ -148,11 +148,16 @@ def l63_proposal_study(
     from .l63 import load_shipped_emulator
     from .setups import get_setup
 
-    system = StochasticLorenz63()
-    states = system.attractor_states(pairs, generator=torch.Generator().manual_seed(seed)).float()
+    states = (
+        StochasticLorenz63()
+        .attractor_states(pairs, generator=torch.Generator().manual_seed(seed))
+        .float()
+    )
     out = {}
     for setup in setups:
-        obs_cfg = get_setup(f"l63-{setup}", "setup").observations
+        named = get_setup(f"l63-{setup}", "setup")
+        system = StochasticLorenz63(**named.system_options)
+        obs_cfg = named.observations
         op, std = Select(obs_cfg["indices"]), float(obs_cfg["noise_std"])
         for cov in covariances:
             g_obs = torch.Generator().manual_seed(seed + 1)
@@ -162,7 +167,7 @@ def l63_proposal_study(
                 y = hx + std * torch.randn(hx.shape, generator=g_obs, dtype=hx.dtype)
                 return Observation(y, op, isotropic_noise(std))
 
-            em = load_shipped_emulator(covariance=cov, **(emulator_options or {}))
+            em = load_shipped_emulator(system.interval, covariance=cov, **(emulator_options or {}))
             out[(setup, cov)] = proposal_diagnostic(
                 em,
                 system,
