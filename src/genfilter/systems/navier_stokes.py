@@ -50,7 +50,10 @@ strong order 1), against a 71 % transition spread, and the stationary RMS vortic
 
 ``python -m genfilter.systems.navier_stokes --stats`` runs to statistical stationarity and
 prints the RMS vorticity and the energy spectrum: 2.34 with the constants above at 64², where
-the reference data report ≈ 3.07 (the discrepancy is discussed in docs/systems.md).
+the reference data are normalised by ≈ 3.07.  docs/systems.md ("Reference constants") compares
+every constant and convention with the reference generator: none differs except the grid
+(128²) and the time step (1e-4), which do not move the RMS; the enstrophy balance caps it at
+:math:`\sqrt{10} \approx 3.16` for these constants at any resolution.
 
 References:
     | Probabilistic Forecasting with Stochastic Interpolants and Föllmer Processes
