@@ -57,6 +57,9 @@ def main() -> None:
         "history": {k: hist[k] for k in ("valid_epoch", "valid_loss") if k in hist},
         "meta": meta,
     }
+    for key in ("family", "interpolant"):  # the emulator family (interpolant checkpoints)
+        if key in ckpt:
+            small[key] = ckpt[key]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     torch.save(small, tmp)
