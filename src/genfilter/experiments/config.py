@@ -10,7 +10,8 @@ A config describes a twin experiment (docs/experiments.md)::
                                      # initial and dtype; fields given here replace its own
     system: lorenz63                 # a registered system (genfilter.systems.datasets.SYSTEMS)
     system_options: {}               # its constructor arguments (e.g. epsilon: 0.3)
-    emulator: shipped                # "shipped" (Lorenz-63 only), "true" (the system
+    emulator: shipped                # "shipped" (Lorenz-63 only), "shipped-interpolant"
+                                     # (Lorenz-63, interval 0.5), "true" (the system
                                      # itself), "oracle" (the true model with its optimal
                                      # proposal by importance sampling; option draws) or
                                      # the path of a checkpoint trained for the system
@@ -311,9 +312,32 @@ def field_of(exc: Exception, options: dict, path: str) -> str:
     return path
 
 
-def _emulator_parameters():
+SPECIAL_EMULATORS = ("shipped", "shipped-interpolant", "true", "oracle")
+"""The ``emulator`` values that are not checkpoint paths."""
+
+
+def _emulator_parameters(emulator: str = "shipped"):
+    """The constructor whose keywords are the sampling options of ``emulator``: the
+    interpolant's for ``shipped-interpolant`` or an interpolant checkpoint, else the
+    diffusion emulator's."""
     from ..emulators.diffusion import DiffusionEmulator
 
+    family = "diffusion"
+    if emulator == "shipped-interpolant":
+        family = "interpolant"
+    elif emulator not in ("shipped", "true", "oracle"):
+        try:
+            import torch
+
+            from ..emulators.training import checkpoint_family
+
+            family = checkpoint_family(torch.load(emulator, weights_only=True, mmap=True))
+        except Exception:  # unreadable: load_emulator reports it when the run builds
+            family = "diffusion"
+    if family == "interpolant":
+        from ..emulators.interpolant import StochasticInterpolantEmulator
+
+        return StochasticInterpolantEmulator.__init__
     return DiffusionEmulator.__init__
 
 
@@ -345,15 +369,19 @@ def parse_config(raw: Any) -> ExperimentConfig:
     if emulator is True:  # YAML reads an unquoted `true` as a boolean
         emulator = "true"
     if not isinstance(emulator, str) or not emulator:
-        _fail("emulator", "must be 'shipped', 'true', 'oracle' or a checkpoint path", emulator)
-    if emulator == "shipped" and system != "lorenz63":
+        _fail(
+            "emulator",
+            "must be 'shipped', 'shipped-interpolant', 'true', 'oracle' or a checkpoint path",
+            emulator,
+        )
+    if emulator in ("shipped", "shipped-interpolant") and system != "lorenz63":
         _fail(
             "emulator",
             f"only lorenz63 has a shipped emulator (system is {system!r}); "
             "use 'true' or a checkpoint path",
             emulator,
         )
-    if emulator not in ("shipped", "true", "oracle") and not Path(emulator).is_file():
+    if emulator not in SPECIAL_EMULATORS and not Path(emulator).is_file():
         _fail("emulator", "checkpoint file not found", emulator)
     emulator_options = _mapping(raw, "emulator_options", "")
     if emulator == "true" and emulator_options:
@@ -370,9 +398,19 @@ def parse_config(raw: Any) -> ExperimentConfig:
     else:
         _check_option_types(
             emulator_options,
-            _emulator_parameters(),
+            _emulator_parameters(emulator),
             "emulator_options",
-            skip=("self", "denoiser", "state_shape", "mean", "std", "residual", "residual_std"),
+            skip=(
+                "self",
+                "denoiser",
+                "velocity",
+                "interpolant",
+                "state_shape",
+                "mean",
+                "std",
+                "residual",
+                "residual_std",
+            ),
         )
 
     o = _section(raw, "observations", {"operator", "indices", "stride", "noise_std"})

@@ -155,15 +155,19 @@ def build_emulator(cfg: ExperimentConfig, setup: TwinSetup):
         return ImportanceSampledEmulator(true_model(setup.system), **cfg.emulator_options)
     from ..emulators.training import load_emulator
 
-    if cfg.emulator == "shipped":
-        from .l63 import shipped_checkpoint
+    options = dict(cfg.emulator_options)
+    if cfg.emulator in ("shipped", "shipped-interpolant"):
+        from .l63 import INTERPOLANT_STEPS, shipped_checkpoint
 
-        path = shipped_checkpoint(float(setup.system.interval))
+        family = "interpolant" if cfg.emulator == "shipped-interpolant" else "diffusion"
+        path = shipped_checkpoint(float(setup.system.interval), family)
+        if family == "interpolant":
+            options.setdefault("steps", INTERPOLANT_STEPS)
     else:
         path = Path(cfg.emulator)
     _check_checkpoint_system(path, cfg, setup)
     try:
-        return load_emulator(path, **cfg.emulator_options)
+        return load_emulator(path, **options)
     except (TypeError, ValueError) as exc:
         if cfg.emulator_options and "checkpoint" not in str(exc):
             where = field_of(exc, cfg.emulator_options, "emulator_options")
