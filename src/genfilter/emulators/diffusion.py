@@ -425,10 +425,16 @@ class DiffusionEmulator(nn.Module):
         if not bool(finite.all()):
             bad = (~finite).nonzero().flatten()
             at = "" if where is None else f" at diffusion step {where[0]} (t = {where[1]:.4f})"
+            if getattr(self, "guidance", "mmps") == "dps":
+                hint = "with DPS guidance, try a smaller dps_scale or guidance='mmps'"
+            else:
+                hint = (
+                    "with guidance, try covariance='projected' or 'observed', more "
+                    "iterations or guidance_sigma_max"
+                )
             raise FloatingPointError(
                 f"{what} produced non-finite values{at} for {bad.numel()} particle(s) "
-                f"(first {bad[:5].tolist()}); with guidance, try solver='gmres', more "
-                "iterations or guidance_sigma_max (docs/method.md#optimal-proposal)"
+                f"(first {bad[:5].tolist()}); {hint} (docs/method.md#optimal-proposal)"
             )
 
     # ---------------------------------------------------------------- protocol
