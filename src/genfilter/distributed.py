@@ -67,6 +67,7 @@ __all__ = [
     "barrier",
 ]
 
+import atexit
 import os
 import time
 from contextlib import contextmanager
@@ -128,7 +129,16 @@ def init_from_env(backend: str | None = None) -> bool:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend)
+        atexit.register(_shutdown)
     return is_distributed()
+
+
+def _shutdown() -> None:
+    """At exit: tear the process group down before the interpreter does, so no
+    communication thread is left running while the process exits (gloo otherwise aborts a
+    process now and then with "terminate called without an active exception")."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 # ------------------------------------------------------------------------- noise
