@@ -155,7 +155,29 @@ def deconvolved_covariance(covariance: Tensor, ratio: Tensor | float) -> Tensor:
     return (V * (w * r / (r - w)).unsqueeze(1)) @ V.transpose(1, 2)
 
 
-class ProjectedMMPSDenoiser(Denoiser):
+class _GuidedDenoiser(Denoiser):
+    r"""What the guided denoisers share: the wrapped denoiser's schedule, and the Tweedie
+    mean :math:`\hat x(x_t)` with the autograd graph through the denoiser and ``A``."""
+
+    denoiser: Denoiser
+    A: Callable[[Tensor], Tensor]
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.denoiser.schedule
+
+    def _tweedie(self, x_t: Tensor, t: Tensor, kwargs) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        r""":math:`\gamma_t = \sigma_t^2/\alpha_t`, the input ``x_in`` (requires grad),
+        :math:`\hat x` and :math:`A(\hat x)`, both differentiable with respect to ``x_in``."""
+        alpha_t, sigma_t = self.schedule(t)
+        with torch.enable_grad():
+            x_in = x_t.detach().requires_grad_()
+            x_hat = self.denoiser(x_in, t, **kwargs).mean
+            y_hat = self.A(x_hat)
+        return sigma_t**2 / alpha_t, x_in, x_hat, y_hat
+
+
+class ProjectedMMPSDenoiser(_GuidedDenoiser):
     r"""MMPS guidance with the symmetrised, eigenvalue-clipped Tweedie covariance and an
     exact dense solve (module docstring; docs/method.md#projected-covariance).
 
@@ -184,10 +206,6 @@ class ProjectedMMPSDenoiser(Denoiser):
         self.denoiser, self.y, self.A = denoiser, y, A
         self.cov_y = cov_y.to(torch.float64)
         self.clip = bool(clip)
-
-    @property
-    def schedule(self) -> Schedule:
-        return self.denoiser.schedule
 
     @torch.no_grad()
     def forward(self, x_t: Tensor, t: Tensor, **kwargs) -> DiracPosterior:
@@ -323,7 +341,7 @@ SOLVERS: dict[str, Callable[..., Tensor]] = {"bicgstab": bicgstab, "cg": cg, "gm
 """Matrix-free solvers of :class:`KrylovMMPSDenoiser` (``cg``, ``gmres``: azula's)."""
 
 
-class KrylovMMPSDenoiser(Denoiser):
+class KrylovMMPSDenoiser(_GuidedDenoiser):
     r"""MMPS guidance on the raw Tweedie covariance :math:`C = (\sigma_t^2/\alpha_t)
     \partial \hat x / \partial x_t` with a matrix-free Krylov solve (Rozet et al. 2024;
     docs/method.md#optimal-proposal):
@@ -366,18 +384,9 @@ class KrylovMMPSDenoiser(Denoiser):
         self.solver, self.iterations = solver, int(iterations)
         self.solve = partial(SOLVERS[solver], iterations=self.iterations)
 
-    @property
-    def schedule(self) -> Schedule:
-        return self.denoiser.schedule
-
     @torch.no_grad()
     def forward(self, x_t: Tensor, t: Tensor, **kwargs) -> DiracPosterior:
-        alpha_t, sigma_t = self.schedule(t)
-        gamma_t = sigma_t**2 / alpha_t
-        with torch.enable_grad():
-            x_t = x_t.detach().requires_grad_()
-            x_hat = self.denoiser(x_t, t, **kwargs).mean
-            y_hat = self.A(x_hat)
+        gamma_t, x_t, x_hat, y_hat = self._tweedie(x_t, t, kwargs)
 
         def A(v: Tensor) -> Tensor:
             return torch.func.jvp(self.A, (x_hat.detach(),), (v,))[1]
@@ -464,7 +473,7 @@ def observed_filter(eigenvalues: Tensor, safeguard: str = "drop") -> Tensor:
     return torch.where(positive, inv, torch.full_like(inv, fallback))
 
 
-class ObservedMMPSDenoiser(Denoiser):
+class ObservedMMPSDenoiser(_GuidedDenoiser):
     r"""MMPS guidance with the Tweedie covariance projected in *observation space*:
     matrix-free (vector–Jacobian products only) and safe against the negative directions of
     a learned denoiser's covariance (docs/method.md#observation-space-projection).
@@ -538,18 +547,9 @@ class ObservedMMPSDenoiser(Denoiser):
         self.whitening = _Whitening(cov_y, y.shape[-1])
         self.rank, self.safeguard = rank, safeguard
 
-    @property
-    def schedule(self) -> Schedule:
-        return self.denoiser.schedule
-
     @torch.no_grad()
     def forward(self, x_t: Tensor, t: Tensor, **kwargs) -> DiracPosterior:
-        alpha_t, sigma_t = self.schedule(t)
-        gamma_t = sigma_t**2 / alpha_t
-        with torch.enable_grad():
-            x_in = x_t.detach().requires_grad_()
-            x_hat = self.denoiser(x_in, t, **kwargs).mean
-            y_hat = self.A(x_hat)
+        gamma_t, x_in, x_hat, y_hat = self._tweedie(x_t, t, kwargs)
         W = self.whitening
         f64 = torch.float64
         r = W.white((self.y.to(y_hat) - y_hat.detach()).to(f64))  # (N, M)
@@ -623,7 +623,7 @@ def check_dps_scale(value) -> float | str:
     return float(value)
 
 
-class DPSDenoiser(Denoiser):
+class DPSDenoiser(_GuidedDenoiser):
     r"""Diffusion posterior sampling (DPS; Chung et al. 2023) as a guided denoiser
     (docs/method.md#dps-guidance):
 
@@ -681,21 +681,12 @@ class DPSDenoiser(Denoiser):
         self.denoiser, self.y, self.A, self.cov_y = denoiser, y, A, cov_y
         self.scale = check_dps_scale(scale)
 
-    @property
-    def schedule(self) -> Schedule:
-        return self.denoiser.schedule
-
     @torch.no_grad()
     def forward(self, x_t: Tensor, t: Tensor, **kwargs) -> DiracPosterior:
-        alpha_t, sigma_t = self.schedule(t)
-        gamma_t = sigma_t**2 / alpha_t
-        with torch.enable_grad():
-            x_in = x_t.detach().requires_grad_()
-            x_hat = self.denoiser(x_in, t, **kwargs).mean
-            y_hat = self.A(x_hat)
-            r = (self.y - y_hat).detach()
-            w = self.cov_y.inv(r)  # Σ_y⁻¹ r
-            (g,) = torch.autograd.grad(y_hat, x_in, w)  # ∇_{x_t} log N(y; H(x̂), Σ_y)
+        gamma_t, x_in, x_hat, y_hat = self._tweedie(x_t, t, kwargs)
+        r = (self.y - y_hat).detach()
+        w = self.cov_y.inv(r)  # Σ_y⁻¹ r
+        (g,) = torch.autograd.grad(y_hat, x_in, w)  # ∇_{x_t} log N(y; H(x̂), Σ_y)
         if self.scale == DPS_LIKELIHOOD:
             step = gamma_t * g
         else:

@@ -77,8 +77,9 @@ from torch import Tensor
 from .._utils import chunks
 from ..observations import Observation, noise_matrix
 from .base import check_states
-from .guidance import deconvolved_covariance, projected_covariance
-from .networks import FieldUNet, ResidualMLP, denoiser_config
+from .diffusion import _as_state_tensor
+from .guidance import _rows, deconvolved_covariance, projected_covariance
+from .networks import build_backbone, denoiser_config
 
 Velocity = Callable[[Tensor, Tensor, Tensor], Tensor]
 _SCHEDULE_KEYS = ("schedule", "sigma_min", "sigma_max", "alpha_min")
@@ -168,19 +169,6 @@ def _endpoint(k: dict[str, Tensor], x: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return (k["dsigma"] * (x - k["alpha"] * a) - k["sigma"] * (b - k["dalpha"] * a)) / k["D"]
 
 
-def _jacobian(out: Tensor, inp: Tensor) -> Tensor:
-    """Per-row Jacobian ``(N, W, D)`` of ``out (N, *)`` with respect to ``inp (N, *)`` by
-    ``W`` vector–Jacobian products (rows are independent across the batch)."""
-    flat = out.reshape(out.shape[0], -1)
-    rows = []
-    for j in range(flat.shape[1]):
-        e = torch.zeros_like(flat)
-        e[:, j] = 1.0
-        (g,) = torch.autograd.grad(out, inp, e.reshape(out.shape), retain_graph=True)
-        rows.append(g.reshape(g.shape[0], -1))
-    return torch.stack(rows, dim=1)
-
-
 # ---------------------------------------------------------------------------- networks
 def velocity_config(kind: str, state_shape: Sequence[int], **net_kwargs: Any) -> dict[str, Any]:
     """The complete, validated construction arguments of a velocity network (the backbone
@@ -219,28 +207,7 @@ def build_velocity_from_config(config: dict[str, Any]) -> VelocityNetwork:
         raise ValueError(f"not a velocity config (needs 'kind' and 'state_shape'): {config!r}")
     kwargs = dict(config)
     config = velocity_config(kwargs.pop("kind"), kwargs.pop("state_shape"), **kwargs)
-    shape = config["state_shape"]
-    if config["kind"] == "mlp":
-        backbone: nn.Module = ResidualMLP(
-            shape[0],
-            shape[0],
-            hidden=config["hidden"],
-            layers=config["layers"],
-            emb_features=config["emb_features"],
-        )
-    else:
-        c = shape[0] if len(shape) == 3 else 1
-        backbone = FieldUNet(
-            channels=c,
-            cond_channels=c,
-            hidden_channels=config["hidden_channels"],
-            hidden_blocks=config["hidden_blocks"],
-            kernel_size=config["kernel_size"],
-            emb_features=config["emb_features"],
-            periodic=config["periodic"],
-            norm=config["norm"],
-        )
-    network = VelocityNetwork(backbone)
+    network = VelocityNetwork(build_backbone(config))
     network.velocity_config = config
     return network
 
@@ -283,20 +250,6 @@ def velocity_loss(
     x_s = al * a + be * u + si * w
     target = dal * a + dbe * u + dsi * w
     return (velocity(s, x_s, cond) - target).square().flatten(1).mean(dim=1)
-
-
-def _state_tensor(value, state_shape, name: str) -> Tensor:
-    v = torch.as_tensor(value, dtype=torch.float64)
-    try:
-        v = torch.broadcast_to(v, state_shape).clone()
-    except RuntimeError:
-        raise ValueError(
-            f"{name} must be a scalar or broadcastable to the state shape {tuple(state_shape)}, "
-            f"got shape {tuple(v.shape)}"
-        ) from None
-    if not torch.isfinite(v).all():
-        raise ValueError(f"{name} must be finite")
-    return v
 
 
 # ---------------------------------------------------------------------------- emulator
@@ -375,13 +328,13 @@ class StochasticInterpolantEmulator(nn.Module):
             raise TypeError(f"velocity must be callable, got {type(velocity).__name__}")
         self.velocity = velocity
         self.state_shape = tuple(int(n) for n in state_shape)
-        std_t = _state_tensor(std, self.state_shape, "std")
+        std_t = _as_state_tensor(std, self.state_shape, "std")
         if (std_t <= 0).any():
             raise ValueError("std must be positive")
-        rstd = _state_tensor(residual_std, self.state_shape, "residual_std")
+        rstd = _as_state_tensor(residual_std, self.state_shape, "residual_std")
         if (rstd <= 0).any():
             raise ValueError("residual_std must be positive")
-        self.register_buffer("state_mean", _state_tensor(mean, self.state_shape, "mean"))
+        self.register_buffer("state_mean", _as_state_tensor(mean, self.state_shape, "mean"))
         self.register_buffer("state_std", std_t)
         self.register_buffer("residual_std", rstd)
         self.residual = bool(residual)
@@ -540,10 +493,10 @@ class StochasticInterpolantEmulator(nn.Module):
             b = self._b(s, x_in, c)
             m = _endpoint(k, x_in, a, b)
             if self.guidance_covariance == "projected":
-                J = _jacobian(m, x_in)
+                J = _rows(m, x_in)
                 m_lin = m.detach().requires_grad_()
                 hx = obs.predict(self.from_target(m_lin, xp))
-                H = _jacobian(hx, m_lin).to(torch.float64)
+                H = _rows(hx, m_lin).to(torch.float64)
             else:
                 hx = obs.predict(self.from_target(m, xp))
         r = y - hx.detach()
@@ -780,10 +733,10 @@ class StochasticInterpolantEmulator(nn.Module):
             with torch.enable_grad():
                 x_in = (k["alpha"] * a[sl] + k["beta"] * mu_t[sl]).detach().requires_grad_()
                 m = _endpoint(k, x_in, a[sl], self._b(s, x_in, c[sl]))
-                J = _jacobian(m, x_in)
+                J = _rows(m, x_in)
                 x_lin = mu[sl].detach().requires_grad_()
                 hx = obs.predict(x_lin)
-                H = _jacobian(hx, x_lin).to(torch.float64)
+                H = _rows(hx, x_lin).to(torch.float64)
             C = projected_covariance(J, (k["gamma2"] / k["beta"]).to(torch.float64))
             P = deconvolved_covariance(C, (k["gamma2"] / k["beta"] ** 2).to(torch.float64))
             HS = H * scale.unsqueeze(1)  # P is in target units

@@ -397,6 +397,32 @@ def _schedule(config: dict[str, Any]) -> Schedule:
     return VPSchedule(alpha_min=config["alpha_min"], sigma_min=config["sigma_min"])
 
 
+def build_backbone(config: dict[str, Any]) -> nn.Module:
+    """The (untrained) backbone of a validated :func:`denoiser_config` dict: a
+    :class:`ResidualMLP` for ``kind="mlp"``, else a :class:`FieldUNet` (shared by the
+    denoisers and the velocity networks of stochastic interpolants)."""
+    shape = config["state_shape"]
+    if config["kind"] == "mlp":
+        return ResidualMLP(
+            shape[0],
+            shape[0],
+            hidden=config["hidden"],
+            layers=config["layers"],
+            emb_features=config["emb_features"],
+        )
+    c = shape[0] if len(shape) == 3 else 1
+    return FieldUNet(
+        channels=c,
+        cond_channels=c,
+        hidden_channels=config["hidden_channels"],
+        hidden_blocks=config["hidden_blocks"],
+        kernel_size=config["kernel_size"],
+        emb_features=config["emb_features"],
+        periodic=config["periodic"],
+        norm=config["norm"],
+    )
+
+
 def build_denoiser_from_config(config: dict[str, Any]) -> KarrasDenoiser:
     """Rebuilds the (untrained) denoiser described by a :func:`denoiser_config` dict; the
     dict is re-validated and stored as ``denoiser.denoiser_config``."""
@@ -404,28 +430,7 @@ def build_denoiser_from_config(config: dict[str, Any]) -> KarrasDenoiser:
         raise ValueError(f"not a denoiser config (needs 'kind' and 'state_shape'): {config!r}")
     kwargs = dict(config)
     config = denoiser_config(kwargs.pop("kind"), kwargs.pop("state_shape"), **kwargs)
-    shape = config["state_shape"]
-    if config["kind"] == "mlp":
-        backbone: nn.Module = ResidualMLP(
-            shape[0],
-            shape[0],
-            hidden=config["hidden"],
-            layers=config["layers"],
-            emb_features=config["emb_features"],
-        )
-    else:
-        c = shape[0] if len(shape) == 3 else 1
-        backbone = FieldUNet(
-            channels=c,
-            cond_channels=c,
-            hidden_channels=config["hidden_channels"],
-            hidden_blocks=config["hidden_blocks"],
-            kernel_size=config["kernel_size"],
-            emb_features=config["emb_features"],
-            periodic=config["periodic"],
-            norm=config["norm"],
-        )
-    denoiser = KarrasDenoiser(backbone, _schedule(config))
+    denoiser = KarrasDenoiser(build_backbone(config), _schedule(config))
     denoiser.denoiser_config = config
     return denoiser
 
