@@ -144,7 +144,52 @@ def _as_state_tensor(value: float | Tensor | Sequence[float], state_shape, name:
     return v
 
 
-class DiffusionEmulator(nn.Module):
+class _Normalisation(nn.Module):
+    """The state normalisation shared by the emulators that learn a target ``u``: per-value
+    mean ``m`` and scale ``s`` of the state, and, for a residual target, the scale ``r`` of
+    the normalised increment (module docstring)."""
+
+    def _init_normalisation(self, state_shape, mean, std, residual, residual_std) -> None:
+        self.state_shape = tuple(int(n) for n in state_shape)
+        std_t = _as_state_tensor(std, self.state_shape, "std")
+        if (std_t <= 0).any():
+            raise ValueError("std must be positive")
+        rstd = _as_state_tensor(residual_std, self.state_shape, "residual_std")
+        if (rstd <= 0).any():
+            raise ValueError("residual_std must be positive")
+        self.register_buffer("state_mean", _as_state_tensor(mean, self.state_shape, "mean"))
+        self.register_buffer("state_std", std_t)
+        self.register_buffer("residual_std", rstd)
+        self.residual = bool(residual)
+
+    def _stats(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        kw = dict(dtype=like.dtype, device=like.device)
+        return self.state_mean.to(**kw), self.state_std.to(**kw), self.residual_std.to(**kw)
+
+    def condition(self, x_prev: Tensor) -> Tensor:
+        """Normalised previous state ``c = (x^k - m) / s``."""
+        m, s, _ = self._stats(x_prev)
+        return (x_prev - m) / s
+
+    def to_target(self, x_next: Tensor, x_prev: Tensor) -> Tensor:
+        """Physical next state -> target ``u``."""
+        m, s, r = self._stats(x_next)
+        z = (x_next - m) / s
+        return (z - (x_prev - m) / s) / r if self.residual else z
+
+    def from_target(self, u: Tensor, x_prev: Tensor) -> Tensor:
+        """Target ``u`` -> physical next state."""
+        m, s, r = self._stats(u)
+        z = (x_prev - m) / s + r * u if self.residual else u
+        return m + s * z
+
+    def _target_scale(self, like: Tensor) -> Tensor:
+        """d x / d u: the (diagonal) Jacobian of :meth:`from_target`."""
+        _, s, r = self._stats(like)
+        return s * r if self.residual else s
+
+
+class DiffusionEmulator(_Normalisation):
     r"""Emulator of :math:`p(x^{k+1} \mid x^k)` from a conditional azula denoiser
     (docs/method.md#diffusion-emulator).
 
@@ -239,17 +284,7 @@ class DiffusionEmulator(nn.Module):
         if not isinstance(denoiser, Denoiser):
             raise TypeError(f"denoiser must be an azula Denoiser, got {type(denoiser).__name__}")
         self.denoiser = denoiser
-        self.state_shape = tuple(int(n) for n in state_shape)
-        std_t = _as_state_tensor(std, self.state_shape, "std")
-        if (std_t <= 0).any():
-            raise ValueError("std must be positive")
-        rstd = _as_state_tensor(residual_std, self.state_shape, "residual_std")
-        if (rstd <= 0).any():
-            raise ValueError("residual_std must be positive")
-        self.register_buffer("state_mean", _as_state_tensor(mean, self.state_shape, "mean"))
-        self.register_buffer("state_std", std_t)
-        self.register_buffer("residual_std", rstd)
-        self.residual = bool(residual)
+        self._init_normalisation(state_shape, mean, std, residual, residual_std)
 
         if isinstance(sampler, str):
             if sampler.lower() not in SAMPLERS:
@@ -333,32 +368,6 @@ class DiffusionEmulator(nn.Module):
     @property
     def schedule(self) -> Schedule:
         return self.denoiser.schedule
-
-    def _stats(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        kw = dict(dtype=like.dtype, device=like.device)
-        return self.state_mean.to(**kw), self.state_std.to(**kw), self.residual_std.to(**kw)
-
-    def condition(self, x_prev: Tensor) -> Tensor:
-        """Normalised previous state ``c = (x^k - m) / s``."""
-        m, s, _ = self._stats(x_prev)
-        return (x_prev - m) / s
-
-    def to_target(self, x_next: Tensor, x_prev: Tensor) -> Tensor:
-        """Physical next state -> diffusion target ``u``."""
-        m, s, r = self._stats(x_next)
-        z = (x_next - m) / s
-        return (z - (x_prev - m) / s) / r if self.residual else z
-
-    def from_target(self, u: Tensor, x_prev: Tensor) -> Tensor:
-        """Diffusion target ``u`` -> physical next state."""
-        m, s, r = self._stats(u)
-        z = (x_prev - m) / s + r * u if self.residual else u
-        return m + s * z
-
-    def _target_scale(self, like: Tensor) -> Tensor:
-        """d x / d u: the (diagonal) Jacobian of :meth:`from_target`."""
-        _, s, r = self._stats(like)
-        return s * r if self.residual else s
 
     # ---------------------------------------------------------------- sampling core
     def _make_sampler(self, denoiser: Denoiser, like: Tensor) -> azs.Sampler:

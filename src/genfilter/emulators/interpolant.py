@@ -77,7 +77,7 @@ from torch import Tensor
 from .._utils import chunks
 from ..observations import Observation, noise_matrix
 from .base import check_states
-from .diffusion import _as_state_tensor
+from .diffusion import _Normalisation
 from .guidance import _rows, deconvolved_covariance, projected_covariance
 from .networks import build_backbone, denoiser_config
 
@@ -253,7 +253,7 @@ def velocity_loss(
 
 
 # ---------------------------------------------------------------------------- emulator
-class StochasticInterpolantEmulator(nn.Module):
+class StochasticInterpolantEmulator(_Normalisation):
     r"""Emulator of :math:`p(x^{k+1} \mid x^k)` from the velocity of a stochastic
     interpolant (module docstring; Savary et al. 2026, App. E;
     docs/method.md#stochastic-interpolants).
@@ -327,17 +327,7 @@ class StochasticInterpolantEmulator(nn.Module):
         if not callable(velocity):
             raise TypeError(f"velocity must be callable, got {type(velocity).__name__}")
         self.velocity = velocity
-        self.state_shape = tuple(int(n) for n in state_shape)
-        std_t = _as_state_tensor(std, self.state_shape, "std")
-        if (std_t <= 0).any():
-            raise ValueError("std must be positive")
-        rstd = _as_state_tensor(residual_std, self.state_shape, "residual_std")
-        if (rstd <= 0).any():
-            raise ValueError("residual_std must be positive")
-        self.register_buffer("state_mean", _as_state_tensor(mean, self.state_shape, "mean"))
-        self.register_buffer("state_std", std_t)
-        self.register_buffer("residual_std", rstd)
-        self.residual = bool(residual)
+        self._init_normalisation(state_shape, mean, std, residual, residual_std)
         interpolant = Interpolant() if interpolant is None else interpolant
         if not isinstance(interpolant, Interpolant):
             raise TypeError(f"interpolant must be an Interpolant, got {type(interpolant).__name__}")
@@ -425,36 +415,11 @@ class StochasticInterpolantEmulator(nn.Module):
         return "projected" if size <= self.PROJECTED_MAX_DIM else "tweedie"
 
     # ---------------------------------------------------------------- normalisation
-    def _stats(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        kw = dict(dtype=like.dtype, device=like.device)
-        return self.state_mean.to(**kw), self.state_std.to(**kw), self.residual_std.to(**kw)
-
-    def condition(self, x_prev: Tensor) -> Tensor:
-        """Normalised previous state ``c = (x^k - m) / s``."""
-        m, s, _ = self._stats(x_prev)
-        return (x_prev - m) / s
-
     def start(self, x_prev: Tensor) -> Tensor:
         """Start point ``a = to_target(x^k, x^k)`` of the interpolant (``c``, or 0 for a
         residual target)."""
         c = self.condition(x_prev)
         return torch.zeros_like(c) if self.residual else c
-
-    def to_target(self, x_next: Tensor, x_prev: Tensor) -> Tensor:
-        """Physical next state -> target ``u``."""
-        m, s, r = self._stats(x_next)
-        z = (x_next - m) / s
-        return (z - (x_prev - m) / s) / r if self.residual else z
-
-    def from_target(self, u: Tensor, x_prev: Tensor) -> Tensor:
-        """Target ``u`` -> physical next state."""
-        m, s, r = self._stats(u)
-        z = (x_prev - m) / s + r * u if self.residual else u
-        return m + s * z
-
-    def _target_scale(self, like: Tensor) -> Tensor:
-        _, s, r = self._stats(like)
-        return s * r if self.residual else s
 
     # ---------------------------------------------------------------- pieces
     def _b(self, s: float, x: Tensor, c: Tensor) -> Tensor:
