@@ -154,20 +154,16 @@ def build_emulator(cfg: ExperimentConfig, setup: TwinSetup):
 
         return ImportanceSampledEmulator(true_model(setup.system), **cfg.emulator_options)
     from ..emulators.training import load_emulator
+    from .l63 import load_shipped_emulator, shipped_checkpoint
 
-    options = dict(cfg.emulator_options)
-    if cfg.emulator in ("shipped", "shipped-interpolant"):
-        from .l63 import INTERPOLANT_STEPS, shipped_checkpoint
-
-        family = "interpolant" if cfg.emulator == "shipped-interpolant" else "diffusion"
-        path = shipped_checkpoint(float(setup.system.interval), family)
-        if family == "interpolant":
-            options.setdefault("steps", INTERPOLANT_STEPS)
-    else:
-        path = Path(cfg.emulator)
+    family = {"shipped": "diffusion", "shipped-interpolant": "interpolant"}.get(cfg.emulator)
+    interval = float(setup.system.interval)
+    path = Path(cfg.emulator) if family is None else shipped_checkpoint(interval, family)
     _check_checkpoint_system(path, cfg, setup)
     try:
-        return load_emulator(path, **options)
+        if family is not None:  # the shipped file with its own sampling defaults
+            return load_shipped_emulator(interval, family, **cfg.emulator_options)
+        return load_emulator(path, **cfg.emulator_options)
     except (TypeError, ValueError) as exc:
         if cfg.emulator_options and "checkpoint" not in str(exc):
             where = field_of(exc, cfg.emulator_options, "emulator_options")
