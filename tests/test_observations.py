@@ -21,6 +21,7 @@ from genfilter.observations import (
     diagonal_noise,
     full_noise,
     isotropic_noise,
+    linear_matrix,
     noise_matrix,
     synthetic_observations,
 )
@@ -162,3 +163,37 @@ def test_bad_inputs_name_the_argument():
         Coarsen(3)(field())
     with pytest.raises(ValueError, match="stride"):
         Subsample(0)
+
+
+def test_linear_matrix_is_the_jacobian_of_each_linear_operator():
+    """linear_matrix(H) @ vec(x) = H(x) for every linear operator, and equals the Jacobian
+    of H; operators not declared linear give None (guidance then differentiates H)."""
+    S = (2, 8, 8)
+    x = torch.randn(3, *S, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(S, dtype=torch.bool)
+    mask[0, 1, 2] = mask[1, 5, 7] = True
+    ops = [
+        Identity(),
+        Select([0, 9, 63, 100]),
+        Mask(mask),
+        Subsample(4, offset=1),
+        Coarsen(2),
+        Stack(Subsample(4), Coarsen(8)),
+        Compose(Select([1, 0]), Coarsen(4)),
+        Lambda(lambda z: 2.0 * z.flatten(1)[:, :5], linear=True),
+    ]
+    for op in ops:
+        H = linear_matrix(op, S)
+        assert H is not None, op
+        assert torch.allclose(x.flatten(1) @ H.T, op(x), atol=1e-12), op
+        J = torch.autograd.functional.jacobian(lambda z, op=op: op(z[None])[0], x[0])
+        assert torch.allclose(H, J.reshape(H.shape), atol=1e-12), op
+        assert linear_matrix(op, S) is H  # formed once
+    assert linear_matrix(Lambda(torch.sin), S) is None
+    assert linear_matrix(Compose(Lambda(torch.arctan), Select([1])), S) is None
+    assert linear_matrix(Stack(Select([0]), Lambda(torch.sin)), S) is None
+    # missing values keep linearity and drop the matching rows
+    y = torch.tensor([0.1, float("nan"), 0.3, 0.4])
+    obs = Observation(y, Select([0, 9, 63, 100]), isotropic_noise(0.5)).observed()
+    Hr = linear_matrix(obs.operator, S)
+    assert torch.allclose(Hr, linear_matrix(Select([0, 63, 100]), S))

@@ -37,6 +37,7 @@ __all__ = [
     "diagonal_noise",
     "full_noise",
     "noise_matrix",
+    "linear_matrix",
     "synthetic_observations",
 ]
 
@@ -57,7 +58,15 @@ from torch import Tensor
 
 
 class ObservationOperator(abc.ABC):
-    r"""Base class of observation operators :math:`H: (N, *S) \to (N, M)`."""
+    r"""Base class of observation operators :math:`H: (N, *S) \to (N, M)`.
+
+    ``linear = True`` declares that :math:`H` is a linear map (``Identity``, ``Select``,
+    ``Mask``, ``Subsample``, ``Coarsen``, and ``Stack``/``Compose`` of linear operators); the
+    guided samplers then use its matrix (:func:`linear_matrix`), formed once, instead of
+    differentiating through :math:`H` at every diffusion step.
+    """
+
+    linear: bool = False
 
     @abc.abstractmethod
     def __call__(self, x: Tensor) -> Tensor:
@@ -90,6 +99,8 @@ def _grid(state_shape: Sequence[int]) -> Tensor:
 class Identity(ObservationOperator):
     r"""Observes every component: :math:`H(x) = \mathrm{vec}(x)`."""
 
+    linear = True
+
     def __call__(self, x: Tensor) -> Tensor:
         return x.flatten(1)
 
@@ -103,6 +114,8 @@ class Select(ObservationOperator):
     Arguments:
         indices: Flat indices into the state (a sequence of ints or a 1D integer tensor).
     """
+
+    linear = True
 
     def __init__(self, indices: Sequence[int] | Tensor) -> None:
         idx = torch.as_tensor(indices, dtype=torch.long).flatten()
@@ -135,6 +148,8 @@ class Mask(ObservationOperator):
         mask: A boolean tensor with the state's shape.
     """
 
+    linear = True
+
     def __init__(self, mask: Tensor) -> None:
         mask = torch.as_tensor(mask)
         if mask.dtype != torch.bool:
@@ -163,6 +178,8 @@ class Subsample(ObservationOperator):
         offset: The index of the first observed point along each axis.
         dims: Number of trailing axes that are spatial (1 for Lorenz-96, 2 for fields).
     """
+
+    linear = True
 
     def __init__(self, stride: int, offset: int = 0, dims: int = 2) -> None:
         if int(stride) < 1:
@@ -201,6 +218,8 @@ class Coarsen(ObservationOperator):
         factor: The block width; every subsampled axis must be divisible by it.
         dims: Number of trailing spatial axes (1 or 2).
     """
+
+    linear = True
 
     def __init__(self, factor: int, dims: int = 2) -> None:
         if int(factor) < 1:
@@ -251,6 +270,7 @@ class Stack(ObservationOperator):
         if not operators:
             raise ValueError("Stack: needs at least one operator")
         self.operators = tuple(operators)
+        self.linear = all(getattr(op, "linear", False) for op in self.operators)
 
     def __call__(self, x: Tensor) -> Tensor:
         return torch.cat([op(x) for op in self.operators], dim=-1)
@@ -268,6 +288,7 @@ class Compose(ObservationOperator):
 
     def __init__(self, outer: ObservationOperator, inner: ObservationOperator) -> None:
         self.outer, self.inner = outer, inner
+        self.linear = bool(getattr(outer, "linear", False) and getattr(inner, "linear", False))
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.outer(self.inner(x))
@@ -286,13 +307,18 @@ class Lambda(ObservationOperator):
     Arguments:
         fn: The function.  Its output is flattened to ``(N, M)``.
         name: A name used in ``repr`` and in run metadata.
+        linear: Declare ``fn`` linear (:func:`linear_matrix` is then its matrix); a nonlinear
+            function declared linear gives wrong guidance.
     """
 
-    def __init__(self, fn: Callable[[Tensor], Tensor], name: str | None = None) -> None:
+    def __init__(
+        self, fn: Callable[[Tensor], Tensor], name: str | None = None, linear: bool = False
+    ) -> None:
         if not callable(fn):
             raise TypeError(f"Lambda: fn must be callable, got {type(fn).__name__}")
         self.fn = fn
         self.name = name or getattr(fn, "__name__", "fn")
+        self.linear = bool(linear)
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.fn(x).flatten(1)
@@ -359,6 +385,34 @@ def noise_matrix(noise: Covariance, M: int) -> Tensor:
     if isinstance(noise, FullCovariance):
         return (noise.Q * noise.L) @ noise.Q.T
     raise TypeError(f"unsupported noise covariance type {type(noise).__name__}")
+
+
+def linear_matrix(
+    operator: Callable[[Tensor], Tensor],
+    state_shape: Sequence[int],
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> Tensor | None:
+    r"""The matrix ``(M, D)`` of a linear observation operator (``operator.linear``), with
+    ``D = prod(state_shape)``: :math:`H_{m,d} = H(e_d)_m`, from the ``D`` basis states in
+    one batched call; ``None`` for an operator not declared linear.  Cached on the operator
+    per shape, dtype and device (an operator is not expected to change)."""
+    if not getattr(operator, "linear", False):
+        return None
+    key = (tuple(int(n) for n in state_shape), dtype, str(device or "cpu"))
+    cache = getattr(operator, "_matrices", None)
+    if cache is None:
+        cache = {}
+        try:
+            operator._matrices = cache
+        except AttributeError:  # e.g. __slots__: no cache
+            pass
+    if key not in cache:
+        D = math.prod(key[0])
+        basis = torch.eye(D, dtype=dtype, device=device).reshape(D, *key[0])
+        with torch.no_grad():
+            cache[key] = operator(basis).reshape(D, -1).T.contiguous()
+    return cache[key]
 
 
 def _restrict(noise: Covariance, keep: Tensor) -> Covariance:
@@ -513,6 +567,7 @@ class _Restricted(ObservationOperator):
 
     def __init__(self, op: Callable[[Tensor], Tensor], idx: Tensor) -> None:
         self.op, self.idx = op, idx
+        self.linear = bool(getattr(op, "linear", False))
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.op(x)[:, self.idx.to(x.device)]

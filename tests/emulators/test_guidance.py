@@ -13,7 +13,7 @@ from genfilter.emulators.guidance import (
     time_of_log_ratio,
 )
 from genfilter.emulators.linear_gaussian import LinearGaussianEmulator
-from genfilter.observations import Observation, Select, isotropic_noise
+from genfilter.observations import Lambda, Observation, Select, isotropic_noise
 
 
 def _spd(D, seed):
@@ -96,3 +96,35 @@ def test_bad_covariance_options_name_the_argument():
         LinearGaussianEmulator(m.A, m.b, m.Q, covariance="dense")
     with pytest.raises(ValueError, match="moments_sigma"):
         LinearGaussianEmulator(m.A, m.b, m.Q, moments_sigma=0.0)
+
+
+def test_a_linear_operator_gives_the_same_guidance_through_its_matrix():
+    """Select (linear: its matrix formed once) and the same map as a Lambda (not declared
+    linear: M vector–Jacobian products per diffusion step) give the same proposal draws,
+    also with a residual target (H is scaled by dx/du)."""
+    m = make_lg_model()
+    x0 = _x0(m.D, 16)
+    y = torch.tensor([0.3, -0.5], dtype=torch.float64)
+    lin = Observation(y, Select([0, 2]), isotropic_noise(0.5))
+    nonlin = Observation(y, Lambda(lambda z: z[:, [0, 2]]), isotropic_noise(0.5))
+    for kw in ({}, {"residual": True, "residual_std": 0.7, "std": 2.0}):
+        em = LinearGaussianEmulator(m.A, m.b, m.Q, covariance="projected", steps=8, **kw)
+        a = em.sample_posterior(x0, lin, generator=torch.Generator().manual_seed(4))
+        b = em.sample_posterior(x0, nonlin, generator=torch.Generator().manual_seed(4))
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_projection_of_positive_definite_rows_skips_the_eigendecomposition_exactly():
+    """Rows that are already positive definite are returned as their symmetric part; the
+    others are clipped; a mixed batch gives what each row alone gives."""
+    g = torch.Generator().manual_seed(5)
+    J = torch.randn(6, 3, 3, generator=g, dtype=torch.float64)
+    J[::2] = _spd(3, 7)  # positive definite rows
+    C = projected_covariance(J, 0.5)
+    for i in range(6):
+        alone = projected_covariance(J[i : i + 1], 0.5)[0]
+        w, V = torch.linalg.eigh(0.25 * (J[i] + J[i].T))
+        ref = (V * w.clamp_min(0.0)) @ V.T
+        assert torch.allclose(C[i], alone, atol=1e-14)
+        assert torch.allclose(C[i], ref, atol=1e-12)
+    assert torch.equal(C[::2], 0.25 * (J[::2] + J[::2].transpose(1, 2)))

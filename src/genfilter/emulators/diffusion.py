@@ -42,19 +42,18 @@ __all__ = ["DiffusionEmulator", "GuidanceWindow", "SAMPLERS"]
 import math
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
 from azula import sample as azs
 from azula.denoise import Denoiser
-from azula.guidance import MMPSDenoiser
 from azula.noise import Schedule
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from .._utils import chunks
-from ..observations import Observation, noise_matrix
+from ..observations import Observation, linear_matrix, noise_matrix
 from .base import check_states
 from .guidance import (
     DPSDenoiser,
@@ -128,6 +127,44 @@ class _NoiseSource(TorchFunctionMode):
                 )
             return out
         return func(*args, **kwargs)
+
+
+class _XEABPlan(NamedTuple):
+    """Precomputed coefficients of azula's ``xEABSampler`` (exponential Adams–Bashforth with
+    data prediction, DPM-Solver++ multistep; Lu et al. 2022): step ``i`` maps ``x_t`` to
+    ``ratio[i] * x_t - sigma_next[i] * sum_j coeffs[i][j] * buffer[j]``."""
+
+    times: Tensor
+    ratio: list[Tensor]
+    sigma_next: list[Tensor]
+    coeffs: list[list[Tensor]]
+    order: int
+
+    @classmethod
+    def of(cls, sampler: azs.xEABSampler, device) -> _XEABPlan:
+        time = sampler.timesteps.to(device=device)
+        alpha, sigma = sampler.denoiser.schedule(time)
+        u = sigma.log() - alpha.log()
+        steps = time.shape[0] - 1
+        coeffs = [
+            list(azs.xEABSampler._exponential_adams_bashforth(u, i=i, n=sampler.order))
+            for i in range(steps)
+        ]
+        ratio = [sigma[i + 1] / sigma[i] for i in range(steps)]
+        return cls(time, ratio, [sigma[i + 1] for i in range(steps)], coeffs, sampler.order)
+
+
+def _xeab(denoiser: Denoiser, x: Tensor, plan: _XEABPlan, cond: Tensor) -> Tensor:
+    """Integrates the probability-flow ODE from ``x`` at ``t = 1`` to ``t = 0`` with the
+    precomputed plan: the arithmetic of azula's ``xEABSampler.__call__``, step for step."""
+    buffer: list[Tensor] = []
+    for i in range(len(plan.coeffs)):
+        buffer.append(denoiser(x, plan.times[i], cond=cond).mean)
+        if len(buffer) > plan.order:
+            buffer.pop(0)
+        integral = sum(b * c for b, c in zip(buffer, plan.coeffs[i], strict=True))
+        x = plan.ratio[i] * x - plan.sigma_next[i] * integral
+    return x
 
 
 def _as_state_tensor(value: float | Tensor | Sequence[float], state_shape, name: str) -> Tensor:
@@ -221,8 +258,9 @@ class DiffusionEmulator(_Normalisation):
             (docs/method.md#optimal-proposal):
             ``"projected"`` (symmetrised, eigenvalues clipped at zero, exact dense solve;
             :class:`~genfilter.emulators.guidance.ProjectedMMPSDenoiser`), ``"tweedie"``
-            (the raw Jacobian with a Krylov solve, as in the paper; azula's
-            ``MMPSDenoiser``), ``"observed"`` (matrix-free: the covariance projected in
+            (the raw Jacobian with a Krylov solve, as in the paper:
+            :class:`~genfilter.emulators.guidance.KrylovMMPSDenoiser`, azula's
+            ``MMPSDenoiser`` computation), ``"observed"`` (matrix-free: the covariance projected in
             observation space, a direction of non-positive observed variance gets no update;
             :class:`~genfilter.emulators.guidance.ObservedMMPSDenoiser`,
             docs/method.md#observation-space-projection), or ``"auto"`` (default):
@@ -256,6 +294,11 @@ class DiffusionEmulator(_Normalisation):
             (``None``: everywhere, as in the paper).
         chunk_size: Number of particles processed at once (``None``: all); results do not
             depend on it.
+        compile: Run the denoiser through ``torch.compile`` (opt-in: the first call of each
+            batch shape compiles, about a minute on 2 CPU cores for the Lorenz-63 network;
+            needs a C++ compiler on CPU).  The module and its checkpoints are unchanged;
+            results agree with the eager ones to floating-point tolerance, not bitwise
+            (docs/performance.md).
     """
 
     def __init__(
@@ -279,6 +322,7 @@ class DiffusionEmulator(_Normalisation):
         moments_sigma: float = 0.1,
         guidance_sigma_max: float | None = None,
         chunk_size: int | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(denoiser, Denoiser):
@@ -334,6 +378,22 @@ class DiffusionEmulator(_Normalisation):
         if chunk_size is not None and int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
         self.chunk_size = None if chunk_size is None else int(chunk_size)
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile must be True or False, got {compile!r}")
+        self.compile = compile
+
+    @property
+    def net(self) -> Denoiser:
+        """The denoiser that sampling calls: :attr:`denoiser`, or its ``torch.compile``d
+        wrapper with ``compile=True`` (built on first use, kept outside the module's
+        parameters and state dict)."""
+        if not self.compile:
+            return self.denoiser
+        compiled = self.__dict__.get("_compiled")
+        if compiled is None or compiled[0] is not self.denoiser:
+            compiled = (self.denoiser, torch.compile(self.denoiser, dynamic=True))
+            self.__dict__["_compiled"] = compiled
+        return compiled[1]
 
     PROJECTED_MAX_DIM = 64
     """Largest state size for which ``covariance="auto"`` picks ``"projected"`` (it costs
@@ -406,6 +466,14 @@ class DiffusionEmulator(_Normalisation):
         denoisers = {sl.start: make_denoiser(sl) for sl in slices}
         samplers = {k: self._make_sampler(d, x_prev) for k, d in denoisers.items()}
         some = next(iter(samplers.values()))
+        if type(some) is azs.xEABSampler and set(self.sampler_kwargs) <= {"order"}:
+            plan = self._xeab_plan(some, x_prev)
+            with torch.no_grad():
+                out = torch.cat(
+                    [_xeab(denoisers[sl.start], u[sl], plan, cond[sl]) for sl in slices]
+                )
+            self._check_finite(out, what, None)
+            return self.from_target(out, x_prev)
         if type(some).step is azs.Sampler.step:
             # multistep samplers (AB family) override __call__; they are deterministic ODE
             # solvers, so running them per chunk cannot break chunk invariance.
@@ -428,6 +496,16 @@ class DiffusionEmulator(_Normalisation):
                 u = nxt
                 self._check_finite(u, what, (i, float(t)))
         return self.from_target(u, x_prev)
+
+    def _xeab_plan(self, sampler: azs.xEABSampler, like: Tensor) -> _XEABPlan:
+        """The time grid and the exponential Adams–Bashforth coefficients of ``sampler``,
+        computed once per schedule, step count, order, dtype and device (azula's sampler
+        recomputes them, a small linear solve, at every diffusion step of every call)."""
+        key = (self.steps, sampler.order, like.dtype, str(like.device), id(self.schedule))
+        cache = self.__dict__.setdefault("_xeab_plans", {})
+        if key not in cache:
+            cache[key] = _XEABPlan.of(sampler, like.device)
+        return cache[key]
 
     def _check_finite(self, u: Tensor, what: str, where) -> None:
         finite = torch.isfinite(u).flatten(1).all(dim=1)
@@ -452,7 +530,7 @@ class DiffusionEmulator(_Normalisation):
         (docs/method.md#sampling);
         ``(N, *S) -> (N, *S)``."""
         check_states(x_prev, self.state_shape)
-        return self._run(x_prev, lambda sl: self.denoiser, generator, "sample")
+        return self._run(x_prev, lambda sl: self.net, generator, "sample")
 
     def predict_mean(self, x_prev: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         r""":math:`\mathbb{E}[x^{k+1} \mid x^k] \approx d_\theta(x_1, t=1 \mid x^k)` with
@@ -501,15 +579,15 @@ class DiffusionEmulator(_Normalisation):
         for sl in chunks(n, self.chunk_size):
             if obs is None:
                 with torch.no_grad():
-                    u_hat = self.denoiser(u1[sl], t1, cond=cond[sl]).mean
+                    u_hat = self.net(u1[sl], t1, cond=cond[sl]).mean
                 means.append(self.from_target(u_hat, x_prev[sl]))
                 continue
             if self.guidance_covariance == "projected":
                 with torch.no_grad():
-                    u_hat = self.denoiser(u1[sl], t1, cond=cond[sl]).mean
+                    u_hat = self.net(u1[sl], t1, cond=cond[sl]).mean
                 with torch.enable_grad():
                     u_in = (alpha_w * u_hat).detach().requires_grad_()
-                    u_w = self.denoiser(u_in, t_w, cond=cond[sl]).mean
+                    u_w = self.net(u_in, t_w, cond=cond[sl]).mean
                     C = projected_covariance(_rows(u_w, u_in), sigma_w**2 / alpha_w)
                     C = deconvolved_covariance(C, (sigma_w / alpha_w) ** 2)
                     x_hat = self.from_target(u_hat, x_prev[sl])
@@ -524,7 +602,7 @@ class DiffusionEmulator(_Normalisation):
                 continue
             with torch.enable_grad():
                 u_in = u1[sl].detach().requires_grad_()
-                u_hat = self.denoiser(u_in, t1, cond=cond[sl]).mean
+                u_hat = self.net(u_in, t1, cond=cond[sl]).mean
                 x_hat = self.from_target(u_hat, x_prev[sl])
                 x_lin = x_hat.detach().requires_grad_()
                 hx = obs.predict(x_lin)
@@ -569,8 +647,20 @@ class DiffusionEmulator(_Normalisation):
         noise = obs.noise.to(dtype=x_prev.dtype, device=x_prev.device)
         projected = self.guidance == "mmps" and self.guidance_covariance == "projected"
         observed = self.guidance == "mmps" and self.guidance_covariance == "observed"
+        # a linear H: A(u) = H(from_target(u)) is affine in u with linear part
+        # v -> H(v dx/du); the guidance uses it (the projected covariance its matrix, formed
+        # once) instead of differentiating A at every diffusion step
+        linear = bool(getattr(obs.operator, "linear", False))
+        if linear:
+            with torch.no_grad():
+                obs.predict(x_prev[:1])  # checks the operator's output against y
+        du = self._target_scale(x_prev)
+        A_lin = (lambda v: obs.predict(v * du)) if linear else None
         if projected:
             cov_dense = noise_matrix(obs.noise, y.shape[0]).to(device=x_prev.device)
+            H_lin = linear_matrix(obs.operator, self.state_shape, device=x_prev.device)
+            if H_lin is not None:
+                H_lin = H_lin * du.reshape(1, -1).to(torch.float64)
 
         def make(sl: slice) -> Denoiser:
             xp = x_prev[sl]
@@ -579,38 +669,31 @@ class DiffusionEmulator(_Normalisation):
                 return obs.predict(self.from_target(u, xp))
 
             if self.guidance == "dps":
-                guided = DPSDenoiser(self.denoiser, y=y, A=A, cov_y=noise, scale=self.dps_scale)
+                guided = DPSDenoiser(self.net, y=y, A=A, cov_y=noise, scale=self.dps_scale)
             elif projected:
-                guided = ProjectedMMPSDenoiser(self.denoiser, y=y, A=A, cov_y=cov_dense)
+                guided = ProjectedMMPSDenoiser(self.net, y=y, A=A, cov_y=cov_dense, H=H_lin)
             elif observed:
                 guided = ObservedMMPSDenoiser(
-                    self.denoiser,
+                    self.net,
                     y=y,
                     A=A,
                     cov_y=obs.noise,
                     rank=self.observed_krylov_rank(y.shape[0]),
-                )
-            elif self.solver == "bicgstab":
-                guided = KrylovMMPSDenoiser(
-                    self.denoiser,
-                    y=y,
-                    A=A,
-                    cov_y=noise,
-                    solver=self.solver,
-                    iterations=self.iterations,
+                    A_lin=A_lin,
                 )
             else:
-                guided = MMPSDenoiser(
-                    self.denoiser,
+                guided = KrylovMMPSDenoiser(
+                    self.net,
                     y=y,
                     A=A,
                     cov_y=noise,
                     solver=self.solver,
                     iterations=self.iterations,
+                    A_lin=A_lin,
                 )
             if self.guidance_sigma_max is None:
                 return guided
-            return GuidanceWindow(guided, self.denoiser, self.guidance_sigma_max)
+            return GuidanceWindow(guided, self.net, self.guidance_sigma_max)
 
         return self._run(x_prev, make, generator, "sample_posterior")
 

@@ -105,13 +105,15 @@ from torch import Tensor
 def _rows(out: Tensor, inp: Tensor) -> Tensor:
     """Jacobian ``(N, W, D)`` of ``out (N, *)`` (``W`` values per row) with respect to
     ``inp (N, *)`` (``D`` values per row) by ``W`` vector–Jacobian products (rows are
-    independent across the batch)."""
+    independent across the batch).  One backward call per product: a single vectorised
+    call (``is_grads_batched``) was measured slower for the Lorenz-63 denoiser at N >= 64
+    (``benchmarks/performance.py``, docs/performance.md)."""
     flat = out.reshape(out.shape[0], -1)
+    eye = torch.eye(flat.shape[1], dtype=out.dtype, device=out.device)
     rows = []
     for k in range(flat.shape[1]):
-        e = torch.zeros_like(flat)
-        e[:, k] = 1.0
-        (g,) = torch.autograd.grad(out, inp, e.reshape(out.shape), retain_graph=True)
+        e = eye[k].expand_as(flat).reshape(out.shape)
+        (g,) = torch.autograd.grad(out, inp, e, retain_graph=True)
         rows.append(g.reshape(g.shape[0], -1))
     return torch.stack(rows, dim=1)
 
@@ -125,8 +127,16 @@ def projected_covariance(jacobian: Tensor, gamma: Tensor | float, clip: bool = T
     C = 0.5 * (C + C.transpose(1, 2))
     if not clip:
         return C
-    w, V = torch.linalg.eigh(C)
-    return (V * w.clamp_min(0.0).unsqueeze(1)) @ V.transpose(1, 2)
+    # a positive-definite row is its own projection: a Cholesky test (~10x cheaper than
+    # the eigendecomposition for 3 x 3) sends only the other rows to eigh
+    _, info = torch.linalg.cholesky_ex(C)
+    bad = info != 0
+    if not bool(bad.any()):
+        return C
+    w, V = torch.linalg.eigh(C[bad])
+    C = C.clone()
+    C[bad] = (V * w.clamp_min(0.0).unsqueeze(1)) @ V.transpose(1, 2)
+    return C
 
 
 def time_of_log_ratio(schedule: Schedule, log_ratio: Tensor, iterations: int = 60) -> Tensor:
@@ -161,10 +171,18 @@ class _GuidedDenoiser(Denoiser):
 
     denoiser: Denoiser
     A: Callable[[Tensor], Tensor]
+    A_lin: Callable[[Tensor], Tensor] | None = None
 
     @property
     def schedule(self) -> Schedule:
         return self.denoiser.schedule
+
+    def _jvp_A(self, x_hat: Tensor, v: Tensor) -> Tensor:
+        r"""The Jacobian of ``A`` at :math:`\hat x` times ``v``: ``A_lin(v)`` when ``A`` is
+        affine with linear part ``A_lin`` (no differentiation), else a forward-mode JVP."""
+        if self.A_lin is not None:
+            return self.A_lin(v)
+        return torch.func.jvp(self.A, (x_hat.detach(),), (v,))[1]
 
     def _tweedie(self, x_t: Tensor, t: Tensor, kwargs) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         r""":math:`\gamma_t = \sigma_t^2/\alpha_t`, the input ``x_in`` (requires grad),
@@ -188,6 +206,9 @@ class ProjectedMMPSDenoiser(_GuidedDenoiser):
         A: The observation map on the denoiser's variable, ``(N, *S) -> (N, M)``.
         cov_y: The dense noise covariance :math:`\Sigma_y` ``(M, M)``.
         clip: Clip the eigenvalues at zero (``False``: symmetrise only, an ablation).
+        H: The Jacobian ``(M, D)`` of ``A`` when ``A`` is affine (the same at every point,
+            formed once by the caller); ``None``: ``M`` vector–Jacobian products of ``A`` at
+            :math:`\hat x` in every call.
     """
 
     def __init__(
@@ -197,15 +218,18 @@ class ProjectedMMPSDenoiser(_GuidedDenoiser):
         A: Callable[[Tensor], Tensor],
         cov_y: Tensor,
         clip: bool = True,
+        H: Tensor | None = None,
     ) -> None:
         super().__init__()
-        if cov_y.shape != (y.shape[-1], y.shape[-1]):
-            raise ValueError(
-                f"cov_y must be ({y.shape[-1]}, {y.shape[-1]}), got {tuple(cov_y.shape)}"
-            )
+        M = y.shape[-1]
+        if cov_y.shape != (M, M):
+            raise ValueError(f"cov_y must be ({M}, {M}), got {tuple(cov_y.shape)}")
+        if H is not None and (H.ndim != 2 or H.shape[0] != M):
+            raise ValueError(f"H must be ({M}, D), got {tuple(H.shape)}")
         self.denoiser, self.y, self.A = denoiser, y, A
         self.cov_y = cov_y.to(torch.float64)
         self.clip = bool(clip)
+        self.H = None if H is None else H.to(torch.float64)
 
     @torch.no_grad()
     def forward(self, x_t: Tensor, t: Tensor, **kwargs) -> DiracPosterior:
@@ -214,11 +238,15 @@ class ProjectedMMPSDenoiser(_GuidedDenoiser):
             x_in = x_t.detach().requires_grad_()
             x_hat = self.denoiser(x_in, t, **kwargs).mean
             J = _rows(x_hat, x_in)
-            x_lin = x_hat.detach().requires_grad_()
-            y_hat = self.A(x_lin)
-            H = _rows(y_hat, x_lin).to(torch.float64)
+            if self.H is None:
+                x_lin = x_hat.detach().requires_grad_()
+                y_hat = self.A(x_lin)
+                H = _rows(y_hat, x_lin).to(torch.float64)
+            else:
+                y_hat = self.A(x_hat.detach())
+                H = self.H.to(device=x_t.device)
         C = projected_covariance(J, sigma**2 / alpha, self.clip)
-        CHt = C @ H.transpose(1, 2)  # (N, D, M)
+        CHt = C @ H.transpose(-1, -2)  # (N, D, M)
         S = H @ CHt + self.cov_y.to(device=x_t.device)
         r = (self.y.to(y_hat) - y_hat.detach()).to(torch.float64)
         u = torch.linalg.solve(S, r.unsqueeze(-1))
@@ -364,6 +392,8 @@ class KrylovMMPSDenoiser(_GuidedDenoiser):
         cov_y: The noise covariance :math:`\Sigma_y` (an azula covariance).
         solver: ``"bicgstab"`` (default), ``"gmres"`` or ``"cg"``.
         iterations: Solver iterations (fixed count).
+        A_lin: The linear part of ``A`` when ``A`` is affine (:math:`v \mapsto H v`); its
+            products replace the forward-mode JVPs of ``A`` (``None``: JVPs).
     """
 
     def __init__(
@@ -374,6 +404,7 @@ class KrylovMMPSDenoiser(_GuidedDenoiser):
         cov_y: Covariance,
         solver: str = "bicgstab",
         iterations: int = 2,
+        A_lin: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         super().__init__()
         if solver not in SOLVERS:
@@ -383,13 +414,14 @@ class KrylovMMPSDenoiser(_GuidedDenoiser):
         self.denoiser, self.y, self.A, self.cov_y = denoiser, y, A, cov_y
         self.solver, self.iterations = solver, int(iterations)
         self.solve = partial(SOLVERS[solver], iterations=self.iterations)
+        self.A_lin = A_lin
 
     @torch.no_grad()
     def forward(self, x_t: Tensor, t: Tensor, **kwargs) -> DiracPosterior:
         gamma_t, x_t, x_hat, y_hat = self._tweedie(x_t, t, kwargs)
 
         def A(v: Tensor) -> Tensor:
-            return torch.func.jvp(self.A, (x_hat.detach(),), (v,))[1]
+            return self._jvp_A(x_hat, v)
 
         def At(v: Tensor) -> Tensor:
             return torch.autograd.grad(y_hat, x_hat, v, retain_graph=True)[0]
@@ -525,6 +557,8 @@ class ObservedMMPSDenoiser(_GuidedDenoiser):
             (``min(k, M)`` products).
         safeguard: ``"drop"`` (default), ``"clip"`` or ``"none"`` (:func:`observed_filter`;
             the last two are ablations).
+        A_lin: The linear part of ``A`` when ``A`` is affine; its products replace the
+            forward-mode JVPs of ``A`` (``None``: JVPs).
     """
 
     def __init__(
@@ -535,6 +569,7 @@ class ObservedMMPSDenoiser(_GuidedDenoiser):
         cov_y: Tensor | Covariance,
         rank: int | None = None,
         safeguard: str = "drop",
+        A_lin: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         super().__init__()
         if rank is not None and (
@@ -546,6 +581,7 @@ class ObservedMMPSDenoiser(_GuidedDenoiser):
         self.denoiser, self.y, self.A = denoiser, y, A
         self.whitening = _Whitening(cov_y, y.shape[-1])
         self.rank, self.safeguard = rank, safeguard
+        self.A_lin = A_lin
 
     @torch.no_grad()
     def forward(self, x_t: Tensor, t: Tensor, **kwargs) -> DiracPosterior:
@@ -559,7 +595,7 @@ class ObservedMMPSDenoiser(_GuidedDenoiser):
             """Whitened observed covariance times ``q (N, M)``: one VJP of the denoiser."""
             (a,) = torch.autograd.grad(y_hat, x_hat, W.white_t(q).to(y_hat), retain_graph=True)
             (b,) = torch.autograd.grad(x_hat, x_in, a, retain_graph=True)
-            s = torch.func.jvp(self.A, (x_hat.detach(),), (gamma_t * b,))[1]
+            s = self._jvp_A(x_hat, gamma_t * b)
             return W.white(s.to(f64))
 
         if self.rank is None:

@@ -1,0 +1,326 @@
+"""The performance page (docs/performance.md, issue #14) in one run: FA-APF on Lorenz-63
+setup (a) with the shipped emulator, one CPU thread, every ratio measured in this process.
+
+Tables printed (markdown):
+
+1. *Step against floor* at N = 64: seconds per filter step (median over steps 2..S),
+   network passes per step counted on the network (forward without graph, forward with
+   graph, backward vector–Jacobian products; rows through the output layer divided by N),
+   the paper's count K(1 + 2n) + 1, the compute floor (each kind of pass × the median time
+   of one batched pass of that kind at N, measured here) and step / floor; for FA-APF with
+   the default projected covariance, FA-APF with the paper's raw MMPS (GMRES, 1
+   iteration), the bootstrap PF and the EnKF (FA-APF / EnKF and FA-APF / BPF follow).
+2. *Time against N*, N = 16 … 1024: seconds per step, a least-squares line (slope per
+   particle, intercept, R²) and the fixed share of a step (intercept / time) at each N.
+3. *Chunking* at N = 256 and 1024, chunk sizes 64 and 256: time over the unchunked step,
+   the same ratio for the network's forward pass alone (N/c calls of c rows against one
+   call of N rows: what chunking costs whatever the glue), and the peak resident memory
+   of a step above the process's resident memory before it (one fresh process per cell).
+4. *Alternatives* at N = 64 and 1024: the D Jacobian rows of the projected covariance as
+   one vectorised backward call (``is_grads_batched``) against D calls; and, with
+   ``--compile``, the step with ``compile=True`` (compilation excluded) over the eager step.
+
+    python benchmarks/performance.py                  # about 10 minutes on one core
+    python benchmarks/performance.py --compile        # + the compiled backbone (~2 min more)
+
+Run it on an otherwise idle machine: another process on the same core measures contention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from functools import partial
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+aten = torch.ops.aten
+
+
+def make(method: str, n: int, emulator_options: dict | None = None, options: dict | None = None):
+    """Filter, ensemble after its first step, twin and emulator of setup (a)."""
+    from genfilter.experiments.config import parse_config
+    from genfilter.experiments.runner import build_emulator, build_filter, build_twin_setup
+    from genfilter.experiments.twin import make_twin
+
+    cfg = parse_config(
+        {
+            "name": "perf",
+            "setup": "l63-a",
+            "emulator": "shipped",
+            "emulator_options": dict(emulator_options or {}),
+            "filter": {"method": method, "particles": n, "options": dict(options or {})},
+            "steps": 20,
+            "burn_in": 0,
+            "runs": 1,
+            "seed": 0,
+        }
+    )
+    setup = build_twin_setup(cfg)
+    em = build_emulator(cfg, setup)
+    f = build_filter(cfg, em, setup, torch.Generator().manual_seed(0))
+    twin = make_twin(setup, 0)
+    ens = f.init(twin.initial_ensemble(n))
+    ens, _ = f.step(ens, twin.observations[0])  # the first step: all particles equal
+    return f, ens, twin, em
+
+
+def step_seconds(f, ens, twin, steps: int) -> float:
+    """Median seconds of ``steps`` consecutive filter steps (observations 1..steps)."""
+    times = []
+    for k in range(1, steps + 1):
+        t0 = time.perf_counter()
+        ens, _ = f.step(ens, twin.observations[k])
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+class PassCounter(TorchDispatchMode):
+    """Counts rows through the network's output layer (a matrix product with its weight):
+    forward rows without autograd graph, forward rows with graph, and backward rows (the
+    input gradient of a vector–Jacobian product)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.ptr = weight.untyped_storage().data_ptr()
+        self.rows = {"fwd": 0, "fwd_graph": 0, "bwd": 0}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (aten.addmm.default, aten.mm.default, aten.bmm.default, aten.matmul.default):
+            mats = [a for a in args if isinstance(a, torch.Tensor) and a.ndim >= 2]
+            hit = any(m.untyped_storage().data_ptr() == self.ptr for m in mats)
+            if hit:
+                data = mats[0]
+                rows = data.numel() // data.shape[-1]
+                if torch._C._current_autograd_node() is not None:
+                    self.rows["bwd"] += rows
+                elif torch.is_grad_enabled():
+                    self.rows["fwd_graph"] += rows
+                else:
+                    self.rows["fwd"] += rows
+        return func(*args, **kwargs)
+
+
+def _median_seconds(fn, reps: int = 60) -> float:
+    fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def output_weight(em) -> torch.Tensor:
+    return [m for m in em.modules() if isinstance(m, torch.nn.Linear)][-1].weight
+
+
+def passes(f, ens, twin, em, n: int) -> dict[str, float]:
+    counter = PassCounter(output_weight(em))
+    with counter:
+        f.step(ens, twin.observations[1])
+    return {k: v / n for k, v in counter.rows.items()}
+
+
+def pass_times(em, n: int, reps: int = 60) -> dict[str, float]:
+    """Median seconds of one batched pass of each kind on ``n`` rows (at t = 0.5)."""
+    d = em.denoiser
+    x, c, t = torch.randn(n, 3), torch.randn(n, 3), torch.tensor(0.5)
+
+    def med(fn):
+        fn()
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts)
+
+    xi = x.clone().requires_grad_()
+    with torch.no_grad():
+        fwd = med(lambda: d(x, t, cond=c))
+    with torch.enable_grad():
+        graph = med(lambda: d(xi, t, cond=c).mean)
+        out = d(xi, t, cond=c).mean
+        v = torch.randn_like(out)
+        bwd = med(lambda: torch.autograd.grad(out, xi, v, retain_graph=True))
+    return {"fwd": fwd, "fwd_graph": graph, "bwd": bwd}
+
+
+def paper_count(steps: int, iterations: int) -> int:
+    """K(1 + 2n) + 1: K guided denoiser calls with n solver iterations, one weight call."""
+    return steps * (1 + 2 * iterations) + 1
+
+
+def table_floor(n: int, steps: int) -> tuple[list[str], dict]:
+    rows = [
+        ("FA-APF, projected covariance (default)", "fa-apf", {}),
+        ("FA-APF, raw MMPS, GMRES 1 (paper)", "fa-apf", {"covariance": "tweedie"}),
+        ("bootstrap PF", "bpf", {}),
+        ("EnKF", "enkf", {}),
+    ]
+    lines = [
+        f"| N = {n} | s / step | passes: fwd + fwd (graph) + bwd | paper's count | "
+        "floor (s) | step / floor |",
+        "|---|---|---|---|---|---|",
+    ]
+    seconds = {}
+    for label, method, opts in rows:
+        f, ens, twin, em = make(method, n, opts)
+        p = passes(f, ens, twin, em, n)
+        pt = pass_times(em, n)
+        floor = sum(p[k] * pt[k] for k in p)
+        s = step_seconds(f, ens, twin, steps)
+        seconds[method if not opts else "raw"] = s
+        count = f"{p['fwd']:.0f} + {p['fwd_graph']:.0f} + {p['bwd']:.0f}"
+        paper = paper_count(em.steps, 1) if method == "fa-apf" else "—"
+        lines.append(f"| {label} | {s:.4f} | {count} | {paper} | {floor:.4f} | {s / floor:.2f} |")
+    lines.append("")
+    lines.append(
+        f"FA-APF / EnKF = {seconds['fa-apf'] / seconds['enkf']:.2f}, "
+        f"FA-APF / BPF = {seconds['fa-apf'] / seconds['bpf']:.2f} (step times at N = {n})."
+    )
+    return lines, seconds
+
+
+def table_sizes(sizes: list[int], steps: int) -> list[str]:
+    times = []
+    for n in sizes:
+        f, ens, twin, _ = make("fa-apf", n)
+        times.append(step_seconds(f, ens, twin, steps))
+    x = torch.tensor(sizes, dtype=torch.float64)
+    y = torch.tensor(times, dtype=torch.float64)
+    A = torch.stack([x, torch.ones_like(x)], dim=1)
+    slope, intercept = torch.linalg.lstsq(A, y.unsqueeze(-1)).solution.flatten().tolist()
+    resid = y - (slope * x + intercept)
+    r2 = 1 - float((resid**2).sum() / ((y - y.mean()) ** 2).sum())
+    lines = ["| N | s / step | fixed share (intercept / time) |", "|---|---|---|"]
+    for n, t in zip(sizes, times, strict=True):
+        lines.append(f"| {n} | {t:.4f} | {intercept / t:.0%} |")
+    lines.append("")
+    lines.append(
+        f"Least squares over N = {sizes[0]}..{sizes[-1]}: {slope * 1e3:.3f} ms per particle, "
+        f"intercept {intercept:.4f} s, R² = {r2:.4f}."
+    )
+    return lines
+
+
+def memory_child(n: int, chunk: int | None) -> None:
+    """One fresh process: peak resident memory of two steps above the resident memory
+    after the set-up (kB from /proc/self/status), printed as JSON."""
+
+    def status(key: str) -> int:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key):
+                    return int(line.split()[1])
+        raise KeyError(key)
+
+    torch.set_num_threads(1)
+    opts = {} if chunk is None else {"chunk_size": chunk}
+    f, ens, twin, _ = make("fa-apf", n, opts)
+    with open("/proc/self/clear_refs", "w") as fh:  # reset the peak to the current RSS
+        fh.write("5")
+    base = status("VmRSS:")
+    for k in (1, 2):
+        ens, _ = f.step(ens, twin.observations[k])
+    print(json.dumps({"peak_kib": status("VmHWM:") - base}))
+
+
+def peak_memory(n: int, chunk: int | None) -> float:
+    cmd = [sys.executable, __file__, "--memory-child", str(n), str(chunk or 0)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_kib"] / 1024
+
+
+def table_chunks(sizes: list[int], chunks: list[int], steps: int) -> list[str]:
+    lines = [
+        "| N | chunk | s / step | chunked / unchunked | network forward alone, chunked / "
+        "unchunked | peak memory above baseline (MiB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n in sizes:
+        f, ens, twin, em = make("fa-apf", n)
+        base = step_seconds(f, ens, twin, steps)
+        fwd_n = pass_times(em, n)["fwd"]
+        mem = peak_memory(n, None)
+        lines.append(f"| {n} | — | {base:.4f} | 1 | 1 | {mem:.1f} |")
+        for c in chunks:
+            f, ens, twin, em = make("fa-apf", n, {"chunk_size": c})
+            s = step_seconds(f, ens, twin, steps)
+            net = (n // c) * pass_times(em, c)["fwd"] / fwd_n
+            mem = peak_memory(n, c)
+            lines.append(f"| {n} | {c} | {s:.4f} | {s / base:.2f} | {net:.2f} | {mem:.1f} |")
+    return lines
+
+
+def table_alternatives(sizes: list[int], steps: int, compile_: bool) -> list[str]:
+    from genfilter.emulators.guidance import _rows
+
+    lines = ["| N | alternative | time over the default |", "|---|---|---|"]
+    for n in sizes:
+        f, ens, twin, em = make("fa-apf", n)
+        d = em.denoiser
+        x, c, t = torch.randn(n, 3), torch.randn(n, 3), torch.tensor(0.5)
+        with torch.enable_grad():
+            xi = x.clone().requires_grad_()
+            out = d(xi, t, cond=c).mean
+        basis = torch.eye(3)[:, None, :].expand(3, n, 3).contiguous()
+        times = {
+            "batched": _median_seconds(
+                partial(
+                    torch.autograd.grad, out, xi, basis, retain_graph=True, is_grads_batched=True
+                )
+            ),
+            "looped": _median_seconds(partial(_rows, out, xi)),
+        }
+        lines.append(
+            f"| {n} | Jacobian rows in one vectorised backward call | "
+            f"{times['batched'] / times['looped']:.2f} |"
+        )
+        if compile_:
+            eager = step_seconds(f, ens, twin, steps)
+            f, ens, twin, em = make("fa-apf", n, {"compile": True})
+            f.step(ens, twin.observations[1])  # compiles
+            f.step(ens, twin.observations[2])
+            compiled = step_seconds(f, ens, twin, steps)
+            lines.append(f"| {n} | `compile=True` (whole step) | {compiled / eager:.2f} |")
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=5, help="timed steps per cell (median)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512, 1024])
+    p.add_argument("--compile", action="store_true", help="also time compile=True")
+    p.add_argument("--memory-child", type=int, nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    if args.memory_child:
+        n, chunk = args.memory_child
+        memory_child(n, chunk or None)
+        return
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}, 1 thread; Lorenz-63 setup (a), shipped emulator"
+    )
+    sections = [
+        ("Step against floor", lambda: table_floor(64, args.steps)[0]),
+        ("Time against N (FA-APF)", lambda: table_sizes(args.sizes, args.steps)),
+        ("Chunking (FA-APF)", lambda: table_chunks([256, 1024], [64, 256], args.steps)),
+        ("Alternatives", lambda: table_alternatives([64, 1024], args.steps, args.compile)),
+    ]
+    for title, fn in sections:
+        print(f"\n### {title}\n", flush=True)
+        print("\n".join(fn()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
