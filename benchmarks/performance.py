@@ -20,6 +20,10 @@ Tables printed (markdown):
    one vectorised backward call (``is_grads_batched``) against D calls; and, with
    ``--compile``, the step with ``compile=True`` (compilation excluded) over the eager step.
 
+Ratios of two configurations (tables 3 and 4) alternate the two step by step (a, b, b, a,
+...) and report the median of the per-round ratios: on a shared machine, slow spells of
+several seconds otherwise move single timings by ±40 %.
+
     python benchmarks/performance.py                  # about 10 minutes on one core
     python benchmarks/performance.py --compile        # + the compiled backbone (~2 min more)
 
@@ -81,6 +85,35 @@ def step_seconds(f, ens, twin, steps: int) -> float:
     return statistics.median(times)
 
 
+class Stepper:
+    """A filter that advances its own ensemble through the twin, one timed step a call."""
+
+    def __init__(self, f, ens, twin) -> None:
+        self.f, self.ens, self.twin, self.k = f, ens, twin, 1
+
+    def __call__(self) -> float:
+        obs = self.twin.observations[self.k % len(self.twin.observations)]
+        t0 = time.perf_counter()
+        self.ens, _ = self.f.step(self.ens, obs)
+        self.k += 1
+        return time.perf_counter() - t0
+
+
+def paired(a, b, rounds: int) -> tuple[float, float, float]:
+    """Median seconds of ``a`` and ``b`` and the median of the per-round ratios b / a, the
+    two calls alternating (a, b, b, a, ...) so that a slow spell of the machine hits both."""
+    ta, tb, ratios = [], [], []
+    for r in range(rounds):
+        first, second = (a, b) if r % 2 == 0 else (b, a)
+        x = first()
+        y = second()
+        sa, sb = (x, y) if r % 2 == 0 else (y, x)
+        ta.append(sa)
+        tb.append(sb)
+        ratios.append(sb / sa)
+    return statistics.median(ta), statistics.median(tb), statistics.median(ratios)
+
+
 class PassCounter(TorchDispatchMode):
     """Counts rows through the network's output layer (a matrix product with its weight):
     forward rows without autograd graph, forward rows with graph, and backward rows (the
@@ -106,16 +139,6 @@ class PassCounter(TorchDispatchMode):
                 else:
                     self.rows["fwd"] += rows
         return func(*args, **kwargs)
-
-
-def _median_seconds(fn, reps: int = 60) -> float:
-    fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def output_weight(em) -> torch.Tensor:
@@ -254,18 +277,42 @@ def table_chunks(sizes: list[int], chunks: list[int], steps: int) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for n in sizes:
-        f, ens, twin, em = make("fa-apf", n)
-        base = step_seconds(f, ens, twin, steps)
-        fwd_n = pass_times(em, n)["fwd"]
-        mem = peak_memory(n, None)
-        lines.append(f"| {n} | — | {base:.4f} | 1 | 1 | {mem:.1f} |")
+        plain = Stepper(*make("fa-apf", n)[:3])
+        lines.append(f"| {n} | — | — | 1 | 1 | {peak_memory(n, None):.1f} |")
         for c in chunks:
             f, ens, twin, em = make("fa-apf", n, {"chunk_size": c})
-            s = step_seconds(f, ens, twin, steps)
-            net = (n // c) * pass_times(em, c)["fwd"] / fwd_n
-            mem = peak_memory(n, c)
-            lines.append(f"| {n} | {c} | {s:.4f} | {s / base:.2f} | {net:.2f} | {mem:.1f} |")
+            _, sec, ratio = paired(plain, Stepper(f, ens, twin), steps)
+            net = paired(forward_calls(em, n, 1), forward_calls(em, c, n // c), 40)[2]
+            lines.append(
+                f"| {n} | {c} | {sec:.4f} | {ratio:.2f} | {net:.2f} | {peak_memory(n, c):.1f} |"
+            )
     return lines
+
+
+def forward_calls(em, rows: int, calls: int):
+    """A timer of ``calls`` forward passes (no graph) of the denoiser on ``rows`` rows."""
+    d = em.denoiser
+    x, c, t = torch.randn(rows, 3), torch.randn(rows, 3), torch.tensor(0.5)
+
+    @torch.no_grad()
+    def run() -> float:
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            d(x, t, cond=c)
+        return time.perf_counter() - t0
+
+    return run
+
+
+def timer(fn):
+    """``fn`` as a callable that returns its own duration."""
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    return run
 
 
 def table_alternatives(sizes: list[int], steps: int, compile_: bool) -> list[str]:
@@ -280,25 +327,16 @@ def table_alternatives(sizes: list[int], steps: int, compile_: bool) -> list[str
             xi = x.clone().requires_grad_()
             out = d(xi, t, cond=c).mean
         basis = torch.eye(3)[:, None, :].expand(3, n, 3).contiguous()
-        times = {
-            "batched": _median_seconds(
-                partial(
-                    torch.autograd.grad, out, xi, basis, retain_graph=True, is_grads_batched=True
-                )
-            ),
-            "looped": _median_seconds(partial(_rows, out, xi)),
-        }
-        lines.append(
-            f"| {n} | Jacobian rows in one vectorised backward call | "
-            f"{times['batched'] / times['looped']:.2f} |"
+        batched = partial(
+            torch.autograd.grad, out, xi, basis, retain_graph=True, is_grads_batched=True
         )
+        ratio = paired(timer(partial(_rows, out, xi)), timer(batched), 60)[2]
+        lines.append(f"| {n} | Jacobian rows in one vectorised backward call | {ratio:.2f} |")
         if compile_:
-            eager = step_seconds(f, ens, twin, steps)
-            f, ens, twin, em = make("fa-apf", n, {"compile": True})
-            f.step(ens, twin.observations[1])  # compiles
-            f.step(ens, twin.observations[2])
-            compiled = step_seconds(f, ens, twin, steps)
-            lines.append(f"| {n} | `compile=True` (whole step) | {compiled / eager:.2f} |")
+            fc, ensc, twinc, _ = make("fa-apf", n, {"compile": True})
+            fc.step(ensc, twinc.observations[1])  # compiles
+            ratio = paired(Stepper(f, ens, twin), Stepper(fc, ensc, twinc), steps)[2]
+            lines.append(f"| {n} | `compile=True` (whole step) | {ratio:.2f} |")
     return lines
 
 
