@@ -3,11 +3,12 @@ setup (a) with the shipped emulator, one CPU thread, every ratio measured in thi
 
 Tables printed (markdown):
 
-1. *Step against floor* at N = 64: seconds per filter step (median over steps 2..S),
+1. *Step against floor* at N = 64 and 1024: seconds per filter step (median over steps 2..S),
    network passes per step counted on the network (forward without graph, forward with
    graph, backward vector–Jacobian products; rows through the output layer divided by N),
    the paper's count K(1 + 2n) + 1, the compute floor (each kind of pass × the median time
-   of one batched pass of that kind at N, measured here) and step / floor; for FA-APF with
+   of one batched pass of that kind at N, measured here), step / floor, and the share of
+   the step spent inside the network calls themselves (hooks; the rest is glue); for FA-APF with
    the default projected covariance, FA-APF with the paper's raw MMPS (GMRES, 1
    iteration), the bootstrap PF and the EnKF (FA-APF / EnKF and FA-APF / BPF follow).
 2. *Time against N*, N = 16 … 1024: seconds per step, a least-squares line (slope per
@@ -114,6 +115,43 @@ def paired(a, b, rounds: int) -> tuple[float, float, float]:
     return statistics.median(ta), statistics.median(tb), statistics.median(ratios)
 
 
+class NetworkClock:
+    """Seconds spent inside the denoiser's forward calls and inside
+    ``torch.autograd.grad`` (vector–Jacobian products; with an observation operator that
+    is not linear, its own small backward passes are included) while active."""
+
+    def __init__(self, em) -> None:
+        self.module, self.seconds, self._start = em.denoiser, 0.0, 0.0
+
+    def __enter__(self) -> NetworkClock:
+        def pre(module, args):
+            self._start = time.perf_counter()
+
+        def post(module, args, out):
+            self.seconds += time.perf_counter() - self._start
+
+        self._hooks = [
+            self.module.register_forward_pre_hook(pre),
+            self.module.register_forward_hook(post),
+        ]
+        self._grad = torch.autograd.grad
+
+        def grad(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return self._grad(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+
+        torch.autograd.grad = grad
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.autograd.grad = self._grad
+        for h in self._hooks:
+            h.remove()
+
+
 class PassCounter(TorchDispatchMode):
     """Counts rows through the network's output layer (a matrix product with its weight):
     forward rows without autograd graph, forward rows with graph, and backward rows (the
@@ -191,8 +229,8 @@ def table_floor(n: int, steps: int) -> tuple[list[str], dict]:
     ]
     lines = [
         f"| N = {n} | s / step | passes: fwd + fwd (graph) + bwd | paper's count | "
-        "floor (s) | step / floor |",
-        "|---|---|---|---|---|---|",
+        "floor (s) | step / floor | time inside network calls |",
+        "|---|---|---|---|---|---|---|",
     ]
     seconds = {}
     for label, method, opts in rows:
@@ -200,18 +238,24 @@ def table_floor(n: int, steps: int) -> tuple[list[str], dict]:
         p = passes(f, ens, twin, em, n)
         # step and pass times alternate, so that both see the same machine state; the
         # medians over the rounds are compared
-        step_times, floors = [], []
+        step_times, floors, shares = [], [], []
         for k in range(1, steps + 1):
-            t0 = time.perf_counter()
-            ens, _ = f.step(ens, twin.observations[k])
-            step_times.append(time.perf_counter() - t0)
+            with NetworkClock(em) as clock:
+                t0 = time.perf_counter()
+                ens, _ = f.step(ens, twin.observations[k])
+                step_times.append(time.perf_counter() - t0)
+            shares.append(clock.seconds / step_times[-1])
             pt = pass_times(em, n, reps=15)
             floors.append(sum(p[key] * pt[key] for key in p))
         s, floor = statistics.median(step_times), statistics.median(floors)
+        share = statistics.median(shares)
         seconds[method if not opts else "raw"] = s
         count = f"{p['fwd']:.0f} + {p['fwd_graph']:.0f} + {p['bwd']:.0f}"
         paper = paper_count(em.steps, 1) if method == "fa-apf" else "—"
-        lines.append(f"| {label} | {s:.4f} | {count} | {paper} | {floor:.4f} | {s / floor:.2f} |")
+        lines.append(
+            f"| {label} | {s:.4f} | {count} | {paper} | {floor:.4f} | {s / floor:.2f} | "
+            f"{share:.0%} |"
+        )
     lines.append("")
     lines.append(
         f"FA-APF / EnKF = {seconds['fa-apf'] / seconds['enkf']:.2f}, "
@@ -360,7 +404,10 @@ def main() -> None:
         f"Python {platform.python_version()}, 1 thread; Lorenz-63 setup (a), shipped emulator"
     )
     sections = [
-        ("Step against floor", lambda: table_floor(64, args.steps)[0]),
+        (
+            "Step against floor",
+            lambda: table_floor(64, args.steps)[0] + [""] + table_floor(1024, args.steps)[0],
+        ),
         ("Time against N (FA-APF)", lambda: table_sizes(args.sizes, args.steps)),
         ("Chunking (FA-APF)", lambda: table_chunks([256, 1024], [64, 256], args.steps)),
         ("Alternatives", lambda: table_alternatives([64, 1024], args.steps, args.compile)),
