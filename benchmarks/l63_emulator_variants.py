@@ -1,6 +1,6 @@
-"""FA-APF and the FlowDAS ensemble on Lorenz-63 setup (c) with each emulator family, guidance
-and solver (issue #13's comparison): skill, CRPS, seconds per step and network passes per
-step, N = 64, 10 runs × 100 steps (burn-in 10), the twins of Table 1.
+"""FA-APF and the FlowDAS ensemble on Lorenz-63 setup (c) (or (a)) with each emulator family,
+guidance and solver (issue #13's comparison): skill, CRPS, seconds per step and network
+passes per step, N = 64, 10 runs × 100 steps (burn-in 10), the twins of Table 1.
 
 Rows:
 - FA-APF, diffusion emulator, MMPS with the projected covariance (the library default);
@@ -15,6 +15,7 @@ Cells already run by ``genfilter experiment l63-table1 --full --setup c`` (same 
 reused from ``--table1``; every other cell is written under ``--out`` and resumes if stopped.
 
     python benchmarks/l63_emulator_variants.py                    # hours on one core (cached)
+    python benchmarks/l63_emulator_variants.py --setup a          # the diffusion rows on (a)
     python benchmarks/l63_emulator_variants.py --passes-only      # the pass counts (a minute)
 """
 
@@ -61,11 +62,13 @@ def variants() -> list[tuple[str, str, dict, str | None]]:
     return rows
 
 
-def config(label: str, method: str, options: dict, emulator: str, particles: int, scale):
+def config(
+    label: str, method: str, options: dict, emulator: str, particles: int, scale, setup: str = "c"
+):
     return parse_config(
         {
-            "name": "l63-c",
-            "setup": "l63-c",
+            "name": f"l63-{setup}",
+            "setup": f"l63-{setup}",
             "emulator": emulator,
             "emulator_options": dict(options),
             "filter": {"method": method, "particles": particles},
@@ -106,14 +109,16 @@ def passes_per_step(cfg) -> tuple[int, int]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="outputs/l63-emulator-variants")
+    p.add_argument("--setup", choices=["a", "c"], default="c")
+    p.add_argument("--out", default=None, help="default outputs/l63-emulator-variants[-a]")
     p.add_argument("--table1", default="outputs/l63-table1-full/cells")
     p.add_argument("--particles", type=int, default=64)
     p.add_argument("--passes-only", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
     scale = SCALES["full"]
-    out = Path(args.out)
+    suffix = "" if args.setup == "c" else f"-{args.setup}"
+    out = Path(args.out or f"outputs/l63-emulator-variants{suffix}")
     out.mkdir(parents=True, exist_ok=True)
     lines = [
         "| row | skill | CRPS | spread | s / step | passes / step (fwd + bwd) |",
@@ -123,7 +128,11 @@ def main() -> None:
     order = sorted(variants(), key=lambda v: v[3] is not None)
     for label, method, options, row in order:
         emulator = "shipped-interpolant" if "interpolant" in label else "shipped"
-        cfg = config(label, method, options, emulator, args.particles, scale)
+        if emulator == "shipped-interpolant" and args.setup == "a":
+            lines.append(f"| {label} | no shipped interpolant for interval 0.1 | | | | |")
+            print(lines[-1], flush=True)
+            continue
+        cfg = config(label, method, options, emulator, args.particles, scale, args.setup)
         try:
             fwd, bwd = passes_per_step(cfg)
         except FloatingPointError as exc:  # a guided SDE that blows up is a result too
@@ -134,7 +143,7 @@ def main() -> None:
             lines.append(f"| {label} | | | | | {fwd} + {bwd} |")
             print(lines[-1], flush=True)
             continue
-        reuse = _cell_path(Path(args.table1), "c", row, args.particles) if row else None
+        reuse = _cell_path(Path(args.table1), args.setup, row, args.particles) if row else None
         if reuse is not None and reuse.exists():
             path = reuse
         else:
