@@ -10,7 +10,7 @@ A config describes a twin experiment (docs/experiments.md)::
                                      # initial and dtype; fields given here replace its own
     system: lorenz63                 # a registered system (genfilter.systems.datasets.SYSTEMS)
     system_options: {}               # its constructor arguments (e.g. epsilon: 0.3)
-    emulator: shipped                # "shipped" (Lorenz-63 only), "shipped-interpolant"
+    emulator: shipped                # "shipped" (Lorenz-63, Lorenz-96), "shipped-interpolant"
                                      # (Lorenz-63, interval 0.5), "true" (the system
                                      # itself), "oracle" (the true model with its optimal
                                      # proposal by importance sampling; option draws) or
@@ -344,6 +344,8 @@ def _emulator_parameters(emulator: str = "shipped"):
 def parse_config(raw: Any) -> ExperimentConfig:
     """Validates a mapping (e.g. parsed YAML) into an :class:`ExperimentConfig`."""
     from ..systems.datasets import SYSTEMS
+    from .l63 import REGISTRY as SHIPPED_REGISTRY
+    from .l63 import has_shipped
 
     if not isinstance(raw, dict):
         raise ConfigError(f"a config must be a mapping of fields, got {type(raw).__name__}")
@@ -374,10 +376,12 @@ def parse_config(raw: Any) -> ExperimentConfig:
             "must be 'shipped', 'shipped-interpolant', 'true', 'oracle' or a checkpoint path",
             emulator,
         )
-    if emulator in ("shipped", "shipped-interpolant") and system != "lorenz63":
+    family = {"shipped": "diffusion", "shipped-interpolant": "interpolant"}.get(emulator)
+    if family is not None and not has_shipped(system, family):
+        systems = sorted({s for s, f in SHIPPED_REGISTRY if f == family})
         _fail(
             "emulator",
-            f"only lorenz63 has a shipped emulator (system is {system!r}); "
+            f"no {emulator} emulator for {system!r} (shipped for: {', '.join(systems)}); "
             "use 'true' or a checkpoint path",
             emulator,
         )

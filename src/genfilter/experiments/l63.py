@@ -1,14 +1,24 @@
-r"""The Lorenz-63 emulators shipped with genfilter.
+r"""The emulators shipped with genfilter.
 
 Diffusion emulators of the stochastic Lorenz-63 system (σ, ρ, β = 10, 28, 8/3,
-multiplicative noise ε = 0.3), fp16 EMA weights, one per snapshot interval; their training
-and validation are in docs/systems.md.  Configs select one with ``emulator: shipped``: the
-file whose interval matches the config's system (:func:`shipped_checkpoint`).
+multiplicative noise ε = 0.3), fp16 EMA weights, one per snapshot interval, a
+stochastic-interpolant emulator of the same system for the interval 0.5, and a diffusion
+emulator of the deterministic Lorenz-96 system (D = 40, F = 8, interval 0.05); their
+training and validation are in docs/systems.md.  Configs select one with
+``emulator: shipped`` (or ``shipped-interpolant``): the file of the config's system whose
+interval matches (:func:`shipped_checkpoint`).
 """
 
 from __future__ import annotations
 
-__all__ = ["SHIPPED", "SHIPPED_INTERPOLANT", "shipped_checkpoint", "load_shipped_emulator"]
+__all__ = [
+    "SHIPPED",
+    "SHIPPED_INTERPOLANT",
+    "SHIPPED_LORENZ96",
+    "shipped_checkpoint",
+    "load_shipped_emulator",
+    "has_shipped",
+]
 
 import math
 from importlib import resources
@@ -23,28 +33,55 @@ SHIPPED_INTERPOLANT = {0.5: "lorenz63-dt0.5-interpolant.pt"}
 docs/systems.md): a velocity network of the same size, sampled with
 :data:`INTERPOLANT_STEPS` SDE steps unless told otherwise."""
 
+SHIPPED_LORENZ96 = {0.05: "lorenz96.pt"}
+"""The same for Lorenz-96 (D = 40, F = 8, deterministic; diffusion family)."""
+
 INTERPOLANT_STEPS = 200
 """Default SDE steps of the shipped interpolant: its one-step energy distance to the true
 model is 0.035 with 64 steps and 0.008 with 200 (docs/systems.md)."""
 
 FAMILIES = {"diffusion": SHIPPED, "interpolant": SHIPPED_INTERPOLANT}
+"""The Lorenz-63 files of each family."""
+
+REGISTRY = {
+    ("lorenz63", "diffusion"): SHIPPED,
+    ("lorenz63", "interpolant"): SHIPPED_INTERPOLANT,
+    ("lorenz96", "diffusion"): SHIPPED_LORENZ96,
+}
+"""(system, family) -> {interval: file}."""
+
+_NAMES = {"lorenz63": "Lorenz-63", "lorenz96": "Lorenz-96"}
+
+
+def has_shipped(system: str, family: str = "diffusion") -> bool:
+    """Whether genfilter ships an emulator of ``family`` for the registered ``system``."""
+    return (system, family) in REGISTRY
 
 
 def _path(name: str) -> Path:
     return Path(str(resources.files("genfilter") / "checkpoints" / name))
 
 
-def shipped_checkpoint(interval: float = 0.1, family: str = "diffusion") -> Path:
-    """Path of the shipped Lorenz-63 emulator of ``family`` (``"diffusion"`` or
+def shipped_checkpoint(
+    interval: float = 0.1, family: str = "diffusion", system: str = "lorenz63"
+) -> Path:
+    """Path of the shipped emulator of ``system`` and ``family`` (``"diffusion"`` or
     ``"interpolant"``) for the snapshot ``interval``.
 
     Raises:
-        FileNotFoundError: no shipped emulator of the family has this interval (the message
-            lists the intervals that are shipped).
+        ValueError: no shipped emulator of this family for this system.
+        FileNotFoundError: none of the family has this interval (the message lists the
+            intervals that are shipped).
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
-    paths = {dt: _path(name) for dt, name in FAMILIES[family].items()}
+    if not has_shipped(system, family):
+        systems = sorted({s for s, f in REGISTRY if f == family})
+        raise ValueError(
+            f"no shipped {family} emulator for the system {system!r} (shipped for: "
+            f"{', '.join(systems)}); train one (docs/training.md)"
+        )
+    paths = {dt: _path(name) for dt, name in REGISTRY[system, family].items()}
     available = {dt: path for dt, path in paths.items() if path.is_file()}
     for dt, path in available.items():
         if math.isclose(float(interval), dt, rel_tol=1e-9):
@@ -52,16 +89,19 @@ def shipped_checkpoint(interval: float = 0.1, family: str = "diffusion") -> Path
     shipped = ", ".join(f"{dt:g}" for dt in sorted(available)) or "none"
     kind = "" if family == "diffusion" else f"{family} "
     raise FileNotFoundError(
-        f"no shipped Lorenz-63 {kind}emulator for the interval {float(interval):g} (shipped: "
-        f"{shipped}); train one (docs/training.md) and give its checkpoint as 'emulator'"
+        f"no shipped {_NAMES.get(system, system)} {kind}emulator for the interval "
+        f"{float(interval):g} (shipped: {shipped}); train one (docs/training.md) and give "
+        "its checkpoint as 'emulator'"
     )
 
 
-def load_shipped_emulator(interval: float = 0.1, family: str = "diffusion", **kwargs):
-    """The shipped Lorenz-63 emulator of ``family`` and ``interval`` (``kwargs``: sampling
+def load_shipped_emulator(
+    interval: float = 0.1, family: str = "diffusion", system: str = "lorenz63", **kwargs
+):
+    """The shipped emulator of ``system``, ``family`` and ``interval`` (``kwargs``: sampling
     options; the interpolant samples with :data:`INTERPOLANT_STEPS` steps by default)."""
     from ..emulators.training import load_emulator
 
     if family == "interpolant":
         kwargs.setdefault("steps", INTERPOLANT_STEPS)
-    return load_emulator(shipped_checkpoint(interval, family), **kwargs)
+    return load_emulator(shipped_checkpoint(interval, family, system), **kwargs)

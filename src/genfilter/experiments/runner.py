@@ -158,11 +158,13 @@ def build_emulator(cfg: ExperimentConfig, setup: TwinSetup):
 
     family = {"shipped": "diffusion", "shipped-interpolant": "interpolant"}.get(cfg.emulator)
     interval = float(setup.system.interval)
-    path = Path(cfg.emulator) if family is None else shipped_checkpoint(interval, family)
+    path = (
+        Path(cfg.emulator) if family is None else shipped_checkpoint(interval, family, cfg.system)
+    )
     _check_checkpoint_system(path, cfg, setup)
     try:
         if family is not None:  # the shipped file with its own sampling defaults
-            return load_shipped_emulator(interval, family, **cfg.emulator_options)
+            return load_shipped_emulator(interval, family, cfg.system, **cfg.emulator_options)
         return load_emulator(path, **cfg.emulator_options)
     except (TypeError, ValueError) as exc:
         if cfg.emulator_options and "checkpoint" not in str(exc):
