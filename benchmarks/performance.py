@@ -27,6 +27,7 @@ several seconds otherwise move single timings by ±40 %.
 
     python benchmarks/performance.py                  # about 10 minutes on one core
     python benchmarks/performance.py --compile        # + the compiled backbone (~2 min more)
+    python benchmarks/performance.py --setup l96-sparse --only 1 --floor-sizes 40 --steps 5
 
 Run it on an otherwise idle machine: another process on the same core measures contention.
 """
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import subprocess
@@ -47,6 +49,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 aten = torch.ops.aten
 
+SETUP = "l63-a"
+"""The named setup every table runs (``--setup``)."""
+
 
 def make(method: str, n: int, emulator_options: dict | None = None, options: dict | None = None):
     """Filter, ensemble after its first step, twin and emulator of setup (a)."""
@@ -57,7 +62,7 @@ def make(method: str, n: int, emulator_options: dict | None = None, options: dic
     cfg = parse_config(
         {
             "name": "perf",
-            "setup": "l63-a",
+            "setup": SETUP,
             "emulator": "shipped",
             "emulator_options": dict(emulator_options or {}),
             "filter": {"method": method, "particles": n, "options": dict(options or {})},
@@ -193,7 +198,8 @@ def passes(f, ens, twin, em, n: int) -> dict[str, float]:
 def pass_times(em, n: int, reps: int = 60) -> dict[str, float]:
     """Median seconds of one batched pass of each kind on ``n`` rows (at t = 0.5)."""
     d = em.denoiser
-    x, c, t = torch.randn(n, 3), torch.randn(n, 3), torch.tensor(0.5)
+    D = math.prod(em.state_shape)
+    x, c, t = torch.randn(n, D), torch.randn(n, D), torch.tensor(0.5)
 
     def med(fn):
         fn()
@@ -264,6 +270,13 @@ def table_floor(n: int, steps: int) -> tuple[list[str], dict]:
     return lines, seconds
 
 
+def floor_tables(sizes: list[int], steps: int) -> list[str]:
+    lines: list[str] = []
+    for n in sizes:
+        lines += ([""] if lines else []) + table_floor(n, steps)[0]
+    return lines
+
+
 def table_sizes(sizes: list[int], steps: int) -> list[str]:
     times = []
     for n in sizes:
@@ -309,7 +322,7 @@ def memory_child(n: int, chunk: int | None) -> None:
 
 
 def peak_memory(n: int, chunk: int | None) -> float:
-    cmd = [sys.executable, __file__, "--memory-child", str(n), str(chunk or 0)]
+    cmd = [sys.executable, __file__, "--setup", SETUP, "--memory-child", str(n), str(chunk or 0)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_kib"] / 1024
 
@@ -336,7 +349,8 @@ def table_chunks(sizes: list[int], chunks: list[int], steps: int) -> list[str]:
 def forward_calls(em, rows: int, calls: int):
     """A timer of ``calls`` forward passes (no graph) of the denoiser on ``rows`` rows."""
     d = em.denoiser
-    x, c, t = torch.randn(rows, 3), torch.randn(rows, 3), torch.tensor(0.5)
+    D = math.prod(em.state_shape)
+    x, c, t = torch.randn(rows, D), torch.randn(rows, D), torch.tensor(0.5)
 
     @torch.no_grad()
     def run() -> float:
@@ -366,11 +380,12 @@ def table_alternatives(sizes: list[int], steps: int, compile_: bool) -> list[str
     for n in sizes:
         f, ens, twin, em = make("fa-apf", n)
         d = em.denoiser
-        x, c, t = torch.randn(n, 3), torch.randn(n, 3), torch.tensor(0.5)
+        D = math.prod(em.state_shape)
+        x, c, t = torch.randn(n, D), torch.randn(n, D), torch.tensor(0.5)
         with torch.enable_grad():
             xi = x.clone().requires_grad_()
             out = d(xi, t, cond=c).mean
-        basis = torch.eye(3)[:, None, :].expand(3, n, 3).contiguous()
+        basis = torch.eye(D)[:, None, :].expand(D, n, D).contiguous()
         batched = partial(
             torch.autograd.grad, out, xi, basis, retain_graph=True, is_grads_batched=True
         )
@@ -392,8 +407,12 @@ def main() -> None:
     p.add_argument(
         "--only", type=int, nargs="+", choices=[1, 2, 3, 4], help="print only these tables"
     )
+    p.add_argument("--floor-sizes", type=int, nargs="+", default=[64, 1024], help="N of table 1")
+    p.add_argument("--setup", default="l63-a", help="named setup (l63-a, l96-sparse, ...)")
     p.add_argument("--memory-child", type=int, nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
+    global SETUP
+    SETUP = args.setup
     torch.set_num_threads(1)
     if args.memory_child:
         n, chunk = args.memory_child
@@ -401,12 +420,12 @@ def main() -> None:
         return
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"Python {platform.python_version()}, 1 thread; Lorenz-63 setup (a), shipped emulator"
+        f"Python {platform.python_version()}, 1 thread; setup {SETUP}, shipped emulator"
     )
     sections = [
         (
             "Step against floor",
-            lambda: table_floor(64, args.steps)[0] + [""] + table_floor(1024, args.steps)[0],
+            lambda: floor_tables(args.floor_sizes, args.steps),
         ),
         ("Time against N (FA-APF)", lambda: table_sizes(args.sizes, args.steps)),
         ("Chunking (FA-APF)", lambda: table_chunks([256, 1024], [64, 256], args.steps)),
