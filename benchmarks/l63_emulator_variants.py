@@ -16,12 +16,17 @@ reused from ``--table1``; every other cell is written under ``--out`` and resume
 
     python benchmarks/l63_emulator_variants.py                    # hours on one core (cached)
     python benchmarks/l63_emulator_variants.py --setup a          # the diffusion rows on (a)
-    python benchmarks/l63_emulator_variants.py --passes-only      # the pass counts (a minute)
+    python benchmarks/l63_emulator_variants.py --passes-only      # passes and s / step only
+
+The seconds per step are the median of 5 filter steps timed in this process (one thread),
+not the cells' wall time, which depends on what else ran beside them.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -81,9 +86,11 @@ def config(
     )
 
 
-def passes_per_step(cfg) -> tuple[int, int]:
+def passes_per_step(cfg, timed: int = 5) -> tuple[int, int, float]:
     """Forward and backward network passes of one filter step (batched calls, all particles),
-    counted on the last linear layer of the network; from the ensemble after one step."""
+    counted on the last linear layer of the network, from the ensemble after one step; and
+    the median seconds of the ``timed`` steps that follow (one thread, this process: run
+    the script on an idle machine for these to mean anything)."""
     setup = build_twin_setup(cfg)
     em = build_emulator(cfg, setup)
     # the output layer: every pass, forward or backward, goes through it
@@ -101,10 +108,15 @@ def passes_per_step(cfg) -> tuple[int, int]:
 
     h1 = first.register_forward_hook(on_forward)
     try:
-        f.step(ens, twin.observations[1])
+        ens, _ = f.step(ens, twin.observations[1])
     finally:
         h1.remove()
-    return count["fwd"], count["bwd"]
+    seconds = []
+    for k in range(2, 2 + timed):
+        t0 = time.perf_counter()
+        ens, _ = f.step(ens, twin.observations[k])
+        seconds.append(time.perf_counter() - t0)
+    return count["fwd"], count["bwd"], statistics.median(seconds)
 
 
 def main() -> None:
@@ -134,13 +146,13 @@ def main() -> None:
             continue
         cfg = config(label, method, options, emulator, args.particles, scale, args.setup)
         try:
-            fwd, bwd = passes_per_step(cfg)
+            fwd, bwd, step_s = passes_per_step(cfg)
         except FloatingPointError as exc:  # a guided SDE that blows up is a result too
             lines.append(f"| {label} | diverged: {str(exc)[:90]} | | | | |")
             print(lines[-1], flush=True)
             continue
         if args.passes_only:
-            lines.append(f"| {label} | | | | | {fwd} + {bwd} |")
+            lines.append(f"| {label} | | | | {step_s:.2f} | {fwd} + {bwd} |")
             print(lines[-1], flush=True)
             continue
         reuse = _cell_path(Path(args.table1), args.setup, row, args.particles) if row else None
@@ -153,10 +165,9 @@ def main() -> None:
                 parts = path.with_name(path.name + ".parts")
                 run_config(cfg, path, resume=parts.exists(), progress=False, label=label)
         s = summarize_file(path)
-        per_step = s["seconds"] / (s["runs"] * scale.steps)
         lines.append(
             f"| {label} | {s['skill']:.3f} ± {s['skill_se']:.3f} | {s['crps']:.3f} ± "
-            f"{s['crps_se']:.3f} | {s['spread']:.3f} | {per_step:.2f} | {fwd} + {bwd} |"
+            f"{s['crps_se']:.3f} | {s['spread']:.3f} | {step_s:.2f} | {fwd} + {bwd} |"
         )
         print(lines[-1], flush=True)
     print("\n".join(lines))
