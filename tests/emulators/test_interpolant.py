@@ -16,7 +16,13 @@ from genfilter.emulators.linear_gaussian import LinearGaussianEmulator
 from genfilter.filters.base import assimilate
 from genfilter.filters.fa_apf import FAAPF
 from genfilter.filters.kalman import KalmanFilter
-from genfilter.observations import Observation, Select, isotropic_noise, synthetic_observations
+from genfilter.observations import (
+    Lambda,
+    Observation,
+    Select,
+    isotropic_noise,
+    synthetic_observations,
+)
 
 
 def _setup(beta="quadratic", epsilon=1.0, **kw):
@@ -173,6 +179,20 @@ def test_sample_posterior_is_the_exact_optimal_proposal(covariance):
     print(f"{covariance}: mean {z:.2f} se, covariance error {err:.3f}")
     assert z < 5
     assert ok
+
+
+@pytest.mark.parametrize("covariance", ["projected", "tweedie"])
+def test_a_linear_operator_gives_the_same_posterior_drift_through_its_linear_part(covariance):
+    """Select (linear: its matrix / linear part) and the same map as a Lambda (not declared
+    linear: VJPs and JVPs of H at every SDE step) give the same draws, residual target
+    included."""
+    lam = Observation(_obs().y, Lambda(lambda z: z[:, [0, 2]]), isotropic_noise(0.5))
+    for kw in ({}, {"residual": True, "residual_std": 0.7, "std": 2.0}):
+        model, em = _setup(steps=10, covariance=covariance, solver="cg", iterations=2, **kw)
+        x0 = _x0(model, 16)
+        a = em.sample_posterior(x0, _obs(), generator=torch.Generator().manual_seed(2))
+        b = em.sample_posterior(x0, lam, generator=torch.Generator().manual_seed(2))
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------- FA-APF

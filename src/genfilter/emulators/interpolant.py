@@ -75,7 +75,7 @@ from azula.linalg.solve import cg, gmres
 from torch import Tensor
 
 from .._utils import chunks
-from ..observations import Observation, noise_matrix
+from ..observations import Observation, linear_matrix, noise_matrix
 from .base import check_states
 from .diffusion import _Normalisation
 from .guidance import _rows, deconvolved_covariance, projected_covariance
@@ -453,21 +453,29 @@ class StochasticInterpolantEmulator(_Normalisation):
         k = _coefs(self.interpolant, s, x)
         ratio = k["gamma2"] / k["beta"]  # Cov[u | I_s] = ratio * d m / d x
         y = obs.y.to(dtype=x.dtype, device=x.device)
+        # a linear H: products with its linear part (the projected covariance: its matrix,
+        # formed once per operator) instead of differentiating H at every SDE step
+        du = self._target_scale(xp)
+        H_lin = linear_matrix(obs.operator, self.state_shape, device=x.device)
         with torch.enable_grad():
             x_in = x.detach().requires_grad_()
             b = self._b(s, x_in, c)
             m = _endpoint(k, x_in, a, b)
             if self.guidance_covariance == "projected":
                 J = _rows(m, x_in)
-                m_lin = m.detach().requires_grad_()
-                hx = obs.predict(self.from_target(m_lin, xp))
-                H = _rows(hx, m_lin).to(torch.float64)
+                if H_lin is None:
+                    m_lin = m.detach().requires_grad_()
+                    hx = obs.predict(self.from_target(m_lin, xp))
+                    H = _rows(hx, m_lin).to(torch.float64)
+                else:
+                    hx = obs.predict(self.from_target(m.detach(), xp))
+                    H = H_lin * du.reshape(1, -1).to(torch.float64)
             else:
                 hx = obs.predict(self.from_target(m, xp))
         r = y - hx.detach()
         if self.guidance_covariance == "projected":
             C = projected_covariance(J, ratio.to(torch.float64))
-            CHt = C @ H.transpose(1, 2)
+            CHt = C @ H.transpose(-1, -2)
             R = noise_matrix(obs.noise, y.shape[0]).to(device=x.device, dtype=torch.float64)
             S = H @ CHt + R
             sol = torch.linalg.solve(S, r.to(torch.float64).unsqueeze(-1))
@@ -477,6 +485,8 @@ class StochasticInterpolantEmulator(_Normalisation):
         m_det = m.detach()
 
         def A(v: Tensor) -> Tensor:
+            if H_lin is not None:
+                return obs.predict(v * du)
             return torch.func.jvp(lambda z: obs.predict(self.from_target(z, xp)), (m_det,), (v,))[1]
 
         def At(v: Tensor) -> Tensor:
