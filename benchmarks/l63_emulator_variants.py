@@ -161,9 +161,8 @@ def main() -> None:
         else:
             slug = "".join(c if c.isalnum() else "-" for c in label.lower())
             path = out / f"{slug}.nc"
-            if not path.exists():
-                parts = path.with_name(path.name + ".parts")
-                run_config(cfg, path, resume=parts.exists(), progress=False, label=label)
+            # resume=True: a finished cell of the same config is reused, a started one continues
+            run_config(cfg, path, resume=True, progress=False, label=label)
         s = summarize_file(path)
         lines.append(
             f"| {label} | {s['skill']:.3f} ± {s['skill_se']:.3f} | {s['crps']:.3f} ± "

@@ -70,9 +70,8 @@ def main() -> None:
         )
         slug = "".join(c if c.isalnum() else "-" for c in label.lower())
         path = out / f"{slug}_N{args.particles}_r{args.runs}_k{args.steps}.nc"
-        if not path.exists():
-            parts = path.with_name(path.name + ".parts")
-            run_config(cfg, path, resume=parts.exists(), progress=False, label=label)
+        # resume=True: a finished cell of the same config is reused, a started one continues
+        run_config(cfg, path, resume=True, progress=False, label=label)
         s = summarize_file(path)
         per_step = s["seconds"] / (s["runs"] * args.steps)
         lines.append(

@@ -225,6 +225,27 @@ class _Normalisation(nn.Module):
         _, s, r = self._stats(like)
         return s * r if self.residual else s
 
+    def _linear_observation(
+        self, obs: Observation, like: Tensor, matrix: bool
+    ) -> tuple[Callable[[Tensor], Tensor] | None, Tensor | None]:
+        r"""For a linear observation operator (``obs.operator.linear``), the map
+        :math:`u \mapsto H(\mathrm{from\_target}(u))` is affine; returns its linear part
+        :math:`v \mapsto H(v\, \mathrm{d}x/\mathrm{d}u)` and, with ``matrix``, its matrix
+        ``(M, D)`` in float64 (:func:`~genfilter.observations.linear_matrix`, formed once per
+        operator), so that guidance need not differentiate :math:`H` at every step; ``(None,
+        None)`` for an operator not declared linear.  Checks the operator's output against
+        ``y`` on one row of ``like``."""
+        if not getattr(obs.operator, "linear", False):
+            return None, None
+        with torch.no_grad():
+            obs.predict(like[:1])
+        du = self._target_scale(like)
+        H = None
+        if matrix:
+            H = linear_matrix(obs.operator, self.state_shape, device=like.device)
+            H = H * du.reshape(1, -1).to(torch.float64)
+        return (lambda v: obs.predict(v * du)), H
+
 
 class DiffusionEmulator(_Normalisation):
     r"""Emulator of :math:`p(x^{k+1} \mid x^k)` from a conditional azula denoiser
@@ -296,9 +317,9 @@ class DiffusionEmulator(_Normalisation):
             depend on it.
         compile: Run the denoiser through ``torch.compile`` (opt-in: the first call of each
             batch shape compiles, tens of seconds on 2 CPU cores for the Lorenz-63 network,
-            and torch falls back to eager after 8 shapes; needs a C++ compiler on CPU).  The module and its checkpoints are unchanged;
-            results agree with the eager ones to floating-point tolerance, not bitwise
-            (docs/performance.md).
+            and torch falls back to eager after 8 shapes; needs a C++ compiler on CPU).
+            The module and its checkpoints are unchanged; results agree with the eager
+            ones to floating-point tolerance, not bitwise (docs/performance.md).
     """
 
     def __init__(
@@ -655,20 +676,9 @@ class DiffusionEmulator(_Normalisation):
         noise = obs.noise.to(dtype=x_prev.dtype, device=x_prev.device)
         projected = self.guidance == "mmps" and self.guidance_covariance == "projected"
         observed = self.guidance == "mmps" and self.guidance_covariance == "observed"
-        # a linear H: A(u) = H(from_target(u)) is affine in u with linear part
-        # v -> H(v dx/du); the guidance uses it (the projected covariance its matrix, formed
-        # once) instead of differentiating A at every diffusion step
-        linear = bool(getattr(obs.operator, "linear", False))
-        if linear:
-            with torch.no_grad():
-                obs.predict(x_prev[:1])  # checks the operator's output against y
-        du = self._target_scale(x_prev)
-        A_lin = (lambda v: obs.predict(v * du)) if linear else None
+        A_lin, H_lin = self._linear_observation(obs, x_prev, matrix=projected)
         if projected:
             cov_dense = noise_matrix(obs.noise, y.shape[0]).to(device=x_prev.device)
-            H_lin = linear_matrix(obs.operator, self.state_shape, device=x_prev.device)
-            if H_lin is not None:
-                H_lin = H_lin * du.reshape(1, -1).to(torch.float64)
 
         def make(sl: slice) -> Denoiser:
             xp = x_prev[sl]

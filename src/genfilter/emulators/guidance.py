@@ -127,8 +127,8 @@ def projected_covariance(jacobian: Tensor, gamma: Tensor | float, clip: bool = T
     C = 0.5 * (C + C.transpose(1, 2))
     if not clip:
         return C
-    # a positive-definite row is its own projection: a Cholesky test (~10x cheaper than
-    # the eigendecomposition for 3 x 3) sends only the other rows to eigh
+    # a positive-definite row is its own projection: a Cholesky test (much cheaper than the
+    # eigendecomposition) sends only the other rows to eigh
     _, info = torch.linalg.cholesky_ex(C)
     bad = info != 0
     if not bool(bad.any()):

@@ -75,7 +75,7 @@ from azula.linalg.solve import cg, gmres
 from torch import Tensor
 
 from .._utils import chunks
-from ..observations import Observation, linear_matrix, noise_matrix
+from ..observations import Observation, noise_matrix
 from .base import check_states
 from .diffusion import _Normalisation
 from .guidance import _rows, deconvolved_covariance, projected_covariance
@@ -448,15 +448,15 @@ class StochasticInterpolantEmulator(_Normalisation):
         k = _coefs(self.interpolant, s, x)
         return _endpoint(k, x, self.start(x_prev), self._b(s, x, self.condition(x_prev)))
 
-    def _guidance(self, s: float, x: Tensor, a: Tensor, c: Tensor, xp: Tensor, obs: Observation):
-        r"""``(b, m^y - m)`` at ``(s, x)`` for one chunk (target units)."""
+    def _guidance(
+        self, s: float, x: Tensor, a: Tensor, c: Tensor, xp: Tensor, obs: Observation, linear
+    ):
+        r"""``(b, m^y - m)`` at ``(s, x)`` for one chunk (target units); ``linear``: the
+        linear part of ``H`` and its matrix (``_linear_observation``) or ``(None, None)``."""
         k = _coefs(self.interpolant, s, x)
         ratio = k["gamma2"] / k["beta"]  # Cov[u | I_s] = ratio * d m / d x
         y = obs.y.to(dtype=x.dtype, device=x.device)
-        # a linear H: products with its linear part (the projected covariance: its matrix,
-        # formed once per operator) instead of differentiating H at every SDE step
-        du = self._target_scale(xp)
-        H_lin = linear_matrix(obs.operator, self.state_shape, device=x.device)
+        A_lin, H_lin = linear
         with torch.enable_grad():
             x_in = x.detach().requires_grad_()
             b = self._b(s, x_in, c)
@@ -469,7 +469,7 @@ class StochasticInterpolantEmulator(_Normalisation):
                     H = _rows(hx, m_lin).to(torch.float64)
                 else:
                     hx = obs.predict(self.from_target(m.detach(), xp))
-                    H = H_lin * du.reshape(1, -1).to(torch.float64)
+                    H = H_lin
             else:
                 hx = obs.predict(self.from_target(m, xp))
         r = y - hx.detach()
@@ -485,8 +485,8 @@ class StochasticInterpolantEmulator(_Normalisation):
         m_det = m.detach()
 
         def A(v: Tensor) -> Tensor:
-            if H_lin is not None:
-                return obs.predict(v * du)
+            if A_lin is not None:
+                return A_lin(v)
             return torch.func.jvp(lambda z: obs.predict(self.from_target(z, xp)), (m_det,), (v,))[1]
 
         def At(v: Tensor) -> Tensor:
@@ -500,7 +500,9 @@ class StochasticInterpolantEmulator(_Normalisation):
         delta = ratio * torch.autograd.grad(hx, x_in, sol)[0]
         return b.detach(), delta.detach()
 
-    def _drift(self, s: float, x: Tensor, a: Tensor, c: Tensor, xp: Tensor, obs) -> Tensor:
+    def _drift(
+        self, s: float, x: Tensor, a: Tensor, c: Tensor, xp: Tensor, obs, linear=(None, None)
+    ) -> Tensor:
         """Drift of the (posterior) forward SDE at ``(s, x)`` for one chunk."""
         k = _coefs(self.interpolant, s, x)
         g2 = self._g(s, x) ** 2
@@ -513,7 +515,7 @@ class StochasticInterpolantEmulator(_Normalisation):
                     return b
                 m = _endpoint(k, x, a, b)
                 return b + adjust * (k["beta"] * m - (x - k["alpha"] * a)) / k["gamma2"]
-        b, delta = self._guidance(s, x, a, c, xp, obs)
+        b, delta = self._guidance(s, x, a, c, xp, obs, linear)
         with torch.no_grad():
             lam = (k["dbeta"] * k["sigma"] - k["beta"] * k["dsigma"]) / k["sigma"]
             drift = b + lam * delta
@@ -563,6 +565,11 @@ class StochasticInterpolantEmulator(_Normalisation):
         needs_m = obs is not None or not self._plain(0.0)
         slices = list(chunks(n, self.chunk_size))
         device = generator.device if generator is not None else "cpu"
+        # a linear H: its linear part and (projected covariance) its matrix, once per call
+        linear = (None, None)
+        if obs is not None and not flowdas:
+            projected = self.guidance_covariance == "projected"
+            linear = self._linear_observation(obs, x_prev, matrix=projected)
         for i in range(self.steps):
             s = i * h
             if i == 0 and needs_m:
@@ -580,7 +587,9 @@ class StochasticInterpolantEmulator(_Normalisation):
                     for sl in slices
                 ]
             else:
-                parts = [self._drift(s, x[sl], a[sl], c[sl], x_prev[sl], obs) for sl in slices]
+                parts = [
+                    self._drift(s, x[sl], a[sl], c[sl], x_prev[sl], obs, linear) for sl in slices
+                ]
             drift = torch.cat(parts)
             x = x + h * drift + self._g(s, x) * math.sqrt(h) * z.to(x.device)
             finite = torch.isfinite(x).flatten(1).all(dim=1)

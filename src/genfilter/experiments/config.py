@@ -344,8 +344,7 @@ def _emulator_parameters(emulator: str = "shipped"):
 def parse_config(raw: Any) -> ExperimentConfig:
     """Validates a mapping (e.g. parsed YAML) into an :class:`ExperimentConfig`."""
     from ..systems.datasets import SYSTEMS
-    from .l63 import REGISTRY as SHIPPED_REGISTRY
-    from .l63 import has_shipped
+    from .l63 import SHIPPED_FAMILIES, has_shipped, shipped_systems
 
     if not isinstance(raw, dict):
         raise ConfigError(f"a config must be a mapping of fields, got {type(raw).__name__}")
@@ -376,13 +375,12 @@ def parse_config(raw: Any) -> ExperimentConfig:
             "must be 'shipped', 'shipped-interpolant', 'true', 'oracle' or a checkpoint path",
             emulator,
         )
-    family = {"shipped": "diffusion", "shipped-interpolant": "interpolant"}.get(emulator)
+    family = SHIPPED_FAMILIES.get(emulator)
     if family is not None and not has_shipped(system, family):
-        systems = sorted({s for s, f in SHIPPED_REGISTRY if f == family})
         _fail(
             "emulator",
-            f"no {emulator} emulator for {system!r} (shipped for: {', '.join(systems)}); "
-            "use 'true' or a checkpoint path",
+            f"no {emulator} emulator for {system!r} (shipped for: "
+            f"{', '.join(shipped_systems(family))}); use 'true' or a checkpoint path",
             emulator,
         )
     if emulator not in SPECIAL_EMULATORS and not Path(emulator).is_file():

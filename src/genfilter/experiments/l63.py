@@ -18,6 +18,8 @@ __all__ = [
     "shipped_checkpoint",
     "load_shipped_emulator",
     "has_shipped",
+    "shipped_systems",
+    "SHIPPED_FAMILIES",
 ]
 
 import math
@@ -50,12 +52,20 @@ REGISTRY = {
 }
 """(system, family) -> {interval: file}."""
 
+SHIPPED_FAMILIES = {"shipped": "diffusion", "shipped-interpolant": "interpolant"}
+"""The config's ``emulator`` value that selects a shipped file -> its family."""
+
 _NAMES = {"lorenz63": "Lorenz-63", "lorenz96": "Lorenz-96"}
 
 
 def has_shipped(system: str, family: str = "diffusion") -> bool:
     """Whether genfilter ships an emulator of ``family`` for the registered ``system``."""
     return (system, family) in REGISTRY
+
+
+def shipped_systems(family: str = "diffusion") -> list[str]:
+    """The systems with a shipped emulator of ``family``, sorted."""
+    return sorted({s for s, f in REGISTRY if f == family})
 
 
 def _path(name: str) -> Path:
@@ -76,10 +86,9 @@ def shipped_checkpoint(
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
     if not has_shipped(system, family):
-        systems = sorted({s for s, f in REGISTRY if f == family})
         raise ValueError(
             f"no shipped {family} emulator for the system {system!r} (shipped for: "
-            f"{', '.join(systems)}); train one (docs/training.md)"
+            f"{', '.join(shipped_systems(family))}); train one (docs/training.md)"
         )
     paths = {dt: _path(name) for dt, name in REGISTRY[system, family].items()}
     available = {dt: path for dt, path in paths.items() if path.is_file()}

@@ -154,9 +154,9 @@ def build_emulator(cfg: ExperimentConfig, setup: TwinSetup):
 
         return ImportanceSampledEmulator(true_model(setup.system), **cfg.emulator_options)
     from ..emulators.training import load_emulator
-    from .l63 import load_shipped_emulator, shipped_checkpoint
+    from .l63 import SHIPPED_FAMILIES, load_shipped_emulator, shipped_checkpoint
 
-    family = {"shipped": "diffusion", "shipped-interpolant": "interpolant"}.get(cfg.emulator)
+    family = SHIPPED_FAMILIES.get(cfg.emulator)
     interval = float(setup.system.interval)
     path = (
         Path(cfg.emulator) if family is None else shipped_checkpoint(interval, family, cfg.system)
