@@ -106,8 +106,9 @@ def _rows(out: Tensor, inp: Tensor) -> Tensor:
     """Jacobian ``(N, W, D)`` of ``out (N, *)`` (``W`` values per row) with respect to
     ``inp (N, *)`` (``D`` values per row) by ``W`` vector–Jacobian products (rows are
     independent across the batch).  One backward call per product: a single vectorised
-    call (``is_grads_batched``) was measured slower for the Lorenz-63 denoiser at N >= 64
-    (``benchmarks/performance.py``, docs/performance.md)."""
+    call (``is_grads_batched``) was measured 15 % faster for the Lorenz-63 denoiser at
+    N = 64 but 21 % slower at N = 1024, and switching on the batch size would break the
+    bit-identity of multi-process runs (``benchmarks/performance.py``, docs/performance.md)."""
     flat = out.reshape(out.shape[0], -1)
     eye = torch.eye(flat.shape[1], dtype=out.dtype, device=out.device)
     rows = []
