@@ -1,5 +1,5 @@
-"""The shipped Lorenz-63 emulators (diffusion: snapshot intervals 0.1 and 0.5; stochastic
-interpolant: 0.5) are small, load with
+"""The shipped Lorenz-63 emulators (diffusion and stochastic interpolant, snapshot intervals
+0.1 and 0.5 each) are small, load with
 ``weights_only=True``, and match the true stochastic model of their interval within
 validation thresholds: one-step energy distance, variance ratio and mean error, and the
 climatology of a free rollout."""
@@ -48,19 +48,23 @@ def test_shipped_emulator_matches_the_true_model(interval):
     assert ((roll.std_emulator / roll.std_true - 1).abs() < 0.15).all()
 
 
-def test_shipped_interpolant_matches_the_true_model():
-    """The interpolant of interval 0.5 with its default 200 SDE steps (measured with 16 ×
-    256: energy distance 0.008, 0.035 with 64 steps): the same one-step thresholds as the
-    diffusion emulators, on 6 states × 128 samples."""
+@pytest.mark.parametrize("interval", [0.1, 0.5])
+def test_shipped_interpolant_matches_the_true_model(interval):
+    """The interpolants of intervals 0.1 and 0.5 with their default 200 SDE steps (measured
+    with 16 × 256: energy distance -0.0004 and 0.008; 0.005 and 0.035 with 64 steps): the
+    same one-step thresholds as the diffusion emulators, on 6 states × 128 samples."""
+    import json
+
     from genfilter.emulators import StochasticInterpolantEmulator
 
-    path = shipped_checkpoint(0.5, "interpolant")
+    path = shipped_checkpoint(interval, "interpolant")
     assert path.stat().st_size < 600 * 1024
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["family"] == "interpolant" and ckpt["train_state"] is None
-    em = load_shipped_emulator(0.5, "interpolant")
+    assert json.loads(ckpt["meta"]["system_kwargs"])["interval"] == interval
+    em = load_shipped_emulator(interval, "interpolant")
     assert isinstance(em, StochasticInterpolantEmulator) and em.steps == 200
-    system = StochasticLorenz63(interval=0.5)
+    system = StochasticLorenz63(interval=interval)
     states = system.attractor_states(6, generator=torch.Generator().manual_seed(0))
     one = one_step_validation(em, system, states, samples=128, generator=1)
     print(one)
@@ -69,9 +73,9 @@ def test_shipped_interpolant_matches_the_true_model():
     assert one.mean_error < 0.2
 
 
-def test_no_shipped_interpolant_for_interval_0_1():
+def test_no_shipped_emulator_of_another_family_or_interval():
     with pytest.raises(FileNotFoundError, match="no shipped Lorenz-63 interpolant emulator"):
-        shipped_checkpoint(0.1, "interpolant")
+        shipped_checkpoint(0.25, "interpolant")
     with pytest.raises(ValueError, match="family must be one of"):
         shipped_checkpoint(0.5, "flow")
 
@@ -100,15 +104,16 @@ def test_config_selects_the_shipped_interpolant():
                 "filter": {"method": "fa-apf", "particles": 4},
             }
         )
-    # interval 0.1 has none: the build says so in one line
+    # interval 0.25 has none: the build says so in one line
     cfg_a = parse_config(
         {
             "setup": "l63-a",
+            "system_options": {"interval": 0.25},
             "emulator": "shipped-interpolant",
             "filter": {"method": "bpf", "particles": 4},
         }
     )
-    with pytest.raises(FileNotFoundError, match="interpolant emulator for the interval 0.1"):
+    with pytest.raises(FileNotFoundError, match="interpolant emulator for the interval 0.25"):
         build_emulator(cfg_a, build_twin_setup(cfg_a))
 
 

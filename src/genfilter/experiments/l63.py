@@ -1,8 +1,8 @@
 r"""The emulators shipped with genfilter.
 
 Diffusion emulators of the stochastic Lorenz-63 system (σ, ρ, β = 10, 28, 8/3,
-multiplicative noise ε = 0.3), fp16 EMA weights, one per snapshot interval, a
-stochastic-interpolant emulator of the same system for the interval 0.5, and a diffusion
+multiplicative noise ε = 0.3), fp16 EMA weights, one per snapshot interval (0.1 and 0.5),
+stochastic-interpolant emulators of the same system for the same intervals, and a diffusion
 emulator of the deterministic Lorenz-96 system (D = 40, F = 8, interval 0.05); their
 training and validation are in docs/systems.md.  Configs select one with
 ``emulator: shipped`` (or ``shipped-interpolant``): the file of the config's system whose
@@ -30,7 +30,7 @@ SHIPPED = {0.1: "lorenz63.pt", 0.5: "lorenz63-dt0.5.pt"}
 """Snapshot interval -> file under ``genfilter/checkpoints/`` (stochastic Lorenz-63,
 ε = 0.3); an interval whose file is not in the installed package is not shipped."""
 
-SHIPPED_INTERPOLANT = {0.5: "lorenz63-dt0.5-interpolant.pt"}
+SHIPPED_INTERPOLANT = {0.1: "lorenz63-interpolant.pt", 0.5: "lorenz63-dt0.5-interpolant.pt"}
 """The same for the stochastic-interpolant family (``emulator: shipped-interpolant``;
 docs/systems.md): a velocity network of the same size, sampled with
 :data:`INTERPOLANT_STEPS` SDE steps unless told otherwise."""
@@ -39,8 +39,8 @@ SHIPPED_LORENZ96 = {0.05: "lorenz96.pt"}
 """The same for Lorenz-96 (D = 40, F = 8, deterministic; diffusion family)."""
 
 INTERPOLANT_STEPS = 200
-"""Default SDE steps of the shipped interpolant: its one-step energy distance to the true
-model is 0.035 with 64 steps and 0.008 with 200 (docs/systems.md)."""
+"""Default SDE steps of the shipped interpolants: the one-step energy distance to the true
+model of the interval-0.5 one is 0.035 with 64 steps and 0.008 with 200 (docs/systems.md)."""
 
 FAMILIES = {"diffusion": SHIPPED, "interpolant": SHIPPED_INTERPOLANT}
 """The Lorenz-63 files of each family."""
