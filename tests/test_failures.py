@@ -1060,6 +1060,20 @@ _filter_case(
     "emulator-options-steps-zero", _V, ["emulator_options.steps"], emulator_options={"steps": 0}
 )
 _filter_case(
+    "coarsen-factor-not-dividing",
+    _V,
+    ["observations.factor", "2"],
+    observations={"__replace__": True, "operator": "coarsen", "factor": 2, "noise_std": 0.25},
+)
+_filter_case(
+    "factor-without-coarsen",
+    _V,
+    ["observations.factor", "coarsen"],
+    observations={"factor": 3},
+)
+_filter_case("device-unknown", _V, ["--device", "tpu9"], argv_extra=("--device", "tpu9"))
+_filter_case("device-cuda-absent", _V, ["--device", "cuda"], argv_extra=("--device", "cuda"))
+_filter_case(
     "system-options-epsilon-negative",
     _V,
     ["system_options.epsilon"],

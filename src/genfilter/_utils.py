@@ -10,6 +10,7 @@ __all__ = [
     "check_count",
     "whole_steps",
     "nonfinite_members",
+    "check_device",
 ]
 
 import operator
@@ -104,3 +105,15 @@ def whole_steps(interval: float, dt: float) -> int:
 def nonfinite_members(x: Tensor) -> Tensor:
     """Indices of the members (rows of ``x`` ``(N, *S)``) with a NaN or ``±inf`` value."""
     return (~torch.isfinite(x).flatten(1).all(dim=1)).nonzero().flatten()
+
+
+def check_device(device: str | torch.device, name: str = "--device") -> torch.device:
+    """``device`` as a :class:`torch.device`; a name torch does not know, or ``cuda`` on a
+    machine without CUDA, is a one-line ``ValueError`` naming ``name``."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} must name a torch device (cpu, cuda), got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name} {device}: no CUDA device is available here")
+    return dev

@@ -294,6 +294,9 @@ def filter_(
         "(bit-identical to an uninterrupted run).",
     ),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    device: str = typer.Option(
+        "cpu", help="Torch device of the emulator and the particles (cpu, cuda)."
+    ),
 ) -> None:
     """Runs one filter on a twin-experiment config and writes a netCDF file.
 
@@ -326,6 +329,7 @@ def filter_(
         resume=resume,
         progress=progress,
         command="genfilter filter " + " ".join(sys.argv[2:]),
+        device=device,
     )
     if not is_main():
         return

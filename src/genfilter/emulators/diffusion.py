@@ -597,7 +597,7 @@ class DiffusionEmulator(_Normalisation):
             dtype=x_prev.dtype,
             device=generator.device if generator is not None else "cpu",
         )
-        u1 = (sigma * z).to(x_prev.device)
+        u1 = sigma * z.to(x_prev.device)
         cond = self.condition(x_prev)
         scale = self._target_scale(x_prev)
         if obs is not None and self.guidance_covariance == "projected":

@@ -11,15 +11,16 @@ A config describes a twin experiment (docs/experiments.md)::
     system: lorenz63                 # a registered system (genfilter.systems.datasets.SYSTEMS)
     system_options: {}               # its constructor arguments (e.g. epsilon: 0.3)
     emulator: shipped                # "shipped" (Lorenz-63, Lorenz-96), "shipped-interpolant"
-                                     # (Lorenz-63, interval 0.5), "true" (the system
+                                     # (Lorenz-63, intervals 0.1, 0.5), "true" (the system
                                      # itself), "oracle" (the true model with its optimal
                                      # proposal by importance sampling; option draws) or
                                      # the path of a checkpoint trained for the system
     emulator_options: {}             # sampling options of the emulator (steps, covariance...)
     observations:
-      operator: select               # select | identity | subsample
+      operator: select               # select | identity | subsample | coarsen
       indices: [0, 2]                # select: flat indices of the observed components
       stride: 1                      # subsample: stride along every state axis
+      factor: 1                      # coarsen: average over factor^d blocks of the state
       noise_std: 0.25
     initial:
       recipe: perturbed              # perturbed: truth's x^0 + std·N(0, I); climatology
@@ -68,7 +69,7 @@ import yaml
 
 METHODS = ("fa-apf", "bpf", "enkf", "etkf", "letkf", "ensf", "enff", "flowdas", "forecast")
 """The filter methods (the keys of :data:`genfilter.filters.FILTERS`)."""
-OPERATORS = ("select", "identity", "subsample")
+OPERATORS = ("select", "identity", "subsample", "coarsen")
 RECIPES = ("perturbed", "climatology")
 SAVES = ("particles", "moments")
 DTYPES = ("float32", "float64")
@@ -158,6 +159,7 @@ class ObservationConfig:
     indices: tuple[int, ...] | None = None
     stride: int = 1
     noise_std: float = 0.25
+    factor: int = 1
 
 
 @dataclass(frozen=True)
@@ -415,7 +417,7 @@ def parse_config(raw: Any) -> ExperimentConfig:
             ),
         )
 
-    o = _section(raw, "observations", {"operator", "indices", "stride", "noise_std"})
+    o = _section(raw, "observations", {"operator", "indices", "stride", "factor", "noise_std"})
     operator = _choice(o, "operator", "observations.", OPERATORS, "select")
     indices = o.get("indices")
     if operator == "select":
@@ -441,7 +443,15 @@ def parse_config(raw: Any) -> ExperimentConfig:
         indices=indices,
         stride=_int(o, "stride", "observations.", 1, minimum=1),
         noise_std=_float(o, "noise_std", "observations.", 0.25, positive=True),
+        factor=_int(o, "factor", "observations.", 1, minimum=1),
     )
+    for key, used_by in (("stride", "subsample"), ("factor", "coarsen")):
+        if o.get(key, 1) != 1 and operator != used_by:
+            _fail(
+                f"observations.{key}",
+                f"is only used by operator {used_by!r} (operator is {operator!r})",
+                o[key],
+            )
 
     i = _section(raw, "initial", {"recipe", "std", "spinup"})
     initial = InitialConfig(

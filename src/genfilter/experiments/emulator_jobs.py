@@ -134,6 +134,7 @@ def validate_checkpoint(
     generator whatever the device)."""
     import torch
 
+    from .._utils import check_device
     from ..emulators.training import (
         checkpoint_family,
         checkpoint_system,
@@ -150,12 +151,7 @@ def validate_checkpoint(
     if name not in SYSTEMS:
         raise ValueError(f"--system must be one of {sorted(SYSTEMS)}, got {name!r}")
     sys_ = make_system(name, **(kwargs if name == recorded else {}))
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"--device must name a torch device, got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA device is available here")
+    check_device(device)
     # the sampler is the diffusion family's; an interpolant integrates its own SDE
     diffusion = checkpoint_family(load_checkpoint(checkpoint)) == "diffusion"
     options = {"sampler": sampler} if diffusion else {}

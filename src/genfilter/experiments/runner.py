@@ -36,6 +36,7 @@ __all__ = [
     "git_version",
 ]
 
+import dataclasses
 import math
 import shutil
 import subprocess
@@ -46,13 +47,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from .._utils import make_generator
 from .._version import __version__
 from ..emulators.simulator import true_model
 from ..filters.base import FilterRun, assimilate
 from ..io import check_run_path, open_run, run_dataset, write_run
-from ..observations import Identity, Select, Subsample
+from ..observations import Coarsen, Identity, Select, Subsample
 from .config import ConfigError, ExperimentConfig, field_of, filter_class, parse_config
 from .twin import TwinSetup, climatology, make_twin
 
@@ -100,6 +102,14 @@ def build_twin_setup(cfg: ExperimentConfig) -> TwinSetup:
         operator = Select(list(o.indices))
     elif o.operator == "identity":
         operator = Identity()
+    elif o.operator == "coarsen":
+        bad = [n for n in system.state_shape if n % o.factor]
+        if bad:
+            raise ConfigError(
+                f"config field 'observations.factor': {o.factor} does not divide the state "
+                f"shape {tuple(system.state_shape)}"
+            )
+        operator = Coarsen(o.factor, dims=len(system.state_shape))
     else:
         operator = Subsample(o.stride, dims=len(system.state_shape))
     return TwinSetup(
@@ -213,16 +223,22 @@ def run_one(
     progress: bool = False,
     checkpoint: Path | None = None,
     desc: str | None = None,
+    device: str | torch.device = "cpu",
 ) -> FilterRun:
-    """Run ``run`` of a config: its twin, a fresh filter, :func:`assimilate`."""
+    """Run ``run`` of a config: its twin, a fresh filter, :func:`assimilate`.
+
+    ``device``: where the particles live and the emulator runs (the emulator must already
+    be there, see :func:`run_config`); the twin is drawn on the CPU and moved, the filter's
+    random numbers come from its CPU generator, and the record returned is on the CPU."""
     twin_seed, filter_seed = run_seed(cfg, run)
     twin = make_twin(setup, twin_seed)
     filt = build_filter(cfg, emulator, setup, make_generator(filter_seed))
-    return assimilate(
+    dev = torch.device(device)
+    record = assimilate(
         filt,
-        twin.initial_ensemble(cfg.filter.particles),
+        twin.initial_ensemble(cfg.filter.particles).to(dev),
         twin.observations,
-        truth=twin.truth,
+        truth=twin.truth.to(dev),
         progress=progress,
         checkpoint=checkpoint,
         save_particles=cfg.save == "particles",
@@ -230,6 +246,26 @@ def run_one(
         predictive_check=cfg.predictive_check,
         predictive_seed=filter_seed + 1,
     )
+    return record if dev == torch.device("cpu") else _to_cpu(record)
+
+
+def _to_cpu(record: FilterRun) -> FilterRun:
+    """A run record with every tensor on the CPU (what the run file is written from)."""
+
+    def cpu(v):
+        if isinstance(v, Tensor):
+            return v.cpu()
+        if isinstance(v, dict):
+            return {k: cpu(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [cpu(x) for x in v]
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return dataclasses.replace(
+                v, **{f.name: cpu(getattr(v, f.name)) for f in dataclasses.fields(v) if f.init}
+            )
+        return v
+
+    return cpu(record)
 
 
 def run_summary(
@@ -310,12 +346,20 @@ def run_config(
     progress: bool = True,
     command: str | None = None,
     label: str | None = None,
+    device: str | torch.device = "cpu",
 ) -> Path:
     """Runs every run of ``cfg`` and writes ``out`` (netCDF; module docstring); ``label``
     names the filter in reports (default: the method).  With ``resume``, an unfinished
-    run continues and a finished one of the same config is returned as it is."""
+    run continues and a finished one of the same config is returned as it is.
+
+    ``device`` (``cpu``, ``cuda``): where the emulator and the particles live.  The twin and
+    the filter's random numbers are drawn on the CPU whatever the device, so a GPU run sees
+    the same twins and the same noise as a CPU run; its numbers differ only by the kernels'
+    rounding.  The run file records the device (attribute ``device``)."""
+    from .._utils import check_device
     from ..distributed import barrier, is_main, world_size
 
+    dev = check_device(device)
     out = check_run_path(out)
     parts = out.with_name(out.name + ".parts")
     done = _check_resume(cfg, out, parts, resume)
@@ -326,6 +370,8 @@ def run_config(
 
     setup = build_twin_setup(cfg)
     emulator = build_emulator(cfg, setup)
+    if dev.type != "cpu" and isinstance(emulator, torch.nn.Module):
+        emulator = emulator.to(dev)
     build_filter(cfg, emulator, setup, make_generator(0))  # bad options fail before any file
     fresh = not parts.exists()
     try:
@@ -338,7 +384,15 @@ def run_config(
             (parts / "config.yaml").write_text(cfg.to_yaml())
         t_start = time.perf_counter()
         runs = [
-            run_one(cfg, r, setup, emulator, progress=progress, checkpoint=parts / f"run{r:04d}.pt")
+            run_one(
+                cfg,
+                r,
+                setup,
+                emulator,
+                progress=progress,
+                checkpoint=parts / f"run{r:04d}.pt",
+                device=dev,
+            )
             for r in range(cfg.runs)
         ]
         if not main:
@@ -364,6 +418,7 @@ def run_config(
                 "noise_std": cfg.observations.noise_std,
                 "wall_seconds": time.perf_counter() - t_start,
                 "processes": world_size(),
+                "device": str(dev),
             },
         )
         ds["observations"].attrs["noise_std"] = cfg.observations.noise_std

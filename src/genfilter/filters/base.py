@@ -148,7 +148,7 @@ class Ensemble:
 
     def mean(self) -> Tensor:
         """Weighted mean ``(*S)``."""
-        w = self.weights.to(self.particles.dtype)
+        w = self.weights.to(self.particles)
         return torch.einsum("n,n...->...", w, self.particles)
 
     def is_uniform(self) -> bool:
@@ -361,7 +361,7 @@ class FilterRun:
 
 
 def _weighted_moments(ens: Ensemble) -> tuple[Tensor, Tensor]:
-    w = ens.weights.to(ens.particles.dtype)
+    w = ens.weights.to(ens.particles)
     mean = torch.einsum("n,n...->...", w, ens.particles)
     dev = ens.particles - mean
     n = ens.size

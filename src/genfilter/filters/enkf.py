@@ -61,14 +61,14 @@ def ensemble_kalman_update(
     A = (X - X.mean(0)) / (N - 1) ** 0.5  # (N, D): rows are anomalies
     Y = obs.predict(forecast).double()
     Yt = (Y - Y.mean(0)) / (N - 1) ** 0.5  # (N, M)
-    noise = obs.noise.to(dtype=torch.float64)
-    eps = obs.sample_noise((N,), generator=generator, dtype=torch.float64)
+    noise = obs.noise.to(dtype=torch.float64, device=Y.device)
+    eps = obs.sample_noise((N,), generator=generator, dtype=torch.float64).to(Y.device)
     eps = eps - eps.mean(0)
-    d = obs.y.double()[None] + eps - Y  # (N, M): innovations
+    d = obs.y.to(Y)[None] + eps - Y  # (N, M): innovations
     M = Y.shape[1]
     if M <= N:
         # observation space (M×M): Ỹᵀ (Ỹ Ỹᵀ + Σ_y)⁻¹ d — cheaper when M ≤ N (Woodbury)
-        S = Yt.T @ Yt + noise_matrix(obs.noise, M).double()
+        S = Yt.T @ Yt + noise_matrix(obs.noise, M).to(Yt)
         L = torch.linalg.cholesky(S)
         # (N, M) @ (M, D): never the N×N matrix, O(N M D)
         return (
@@ -79,7 +79,7 @@ def ensemble_kalman_update(
     else:
         # ensemble space (N×N): G⁻¹ Ỹᵀ Σ⁻¹ d with G = I + Ỹᵀ Σ⁻¹ Ỹ
         Si_Yt = noise.inv(Yt)  # rows: (Σ⁻¹ Ỹ_j)ᵀ
-        G = torch.eye(N, dtype=torch.float64) + Yt @ Si_Yt.T
+        G = torch.eye(N, dtype=torch.float64, device=Yt.device) + Yt @ Si_Yt.T
         C = Yt @ noise.inv(d).T  # Ỹᵀ Σ⁻¹ d_i
         W = torch.linalg.solve(G, C)  # (N_ens, N_members)
     Xa = X + W.T @ A

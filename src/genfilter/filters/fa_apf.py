@@ -192,7 +192,8 @@ class FAAPF(EnsembleFilter):
         if reduced is None or reduced.y.shape[0] == 0:
             return self._forecast(ensemble, prior, t0)
         # 1. weights from one denoiser call per particle
-        ll = self._global(self.log_likelihoods(x, reduced))
+        # the weights live where the prior weights are (the CPU), whatever the particles' device
+        ll = self._global(self.log_likelihoods(x, reduced)).double().to(prior.device)
         if self.skip_identical and is_uniform(prior) and self._identical(x):
             # all particles equal (first step from one initial state): equal weights
             rw = None

@@ -116,7 +116,9 @@ def reweight(
             predictions upstream).
         ValueError: no particle is compatible with the observation (all ``-inf``).
     """
-    ll = log_likelihoods.double()
+    # the weights are N numbers: they stay where the prior weights are (the CPU for the
+    # filters' ensembles), whatever device computed the log-likelihoods
+    ll = log_likelihoods.double().to(prior_log_weights.device)
     prior = prior_log_weights.double()
     bad = torch.isnan(ll) | torch.isposinf(ll)
     if bool(bad.any()):

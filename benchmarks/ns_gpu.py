@@ -1,0 +1,345 @@
+"""Navier–Stokes 64² filtering on one GPU (issues #12 item 5 and #14 item 4), with the 64²
+emulator trained on an H200 (``benchmarks/artifacts/ns2d-64-gpu-fp16.pt``,
+docs/results/ns_gpu.md).  Two parts, each writing markdown and JSON under ``--out``:
+
+``perf``: one FA-APF step at N = 64 and 256 (coarsening 4, the library's default guidance,
+32 diffusion steps): seconds per step (median of ``--steps`` steps after the first two, the
+device synchronised around each), peak GPU memory of a step above what was allocated before
+it, network passes per step counted on the denoiser (forward rows without graph, forward
+rows with graph, rows of vector–Jacobian products, divided by N), the compute floor (each
+kind of pass × the median time of one batched pass of that kind at N, measured in the same
+process) and step / floor; the bootstrap PF's step for comparison.
+
+``cell``: a short Table-2 cell through :func:`~genfilter.experiments.runner.run_config`
+(the code path of ``genfilter filter --device cuda``): coarsening and subsampling by 4 (256
+observed values each), noise std 0.115 (0.05 of the field's standard deviation 2.30),
+all particles starting at the true initial state, N = 32, ``--runs`` twins × ``--cycles``
+cycles; FA-APF, the FlowDAS-style ensemble, the bootstrap PF and the EnKF on the same twins.
+Cells that would overrun ``--budget-s`` are skipped and listed as such.
+
+    python benchmarks/ns_gpu.py perf --device cuda --out /tmp/ns_gpu
+    python benchmarks/ns_gpu.py cell --device cuda --out /tmp/ns_gpu --budget-s 240
+    python benchmarks/ns_gpu.py perf --device cpu --sizes 4 --steps 1 --out /tmp/x  # rehearsal
+    python benchmarks/ns_gpu.py floor --json outputs/ns_gpu_h200/perf.json --out /tmp/x
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+EMULATOR = "benchmarks/artifacts/ns2d-64-gpu-fp16.pt"
+NOISE_STD = 0.115
+"""0.05 × the stationary field standard deviation 2.30 (the train split of the 64² GPU
+dataset, docs/results/ns_gpu.md): the noise level of FlowDAS's Navier–Stokes experiments
+(Chen et al. 2025, arXiv:2501.16642) in the units of the field."""
+
+
+def config(method: str, n: int, operator: dict, *, cycles: int, runs: int, diffusion_steps: int):
+    from genfilter.experiments.config import parse_config
+
+    return parse_config(
+        {
+            "name": f"ns64-{operator['operator']}{operator.get('factor', operator.get('stride'))}",
+            "system": "ns2d",
+            "system_options": {"resolution": 64},
+            "emulator": EMULATOR,
+            "emulator_options": {"steps": diffusion_steps},
+            "observations": {**operator, "noise_std": NOISE_STD},
+            "initial": {"recipe": "perturbed", "std": 0.0, "spinup": 20.0},
+            "filter": {"method": method, "particles": n},
+            "steps": cycles,
+            "burn_in": min(2, cycles - 1),
+            "runs": runs,
+            "seed": 0,
+            "save": "moments",
+        }
+    )
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Passes:
+    """Rows through the denoiser while active: forward without graph, forward with graph,
+    and backward (a hook on the denoiser's input counts the rows of every gradient that
+    reaches it: one per vector–Jacobian product through the network; gradients that stop
+    at the output, such as a product with the observation operator, are not counted)."""
+
+    def __init__(self, denoiser) -> None:
+        self.denoiser = denoiser
+        self.rows = {"fwd": 0, "fwd_graph": 0, "bwd": 0}
+
+    def __enter__(self):
+        def on_backward(g):
+            self.rows["bwd"] += int(g.shape[0])
+
+        def hook(module, args, out):
+            x = args[0]
+            if torch.is_grad_enabled() and x.requires_grad:
+                self.rows["fwd_graph"] += int(x.shape[0])
+                x.register_hook(on_backward)
+            else:
+                self.rows["fwd"] += int(x.shape[0])
+
+        self._hook = self.denoiser.register_forward_hook(hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hook.remove()
+
+
+def pass_times(em, n: int, device: torch.device, reps: int) -> dict[str, float]:
+    """Median seconds of one batched pass of each kind on ``n`` rows (t = 0.5)."""
+    d = em.denoiser
+    shape = (n, *em.state_shape)
+    x = torch.randn(shape, device=device)
+    c = torch.randn(shape, device=device)
+    t = torch.full((), 0.5, device=device)
+
+    def med(fn):
+        fn()
+        sync(device)
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts)
+
+    xi = x.clone().requires_grad_()
+    with torch.no_grad():
+        fwd = med(lambda: d(x, t, cond=c))
+    with torch.enable_grad():
+        graph = med(lambda: d(xi, t, cond=c).mean)
+        out = d(xi, t, cond=c).mean
+        v = torch.randn_like(out)
+        bwd = med(lambda: torch.autograd.grad(out, xi, v, retain_graph=True))
+    return {"fwd": fwd, "fwd_graph": graph, "bwd": bwd}
+
+
+def build(method: str, n: int, device: torch.device, diffusion_steps: int):
+    from genfilter.experiments.runner import build_emulator, build_filter, build_twin_setup
+    from genfilter.experiments.twin import make_twin
+
+    cfg = config(
+        method,
+        n,
+        {"operator": "coarsen", "factor": 4},
+        cycles=8,
+        runs=1,
+        diffusion_steps=diffusion_steps,
+    )
+    setup = build_twin_setup(cfg)
+    em = build_emulator(cfg, setup).to(device)
+    f = build_filter(cfg, em, setup, torch.Generator().manual_seed(0))
+    twin = make_twin(setup, 0)
+    ens = f.init(twin.initial_ensemble(n).to(device))
+    return f, ens, twin, em
+
+
+def perf(args) -> None:
+    device = torch.device(args.device)
+    lines = [
+        "| N | filter | s / step | peak memory of a step (GiB) | passes / step: fwd + fwd "
+        "(graph) + bwd | floor (s) | step / floor |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    results = []
+    for n in args.sizes:
+        for method in ("fa-apf", "bpf"):
+            try:
+                f, ens, twin, em = build(method, n, device, args.diffusion_steps)
+                ens, _ = f.step(ens, twin.observations[0])  # all particles equal
+                with Passes(em.denoiser) as counter:
+                    ens, _ = f.step(ens, twin.observations[1])
+                p = {k: v / n for k, v in counter.rows.items()}
+                times, peaks = [], []
+                for k in range(2, 2 + args.steps):
+                    sync(device)
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(device)
+                        base = torch.cuda.memory_allocated(device)
+                    t0 = time.perf_counter()
+                    ens, _ = f.step(ens, twin.observations[k % len(twin.observations)])
+                    sync(device)
+                    times.append(time.perf_counter() - t0)
+                    if device.type == "cuda":
+                        peaks.append((torch.cuda.max_memory_allocated(device) - base) / 2**30)
+                s = statistics.median(times)
+                pt = pass_times(em, n, device, reps=args.reps)
+                floor = sum(p[key] * pt[key] for key in p)
+                peak = max(peaks) if peaks else float("nan")
+                row = {
+                    "N": n,
+                    "method": method,
+                    "seconds_per_step": s,
+                    "step_times": times,
+                    "peak_gib": peak,
+                    "passes": p,
+                    "pass_seconds": pt,
+                    "floor": floor,
+                    "ratio": s / floor,
+                }
+                lines.append(
+                    f"| {n} | {method} | {s:.3f} | {peak:.2f} | {p['fwd']:.0f} + "
+                    f"{p['fwd_graph']:.0f} + {p['bwd']:.0f} | {floor:.3f} | {s / floor:.2f} |"
+                )
+            except Exception as exc:  # a failing cell is a result: record it and go on
+                traceback.print_exc()
+                row = {"N": n, "method": method, "error": f"{type(exc).__name__}: {exc}"}
+                lines.append(f"| {n} | {method} | failed: {row['error'][:100]} | | | | |")
+            results.append(row)
+            print(lines[-1], flush=True)
+            write(args.out, f"perf{args.tag}", lines, results, device, echo=False)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    write(args.out, f"perf{args.tag}", lines, results, device)
+
+
+def floor(args) -> None:
+    """Re-derives step / floor of a ``perf`` JSON (``--json``) with the passes counted here,
+    on this machine's CPU at N = 2 (the passes per particle do not depend on the device or
+    on N): the first GPU run's counter also counted the gradients that stop at the
+    denoiser's output (the products with H of the observation-space Krylov solve)."""
+    data = json.loads(Path(args.json).read_text())
+    lines = [
+        "| N | filter | s / step | peak memory (GiB) | passes / step: fwd + fwd (graph) + bwd "
+        "| floor (s) | step / floor |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    counted = {}
+    for row in data["rows"]:
+        if "error" in row:
+            continue
+        method = row["method"]
+        if method not in counted:
+            f, ens, twin, em = build(method, 2, torch.device("cpu"), args.diffusion_steps)
+            ens, _ = f.step(ens, twin.observations[0])
+            with Passes(em.denoiser) as counter:
+                f.step(ens, twin.observations[1])
+            counted[method] = {k: v / 2 for k, v in counter.rows.items()}
+        p, pt, s = counted[method], row["pass_seconds"], row["seconds_per_step"]
+        fl = sum(p[key] * pt[key] for key in p)
+        row.update(passes=p, floor=fl, ratio=s / fl)
+        lines.append(
+            f"| {row['N']} | {method} | {s:.3f} | {row['peak_gib']:.2f} | {p['fwd']:.0f} + "
+            f"{p['fwd_graph']:.0f} + {p['bwd']:.0f} | {fl:.3f} | {s / fl:.2f} |"
+        )
+    write(args.out, "floor", lines, data["rows"], torch.device("cpu"))
+
+
+def cell(args) -> None:
+    from genfilter.experiments.reporting import summarize_file
+    from genfilter.experiments.runner import run_config
+
+    device = torch.device(args.device)
+    t_start = time.perf_counter()
+    operators = [
+        {"operator": "coarsen", "factor": 4},
+        {"operator": "subsample", "stride": 4},
+    ][: args.operators]
+    methods = ["bpf", "enkf", "fa-apf", "flowdas"]
+    lines = [
+        "| observation | filter | skill | CRPS | spread | wall s |",
+        "|---|---|---|---|---|---|",
+    ]
+    results = []
+    spent: dict[str, float] = {}
+    for op in operators:
+        for method in methods:
+            label = f"{op['operator']} {op.get('factor', op.get('stride'))}"
+            elapsed = time.perf_counter() - t_start
+            guess = spent.get(method, 0.0)
+            if elapsed + guess > args.budget_s:
+                lines.append(f"| {label} | {method} | skipped (time budget) | | | |")
+                print(lines[-1], flush=True)
+                continue
+            cfg = config(
+                method,
+                args.particles,
+                op,
+                cycles=args.cycles,
+                runs=args.runs,
+                diffusion_steps=args.diffusion_steps,
+            )
+            path = Path(args.out) / "runs" / f"{cfg.name}-{method}-N{args.particles}.nc"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            try:
+                run_config(cfg, path, progress=False, device=device, resume=True)
+                s = summarize_file(path)
+                row = {"observation": label, "method": method, **{k: s[k] for k in s}}
+                lines.append(
+                    f"| {label} | {method} | {s['skill']:.3f} ± {s['skill_se']:.3f} | "
+                    f"{s['crps']:.3f} ± {s['crps_se']:.3f} | {s['spread']:.3f} | "
+                    f"{time.perf_counter() - t0:.0f} |"
+                )
+            except Exception as exc:
+                traceback.print_exc()
+                row = {
+                    "observation": label,
+                    "method": method,
+                    "error": f"{type(exc).__name__}: {exc}",
+                }
+                lines.append(f"| {label} | {method} | failed: {row['error'][:100]} | | | |")
+            spent[method] = time.perf_counter() - t0
+            row["wall_seconds"] = spent[method]
+            results.append(row)
+            print(lines[-1], flush=True)
+            write(args.out, f"cell{args.tag}", lines, results, device, echo=False)
+    write(args.out, f"cell{args.tag}", lines, results, device)
+
+
+def write(
+    out: str, name: str, lines: list[str], results: list, device: torch.device, echo: bool = True
+) -> None:
+    env = {"torch": torch.__version__, "device": str(device)}
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        env.update(gpu=p.name, gpu_memory_gib=round(p.total_memory / 2**30, 1))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (Path(out) / f"{name}.json").write_text(
+        json.dumps({"env": env, "rows": results}, indent=1, default=float)
+    )
+    if echo:
+        print("\n".join(lines))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("part", choices=["perf", "cell", "floor"])
+    p.add_argument("--json", default="outputs/ns_gpu_h200/perf.json", help="floor: perf JSON")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--out", default="outputs/ns_gpu")
+    p.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--steps", type=int, default=3, help="perf: timed filter steps")
+    p.add_argument("--reps", type=int, default=10, help="perf: timed passes of each kind")
+    p.add_argument("--diffusion-steps", type=int, default=32)
+    p.add_argument("--particles", type=int, default=32, help="cell: N")
+    p.add_argument("--cycles", type=int, default=10, help="cell: assimilation cycles")
+    p.add_argument("--runs", type=int, default=2, help="cell: twins")
+    p.add_argument("--budget-s", type=float, default=240.0, help="cell: time budget")
+    p.add_argument("--operators", type=int, default=2, help="cell: coarsen 4 (1) + subsample 4 (2)")
+    p.add_argument("--tag", default="", help="suffix of the output files")
+    p.add_argument("--threads", type=int, default=4)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if math.isfinite(args.budget_s) and args.budget_s <= 0:
+        raise SystemExit("--budget-s must be positive")
+    {"perf": perf, "cell": cell, "floor": floor}[args.part](args)
+
+
+if __name__ == "__main__":
+    main()
