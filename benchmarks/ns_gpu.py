@@ -21,6 +21,9 @@ Cells that would overrun ``--budget-s`` are skipped and listed as such.
     python benchmarks/ns_gpu.py cell --device cuda --out /tmp/ns_gpu --budget-s 240
     python benchmarks/ns_gpu.py perf --device cpu --sizes 4 --steps 1 --out /tmp/x  # rehearsal
     python benchmarks/ns_gpu.py floor --json outputs/ns_gpu_h200/perf.json --out /tmp/x
+    # one CPU core, the 32² CPU emulator (docs/results/ns.md):
+    python benchmarks/ns_gpu.py perf --device cpu --threads 1 --sizes 32 --emulator CKPT \
+        --resolution 32 --out outputs/ns32-perf
 """
 
 from __future__ import annotations
@@ -42,16 +45,21 @@ dataset, docs/results/ns_gpu.md): the noise level of FlowDAS's Navier–Stokes e
 (Chen et al. 2025, arXiv:2501.16642) in the units of the field."""
 
 
+OPTIONS = {"emulator": EMULATOR, "resolution": 64}
+"""The emulator and grid of every config (``--emulator``, ``--resolution``)."""
+
+
 def config(method: str, n: int, operator: dict, *, cycles: int, runs: int, diffusion_steps: int):
     from genfilter.experiments.config import parse_config
 
+    level = operator.get("factor", operator.get("stride"))
     return parse_config(
         {
-            "name": f"ns64-{operator['operator']}{operator.get('factor', operator.get('stride'))}",
+            "name": f"ns{OPTIONS['resolution']}-{operator['operator']}{level}",
             "system": "ns2d",
-            "system_options": {"resolution": 64},
-            "emulator": EMULATOR,
-            "emulator_options": {"steps": diffusion_steps},
+            "system_options": {"resolution": OPTIONS["resolution"]},
+            "emulator": OPTIONS["emulator"],
+            "emulator_options": {"steps": diffusion_steps, **OPTIONS.get("guidance", {})},
             "observations": {**operator, "noise_std": NOISE_STD},
             "initial": {"recipe": "perturbed", "std": 0.0, "spinup": 20.0},
             "filter": {"method": method, "particles": n},
@@ -135,7 +143,7 @@ def build(method: str, n: int, device: torch.device, diffusion_steps: int):
     cfg = config(
         method,
         n,
-        {"operator": "coarsen", "factor": 4},
+        {"operator": "coarsen", "factor": OPTIONS.get("factor", 4)},
         cycles=8,
         runs=1,
         diffusion_steps=diffusion_steps,
@@ -334,7 +342,14 @@ def main() -> None:
     p.add_argument("--operators", type=int, default=2, help="cell: coarsen 4 (1) + subsample 4 (2)")
     p.add_argument("--tag", default="", help="suffix of the output files")
     p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--emulator", default=EMULATOR, help="checkpoint of the ns2d emulator")
+    p.add_argument("--resolution", type=int, default=64, help="grid of the emulator")
+    p.add_argument("--factor", type=int, default=4, help="perf: coarsening factor")
+    p.add_argument("--iterations", type=int, default=None, help="Krylov dimension of the guidance")
     args = p.parse_args()
+    OPTIONS.update(emulator=args.emulator, resolution=args.resolution, factor=args.factor)
+    if args.iterations is not None:
+        OPTIONS["guidance"] = {"iterations": args.iterations}
     torch.set_num_threads(args.threads)
     if math.isfinite(args.budget_s) and args.budget_s <= 0:
         raise SystemExit("--budget-s must be positive")
