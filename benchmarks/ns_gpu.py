@@ -37,6 +37,7 @@ import traceback
 from pathlib import Path
 
 import torch
+from performance import pass_times, sync
 
 EMULATOR = "benchmarks/artifacts/ns2d-64-gpu-fp16.pt"
 NOISE_STD = 0.115
@@ -72,11 +73,6 @@ def config(method: str, n: int, operator: dict, *, cycles: int, runs: int, diffu
     )
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class Passes:
     """Rows through the denoiser while active: forward without graph, forward with graph,
     and backward (a hook on the denoiser's input counts the rows of every gradient that
@@ -104,36 +100,6 @@ class Passes:
 
     def __exit__(self, *exc) -> None:
         self._hook.remove()
-
-
-def pass_times(em, n: int, device: torch.device, reps: int) -> dict[str, float]:
-    """Median seconds of one batched pass of each kind on ``n`` rows (t = 0.5)."""
-    d = em.denoiser
-    shape = (n, *em.state_shape)
-    x = torch.randn(shape, device=device)
-    c = torch.randn(shape, device=device)
-    t = torch.full((), 0.5, device=device)
-
-    def med(fn):
-        fn()
-        sync(device)
-        ts = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            ts.append(time.perf_counter() - t0)
-        return statistics.median(ts)
-
-    xi = x.clone().requires_grad_()
-    with torch.no_grad():
-        fwd = med(lambda: d(x, t, cond=c))
-    with torch.enable_grad():
-        graph = med(lambda: d(xi, t, cond=c).mean)
-        out = d(xi, t, cond=c).mean
-        v = torch.randn_like(out)
-        bwd = med(lambda: torch.autograd.grad(out, xi, v, retain_graph=True))
-    return {"fwd": fwd, "fwd_graph": graph, "bwd": bwd}
 
 
 def build(method: str, n: int, device: torch.device, diffusion_steps: int):
@@ -185,7 +151,7 @@ def perf(args) -> None:
                     if device.type == "cuda":
                         peaks.append((torch.cuda.max_memory_allocated(device) - base) / 2**30)
                 s = statistics.median(times)
-                pt = pass_times(em, n, device, reps=args.reps)
+                pt = pass_times(em, n, reps=args.reps, device=device)
                 floor = sum(p[key] * pt[key] for key in p)
                 peak = max(peaks) if peaks else float("nan")
                 row = {

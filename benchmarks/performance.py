@@ -195,18 +195,29 @@ def passes(f, ens, twin, em, n: int) -> dict[str, float]:
     return {k: v / n for k, v in counter.rows.items()}
 
 
-def pass_times(em, n: int, reps: int = 60) -> dict[str, float]:
-    """Median seconds of one batched pass of each kind on ``n`` rows (at t = 0.5)."""
+def sync(device: torch.device) -> None:
+    """Waits for the device's queued work (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def pass_times(em, n: int, reps: int = 60, device: torch.device | None = None) -> dict[str, float]:
+    """Median seconds of one batched pass of each kind on ``n`` rows (at t = 0.5), on
+    ``device`` (default the CPU; the device is synchronised around each pass)."""
+    device = device or torch.device("cpu")
     d = em.denoiser
-    D = math.prod(em.state_shape)
-    x, c, t = torch.randn(n, D), torch.randn(n, D), torch.tensor(0.5)
+    shape = (n, *em.state_shape)
+    x, c = torch.randn(shape, device=device), torch.randn(shape, device=device)
+    t = torch.full((), 0.5, device=device)
 
     def med(fn):
         fn()
+        sync(device)
         ts = []
         for _ in range(reps):
             t0 = time.perf_counter()
             fn()
+            sync(device)
             ts.append(time.perf_counter() - t0)
         return statistics.median(ts)
 

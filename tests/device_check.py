@@ -46,7 +46,7 @@ def _is_dev(d) -> bool:
     if isinstance(d, Tagged):
         return True
     if isinstance(d, str):
-        d = torch.device(d) if d not in ("cpu",) else torch.device("cpu")
+        d = torch.device(d)
     return isinstance(d, torch.device) and d == DEVICE
 
 
@@ -94,17 +94,14 @@ class DeviceCheck(TorchFunctionMode):
             if target or (self._dev(args[0]) and not to_cpu):
                 return _tag(out)
             return _untag(out)
-        if name in ("numpy", "tolist") and tensors and self._dev(tensors[0]):
-            if name == "numpy":
-                self._record(f"{name}() of a data-device tensor")
+        if name == "numpy" and tensors and self._dev(tensors[0]):
+            self._record("numpy() of a data-device tensor")
         dev_in = any(self._dev(t) for t in tensors)
         if _is_dev(device_arg):
             gen = kwargs.get("generator")
             if gen is not None and gen.device.type == "cpu":
                 self._record(f"{name}: a CPU generator drawing on the data device")
             dev_in = True
-        elif device_arg is not None:
-            dev_in = False if not any(self._dev(t) for t in tensors) else dev_in
         if dev_in:
             check = tensors
             if func in _INDEX:

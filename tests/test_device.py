@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 from device_check import DEVICE, DeviceCheck
+from seeded_unet import seeded_quick_unet
 
 from genfilter.experiments.config import parse_config
 from genfilter.experiments.runner import build_emulator, build_twin_setup, run_one
@@ -70,18 +71,10 @@ def test_navier_stokes_guidance_keeps_its_particles_on_the_device(factor, method
     """The matrix-free observed covariance, exact (coarsening 4 of 32²: 64 values) and
     Krylov (coarsening 2: 256 values), with an untrained quick U-Net."""
     from genfilter.emulators.diffusion import DiffusionEmulator
-    from genfilter.emulators.networks import build_denoiser
 
     res = 32
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        denoiser = build_denoiser("unet", (res, res), quick=True)
-        with torch.no_grad():
-            for p in denoiser.parameters():
-                if p.abs().max() == 0:
-                    p.normal_(0.0, 0.02)
     em = DiffusionEmulator(
-        denoiser.eval(), (res, res), std=2.3, residual=True, residual_std=0.6, steps=2
+        seeded_quick_unet(res), (res, res), std=2.3, residual=True, residual_std=0.6, steps=2
     )
     cfg = parse_config(
         {
