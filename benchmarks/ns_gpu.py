@@ -15,12 +15,20 @@ process) and step / floor; the bootstrap PF's step for comparison.
 observed values each), noise std 0.115 (0.05 of the field's standard deviation 2.30),
 all particles starting at the true initial state, N = 32, ``--runs`` twins × ``--cycles``
 cycles; FA-APF, the FlowDAS-style ensemble, the bootstrap PF and the EnKF on the same twins.
-Cells that would overrun ``--budget-s`` are skipped and listed as such.
+Cells that would overrun ``--budget-s`` are skipped and listed as such. ``--levels``,
+``--kinds`` and ``--methods`` make it a whole Table 2 (factors and strides 4, 8, 16;
+``letkf`` among the methods first picks the LETKF's radius and inflation on a training twin,
+seed 1000, of the first level, then uses them at every level). Every cell is a run file
+under ``--out``/runs, resumed if it exists.
 
     python benchmarks/ns_gpu.py perf --device cuda --out /tmp/ns_gpu
     python benchmarks/ns_gpu.py cell --device cuda --out /tmp/ns_gpu --budget-s 240
     python benchmarks/ns_gpu.py perf --device cpu --sizes 4 --steps 1 --out /tmp/x  # rehearsal
     python benchmarks/ns_gpu.py floor --json outputs/ns_gpu_h200/perf.json --out /tmp/x
+    # Table 2 at CPU scale on one core (docs/results/ns.md):
+    python benchmarks/ns_gpu.py cell --device cpu --threads 1 --resolution 32 --emulator CKPT \
+        --iterations 8 --particles 32 --cycles 8 --runs 2 --levels 4 8 16 \
+        --methods fa-apf flowdas bpf enkf letkf --budget-s 8000 --out outputs/ns32-cell
     # one CPU core, the 32² CPU emulator (docs/results/ns.md):
     python benchmarks/ns_gpu.py perf --device cpu --threads 1 --sizes 32 --emulator CKPT \
         --resolution 32 --out outputs/ns32-perf
@@ -50,7 +58,17 @@ OPTIONS = {"emulator": EMULATOR, "resolution": 64}
 """The emulator and grid of every config (``--emulator``, ``--resolution``)."""
 
 
-def config(method: str, n: int, operator: dict, *, cycles: int, runs: int, diffusion_steps: int):
+def config(
+    method: str,
+    n: int,
+    operator: dict,
+    *,
+    cycles: int,
+    runs: int,
+    diffusion_steps: int,
+    seed: int = 0,
+    options: dict | None = None,
+):
     from genfilter.experiments.config import parse_config
 
     level = operator.get("factor", operator.get("stride"))
@@ -63,11 +81,11 @@ def config(method: str, n: int, operator: dict, *, cycles: int, runs: int, diffu
             "emulator_options": {"steps": diffusion_steps, **OPTIONS.get("guidance", {})},
             "observations": {**operator, "noise_std": NOISE_STD},
             "initial": {"recipe": "perturbed", "std": 0.0, "spinup": 20.0},
-            "filter": {"method": method, "particles": n},
+            "filter": {"method": method, "particles": n, "options": dict(options or {})},
             "steps": cycles,
             "burn_in": min(2, cycles - 1),
             "runs": runs,
-            "seed": 0,
+            "seed": seed,
             "save": "moments",
         }
     )
@@ -219,19 +237,44 @@ def cell(args) -> None:
 
     device = torch.device(args.device)
     t_start = time.perf_counter()
-    operators = [
-        {"operator": "coarsen", "factor": 4},
-        {"operator": "subsample", "stride": 4},
-    ][: args.operators]
-    methods = ["bpf", "enkf", "fa-apf", "flowdas"]
+    kinds = [("coarsen", "factor"), ("subsample", "stride")][: args.operators]
+    if args.kinds:
+        kinds = [k for k in (("coarsen", "factor"), ("subsample", "stride")) if k[0] in args.kinds]
+    operators = [{"operator": k, key: level} for level in args.levels for k, key in kinds]
     lines = [
         "| observation | filter | skill | CRPS | spread | wall s |",
         "|---|---|---|---|---|---|",
     ]
     results = []
     spent: dict[str, float] = {}
+
+    def one(method: str, op: dict, *, seed: int, runs: int, options: dict, folder: str):
+        cfg = config(
+            method,
+            args.particles,
+            op,
+            cycles=args.cycles,
+            runs=runs,
+            diffusion_steps=args.diffusion_steps,
+            seed=seed,
+            options=options,
+        )
+        tag = "".join(f"-{k}{v}" for k, v in options.items())
+        path = Path(args.out) / folder / f"{cfg.name}-{method}{tag}-N{args.particles}.nc"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        run_config(cfg, path, progress=False, device=device, resume=True)
+        return summarize_file(path)
+
+    letkf = {}
+    if "letkf" in args.methods:
+        letkf = tune_letkf(args, one, operators[0])
+        lines.insert(
+            0,
+            f"LETKF: radius {letkf['radius']}, inflation {letkf['inflation']} "
+            f"(best skill on {args.tune_runs} training twin(s), seed {TUNE_SEED})\n",
+        )
     for op in operators:
-        for method in methods:
+        for method in args.methods:
             label = f"{op['operator']} {op.get('factor', op.get('stride'))}"
             elapsed = time.perf_counter() - t_start
             guess = spent.get(method, 0.0)
@@ -239,21 +282,11 @@ def cell(args) -> None:
                 lines.append(f"| {label} | {method} | skipped (time budget) | | | |")
                 print(lines[-1], flush=True)
                 continue
-            cfg = config(
-                method,
-                args.particles,
-                op,
-                cycles=args.cycles,
-                runs=args.runs,
-                diffusion_steps=args.diffusion_steps,
-            )
-            path = Path(args.out) / "runs" / f"{cfg.name}-{method}-N{args.particles}.nc"
-            path.parent.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
+            options = letkf if method == "letkf" else {}
             try:
-                run_config(cfg, path, progress=False, device=device, resume=True)
-                s = summarize_file(path)
-                row = {"observation": label, "method": method, **{k: s[k] for k in s}}
+                s = one(method, op, seed=0, runs=args.runs, options=options, folder="runs")
+                row = {"observation": label, "method": method, **options, **s}
                 lines.append(
                     f"| {label} | {method} | {s['skill']:.3f} ± {s['skill_se']:.3f} | "
                     f"{s['crps']:.3f} ± {s['crps_se']:.3f} | {s['spread']:.3f} | "
@@ -273,6 +306,30 @@ def cell(args) -> None:
             print(lines[-1], flush=True)
             write(args.out, f"cell{args.tag}", lines, results, device, echo=False)
     write(args.out, f"cell{args.tag}", lines, results, device)
+
+
+TUNE_SEED = 1000
+"""Seed of the training twins on which the LETKF's radius and inflation are chosen (the
+scored twins use seed 0)."""
+
+
+def tune_letkf(args, one, op: dict) -> dict:
+    """The LETKF's radius (grid cells, Gaspari–Cohn) and multiplicative inflation with the
+    best skill on ``--tune-runs`` training twins of the first observation level; the same
+    pair is then used at every level."""
+    best, table = None, []
+    for radius in args.letkf_radii:
+        for inflation in args.letkf_inflations:
+            options = {"radius": radius, "inflation": inflation}
+            s = one(
+                "letkf", op, seed=TUNE_SEED, runs=args.tune_runs, options=options, folder="tune"
+            )
+            table.append({**options, "skill": s["skill"]})
+            print(f"LETKF tuning {options}: skill {s['skill']:.3f}", flush=True)
+            if best is None or s["skill"] < best[1]:
+                best = (options, s["skill"])
+    Path(args.out, "letkf_tuning.json").write_text(json.dumps(table, indent=1))
+    return best[0]
 
 
 def write(
@@ -305,7 +362,19 @@ def main() -> None:
     p.add_argument("--cycles", type=int, default=10, help="cell: assimilation cycles")
     p.add_argument("--runs", type=int, default=2, help="cell: twins")
     p.add_argument("--budget-s", type=float, default=240.0, help="cell: time budget")
-    p.add_argument("--operators", type=int, default=2, help="cell: coarsen 4 (1) + subsample 4 (2)")
+    p.add_argument(
+        "--operators", type=int, default=2, help="cell: coarsening (1) + subsampling (2)"
+    )
+    p.add_argument(
+        "--kinds", nargs="+", choices=["coarsen", "subsample"], help="cell: instead of --operators"
+    )
+    p.add_argument("--levels", type=int, nargs="+", default=[4], help="cell: factors/strides")
+    p.add_argument(
+        "--methods", nargs="+", default=["bpf", "enkf", "fa-apf", "flowdas"], help="cell: filters"
+    )
+    p.add_argument("--letkf-radii", type=float, nargs="+", default=[4.0, 8.0, 16.0])
+    p.add_argument("--letkf-inflations", type=float, nargs="+", default=[1.0, 1.1])
+    p.add_argument("--tune-runs", type=int, default=1, help="cell: LETKF training twins")
     p.add_argument("--tag", default="", help="suffix of the output files")
     p.add_argument("--threads", type=int, default=4)
     p.add_argument("--emulator", default=EMULATOR, help="checkpoint of the ns2d emulator")

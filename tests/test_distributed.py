@@ -420,3 +420,41 @@ def test_every_sized_draw_is_the_one_process_draw(draw):
     with _ShardedNoise(g2, 20, 50, 30):
         part = draw(x[30:], g2)
     assert torch.equal(part, full[30:]) and torch.equal(g1.get_state(), g2.get_state())
+
+
+@pytest.mark.parametrize(
+    "gpus, device, backend, expect_backend, expect_gpu",
+    [
+        (2, "cuda", None, "nccl", 1),  # a GPU per process: NCCL, GPU LOCAL_RANK
+        (1, "cuda", None, "gloo", 0),  # two processes share one GPU: gloo
+        (1, None, None, "gloo", 0),  # device unknown, CUDA available: the same rule
+        (2, "cpu", None, "gloo", None),  # CPU particles on a GPU machine: gloo, no GPU
+        (1, "cuda", "nccl", ValueError, None),  # NCCL cannot share a GPU
+    ],
+)
+def test_backend_and_gpu_of_a_process(
+    monkeypatch, gpus, device, backend, expect_backend, expect_gpu
+):
+    """The backend and the GPU each process picks, from the processes of its node
+    (LOCAL_WORLD_SIZE) and the GPUs it sees (the process group itself is not started)."""
+    import genfilter.distributed as gd
+
+    started, chosen = [], []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(gd.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(gd.dist, "init_process_group", lambda b: started.append(b))
+    monkeypatch.setattr(gd.dist, "get_world_size", lambda *a: 2)
+    monkeypatch.setattr(gd.atexit, "register", lambda f: None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: chosen.append(i))
+    if expect_backend is ValueError:
+        with pytest.raises(ValueError, match="nccl.*GPU per process"):
+            gd.init_from_env(backend, device=device)
+        assert started == []
+        return
+    gd.init_from_env(backend, device=device)
+    assert started == [expect_backend]
+    assert chosen == ([] if expect_gpu is None else [expect_gpu])

@@ -302,11 +302,13 @@ def filter_(
 
     Under torchrun (`torchrun --nproc-per-node P genfilter filter cfg.yaml`) FA-APF and the
     BPF split the particles across the P processes; the file is bit-identical on CPU."""
+    from ._utils import check_device
     from .distributed import init_from_env, is_main
     from .experiments.config import load_config
     from .experiments.runner import run_config
 
-    init_from_env()
+    check_device(device)
+    init_from_env(device=device)
     echo = typer.echo if is_main() else (lambda *a, **k: None)
 
     cfg = load_config(

@@ -39,7 +39,8 @@ inflation, log-evidence, metrics) is bit-identical to the single-process run, wh
    chunk sizes).
 
 On GPUs kernels may depend on the batch size, so results agree within floating-point
-tolerance only.
+tolerance only. Several processes may share one GPU (more processes than GPUs on a node):
+they then communicate through gloo (:func:`init_from_env`).
 
 Everything a filter step reports is computed from gathered, replicated quantities, so
 every rank returns the same :class:`~genfilter.filters.base.FilterRun`; only rank 0
@@ -108,13 +109,18 @@ def barrier() -> None:
         dist.barrier()
 
 
-def init_from_env(backend: str | None = None) -> bool:
+def init_from_env(backend: str | None = None, device: str | torch.device | None = None) -> bool:
     """Starts the process group that ``torchrun`` describes in the environment
     (``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``...), if any and not started yet.
 
     Arguments:
-        backend: ``"gloo"`` or ``"nccl"``; default NCCL when CUDA is available, else gloo.
-            With NCCL the process uses the GPU ``LOCAL_RANK``.
+        backend: ``"gloo"`` or ``"nccl"``. Default: NCCL when the particles live on CUDA
+            (``device``; when ``device`` is not given, whenever CUDA is available) and every
+            process of the node has a GPU of its own, else gloo. NCCL refuses two processes
+            on one GPU, so several processes sharing a GPU talk through gloo: the tensors
+            they exchange (N log-weights, the particles that change rank) go through the CPU.
+        device: Where the particles will live (``"cpu"``, ``"cuda"``). On CUDA, process
+            ``LOCAL_RANK`` uses GPU ``LOCAL_RANK mod torch.cuda.device_count()``.
 
     Returns:
         Whether more than one process runs.
@@ -122,12 +128,21 @@ def init_from_env(backend: str | None = None) -> bool:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
         return is_distributed()
     if not dist.is_initialized():
+        cuda = torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        local_size = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+        gpus = torch.cuda.device_count() if cuda else 0
         if backend is None:
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            backend = "nccl" if cuda and gpus >= local_size else "gloo"
         if backend not in ("gloo", "nccl"):
             raise ValueError(f"backend must be 'gloo' or 'nccl', got {backend!r}")
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        if backend == "nccl" and gpus < local_size:
+            raise ValueError(
+                f"backend 'nccl' needs a GPU per process: {local_size} processes on this node, "
+                f"{gpus} GPU(s); use backend 'gloo' to share GPUs"
+            )
+        if cuda:
+            torch.cuda.set_device(local_rank % gpus)
         dist.init_process_group(backend)
         atexit.register(_shutdown)
     return is_distributed()
