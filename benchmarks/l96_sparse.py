@@ -3,6 +3,9 @@ every second component observed every 0.05 time units with noise std 1, a climat
 initial ensemble; every filter forecasts with the shipped Lorenz-96 emulator, and the LETKF
 also runs on the true model as the classical reference.
 
+``--localization C ...`` adds FA-APF rows with localised weights of radius C (and the ESS
+interval ``--ess LO HI``; docs/method.md#localised-weights).
+
 Rows: FA-APF with the matrix-free observed covariance (M + 1 = 21 backward passes per
 diffusion step) and with the dense projected covariance (D = 40), the LETKF (localisation
 radius 6, inflation 1.05, the settings of ``configs/l96-letkf.yaml``, not tuned here), the
@@ -34,6 +37,20 @@ ROWS = [
 ]
 
 
+def localised_rows(radii: list[float], ess: list[float] | None) -> list[tuple]:
+    """FA-APF rows with localised weights (docs/method.md#localised-weights), observed
+    covariance, one per radius (and the ESS interval ``ess`` when given)."""
+    rows = []
+    for c in radii:
+        options = {"localization": c}
+        label = f"FA-APF (localised, c = {c:g}"
+        if ess:
+            options["ess_interval"] = list(ess)
+            label += f", ESS {ess[0]:g}-{ess[1]:g}"
+        rows.append((label + ")", "shipped", "fa-apf", options, {"covariance": "observed"}))
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--particles", type=int, default=40)
@@ -42,6 +59,10 @@ def main() -> None:
     p.add_argument("--burn-in", type=int, default=20)
     p.add_argument("--out", default="outputs/l96-sparse")
     p.add_argument("--rows", default=None, help="comma-separated subset of the row labels")
+    p.add_argument(
+        "--localization", type=float, nargs="+", default=[], help="localised FA-APF rows: radii"
+    )
+    p.add_argument("--ess", type=float, nargs=2, default=None, help="their ESS interval")
     args = p.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -51,8 +72,10 @@ def main() -> None:
         f"| filter (N = {args.particles}) | skill | spread | CRPS | s / step |",
         "|---|---|---|---|---|",
     ]
-    for label, emulator, method, options, emulator_options in ROWS:
-        if wanted is not None and label not in wanted:
+    rows = ROWS + localised_rows(args.localization, args.ess)
+    local = {r[0] for r in rows[len(ROWS) :]}
+    for label, emulator, method, options, emulator_options in rows:
+        if wanted is not None and label not in wanted and label not in local:
             continue
         cfg = parse_config(
             {

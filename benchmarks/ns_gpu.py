@@ -18,8 +18,9 @@ cycles; FA-APF, the FlowDAS-style ensemble, the bootstrap PF and the EnKF on the
 Cells that would overrun ``--budget-s`` are skipped and listed as such. ``--levels``,
 ``--kinds`` and ``--methods`` make it a whole Table 2 (factors and strides 4, 8, 16;
 ``letkf`` among the methods first picks the LETKF's radius and inflation on a training twin,
-seed 1000, of the first level, then uses them at every level). Every cell is a run file
-under ``--out``/runs, resumed if it exists.
+seed 1000, of the first level, then uses them at every level; ``fa-apf-local`` is FA-APF
+with localised weights of radius ``--localization``). Every cell is a run file under
+``--out``/runs, resumed if it exists.
 
     python benchmarks/ns_gpu.py perf --device cuda --out /tmp/ns_gpu
     python benchmarks/ns_gpu.py cell --device cuda --out /tmp/ns_gpu --budget-s 240
@@ -284,8 +285,17 @@ def cell(args) -> None:
                 continue
             t0 = time.perf_counter()
             options = letkf if method == "letkf" else {}
+            if method == "fa-apf-local":  # localised weights, docs/method.md#localised-weights
+                options = {"localization": args.localization}
             try:
-                s = one(method, op, seed=0, runs=args.runs, options=options, folder="runs")
+                s = one(
+                    method.removesuffix("-local"),
+                    op,
+                    seed=0,
+                    runs=args.runs,
+                    options=options,
+                    folder="runs",
+                )
                 row = {"observation": label, "method": method, **options, **s}
                 lines.append(
                     f"| {label} | {method} | {s['skill']:.3f} ± {s['skill_se']:.3f} | "
@@ -371,6 +381,9 @@ def main() -> None:
     p.add_argument("--levels", type=int, nargs="+", default=[4], help="cell: factors/strides")
     p.add_argument(
         "--methods", nargs="+", default=["bpf", "enkf", "fa-apf", "flowdas"], help="cell: filters"
+    )
+    p.add_argument(
+        "--localization", type=float, default=8.0, help="cell: radius of method fa-apf-local"
     )
     p.add_argument("--letkf-radii", type=float, nargs="+", default=[4.0, 8.0, 16.0])
     p.add_argument("--letkf-inflations", type=float, nargs="+", default=[1.0, 1.1])

@@ -1,0 +1,118 @@
+"""The Navier–Stokes figure of docs/results/ns.md: for each observation level of a Table-2
+run folder (``benchmarks/ns_gpu.py cell --out``), the true vorticity, the observation, and
+FA-APF's ensemble mean and spread, at the last cycle of the first twin.
+
+The observation is drawn on the grid: a coarsened field as its block averages, a subsampled
+field as its observed points (grey elsewhere).
+
+    python benchmarks/ns_figure.py outputs/ns32-cell --out docs/results/ns/fields_ns32.png
+    python benchmarks/ns_figure.py outputs/ns32-cell --table cell.json cell_local.json
+
+``--table`` prints instead the skill of every filter at every observation level (rows:
+filters; columns: levels), from the ``cell*.json`` files of the folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+
+NAME = re.compile(r"ns(\d+)-(coarsen|subsample)(\d+)-fa-apf-N\d+\.nc$")
+
+
+def observation_image(obs: np.ndarray, kind: str, level: int, size: int) -> np.ndarray:
+    """The observation vector as a ``size × size`` image (NaN where nothing is observed)."""
+    m = size // level
+    grid = obs.reshape(m, m)
+    if kind == "coarsen":
+        return np.kron(grid, np.ones((level, level)))
+    image = np.full((size, size), np.nan)
+    image[::level, ::level] = grid
+    return image
+
+
+def table(folder: Path, names: list[str], metric: str = "skill") -> str:
+    """Markdown table of ``metric`` ± its standard error: filters × observation levels."""
+    rows: dict[str, dict[str, str]] = {}
+    levels: list[str] = []
+    for name in names:
+        for r in json.loads((folder / name).read_text())["rows"]:
+            if metric not in r:
+                continue
+            obs = r["observation"]
+            levels += [obs] if obs not in levels else []
+            se = r.get(f"{metric}_se", math.nan)
+            rows.setdefault(r["method"], {})[obs] = f"{r[metric]:.3f} ± {se:.3f}"
+    key = {"coarsen": 0, "subsample": 1}
+    levels.sort(key=lambda o: (key[o.split()[0]], int(o.split()[1])))
+    lines = ["| filter | " + " | ".join(levels) + " |", "|---" * (len(levels) + 1) + "|"]
+    for method, cells in rows.items():
+        lines.append(f"| {method} | " + " | ".join(cells.get(o, "—") for o in levels) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folder", type=Path)
+    p.add_argument("--out", type=Path)
+    p.add_argument("--run", type=int, default=0)
+    p.add_argument("--table", nargs="+", help="cell*.json files of the folder")
+    p.add_argument("--metric", default="skill", help="with --table: skill, crps, spread")
+    args = p.parse_args()
+    if args.table:
+        print(table(args.folder, args.table, args.metric))
+        return
+    if args.out is None:
+        raise SystemExit("--out is required for the figure")
+    cells = []
+    for path in sorted((args.folder / "runs").glob("*-fa-apf-N*.nc")):
+        m = NAME.search(path.name)
+        if m:
+            cells.append((m.group(2), int(m.group(3)), int(m.group(1)), path))
+    if not cells:
+        raise SystemExit(f"no FA-APF run files under {args.folder / 'runs'}")
+    cells.sort(key=lambda c: (c[1], c[0]))
+    fig, axes = plt.subplots(len(cells), 4, figsize=(10, 2.6 * len(cells)), squeeze=False)
+    for row, (kind, level, size, path) in zip(axes, cells):
+        with xr.open_dataset(path) as ds:
+            last = ds.sizes["step"] - 1
+            truth = ds["truth"].isel(run=args.run, step=last).values
+            mean = ds["mean"].isel(run=args.run, step=last).values
+            spread = ds["spread"].isel(run=args.run, step=last).values
+            obs = ds["observations"].isel(run=args.run, step=last).values
+            step = int(ds["step"].values[last])
+        lim = float(np.abs(truth).max())
+        err = float(np.sqrt(np.mean((mean - truth) ** 2)))
+        panels = [
+            (truth, "truth", "RdBu_r", (-lim, lim)),
+            (observation_image(obs, kind, level, size), f"{kind} {level}", "RdBu_r", (-lim, lim)),
+            (mean, f"FA-APF mean (RMSE {err:.2f})", "RdBu_r", (-lim, lim)),
+            (spread, "FA-APF spread", "viridis", (0.0, None)),
+        ]
+        for ax, (img, title, cmap, (lo, hi)) in zip(row, panels):
+            cm = matplotlib.colormaps[cmap].copy()
+            cm.set_bad("0.85")
+            im = ax.imshow(img.T, origin="lower", cmap=cm, vmin=lo, vmax=hi)
+            ax.set_title(title, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        row[0].set_ylabel(f"{size}², cycle {step}", fontsize=9)
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
