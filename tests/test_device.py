@@ -66,10 +66,19 @@ def test_lorenz63_filters_keep_their_particles_on_the_device(method):
     torch.testing.assert_close(run.means, reference.means)
 
 
-@pytest.mark.parametrize(("factor", "method"), [(4, "fa-apf"), (2, "fa-apf"), (2, "flowdas")])
-def test_navier_stokes_guidance_keeps_its_particles_on_the_device(factor, method):
+@pytest.mark.parametrize(
+    ("factor", "method", "options"),
+    [
+        (4, "fa-apf", {}),
+        (2, "fa-apf", {}),
+        (2, "flowdas", {}),
+        (4, "fa-apf", {"localization": 4.0}),
+    ],
+)
+def test_navier_stokes_guidance_keeps_its_particles_on_the_device(factor, method, options):
     """The matrix-free observed covariance, exact (coarsening 4 of 32²: 64 values) and
-    Krylov (coarsening 2: 256 values), with an untrained quick U-Net."""
+    Krylov (coarsening 2: 256 values), with an untrained quick U-Net; and FA-APF's
+    localised weights on the 2D periodic grid."""
     from genfilter.emulators.diffusion import DiffusionEmulator
 
     res = 32
@@ -84,7 +93,7 @@ def test_navier_stokes_guidance_keeps_its_particles_on_the_device(factor, method
             "emulator": "true",
             "observations": {"operator": "coarsen", "factor": factor, "noise_std": 0.115},
             "initial": {"recipe": "perturbed", "std": 0.0, "spinup": 1.0},
-            "filter": {"method": method, "particles": 3},
+            "filter": {"method": method, "particles": 3, "options": options},
             "steps": 2,
             "burn_in": 0,
         }
@@ -94,3 +103,5 @@ def test_navier_stokes_guidance_keeps_its_particles_on_the_device(factor, method
         run = run_one(cfg, 0, setup, em, device=DEVICE)
     assert not check.mismatches, "\n" + check.report()
     assert torch.isfinite(run.means).all()
+    if options:  # the second step went through the localised weights
+        assert not run.infos[1].skipped_weights and "seams" in run.infos[1].extra
