@@ -56,6 +56,7 @@ from .base import (
 )
 from .letkf import _check_radius
 from .local_weights import (
+    column_ess,
     local_ancestors,
     local_inflation,
     local_log_likelihoods,
@@ -194,9 +195,7 @@ class FAAPF(EnsembleFilter):
         r"""Per-particle :math:`\log \hat p(y \mid x_i^k)` ``(N,)``, un-inflated
         (paper Eq. 23–26; docs/method.md#fa-apf-weights)."""
         if self.weights == "dirac":
-            mu = self._emulator().predict_mean(particles, generator=self.generator)
-            check_finite(mu, "FAAPF: the emulator's predict_mean")
-            return obs.log_likelihood(mu).double()
+            return self._dirac(particles, obs)[1]
         if self.weights == "exact":
             return self._exact_log_likelihoods(particles, obs)
         M = obs.y.shape[0]
@@ -211,6 +210,12 @@ class FAAPF(EnsembleFilter):
         cov = R + hvh.double()
         cov = (cov + cov.transpose(-1, -2)) / 2
         return _gaussian_log_density(obs.y.double() - hmu.double(), cov)
+
+    def _dirac(self, particles: Tensor, obs: Observation) -> tuple[Tensor, Tensor]:
+        r"""The predictive means :math:`\mu_i` and the dirac log-likelihoods ``(N,)``."""
+        mu = self._emulator().predict_mean(particles, generator=self.generator)
+        check_finite(mu, "FAAPF: the emulator's predict_mean")
+        return mu, obs.log_likelihood(mu).double()
 
     def _exact_log_likelihoods(self, particles: Tensor, obs: Observation) -> Tensor:
         r"""Monte-Carlo :math:`\log p(y \mid x_i^k)` from ``exact_samples`` forecasts of
@@ -234,93 +239,70 @@ class FAAPF(EnsembleFilter):
         reduced = obs.observed() if obs is not None else None
         if reduced is None or reduced.y.shape[0] == 0:
             return self._forecast(ensemble, prior, t0)
-        if self.localization is not None:
-            return self._local_step(x, prior, reduced, t0)
-        # 1. weights from one denoiser call per particle
-        # the weights live where the prior weights are (the CPU), whatever the particles' device
-        ll = self._global(self.log_likelihoods(x, reduced)).double().to(prior.device)
+        # 1. weights from one denoiser call per particle (the localised weights also need
+        # the predictive means); the weights live where the prior weights are (the CPU),
+        # whatever the particles' device
+        if self.localization is None:
+            mu, ll = None, self.log_likelihoods(x, reduced)
+        else:
+            mu, ll = self._dirac(x, reduced)
+        ll = self._global(ll).double().to(prior.device)
         if self.skip_identical and is_uniform(prior) and self._identical(x):
             # all particles equal (first step from one initial state): equal weights
-            rw = None
-            anc = torch.arange(N)
+            source = self._take(x, torch.arange(N))
+            fields = dict(
+                ess=float(N),
+                log_evidence=float(torch.logsumexp(prior.double() + ll, 0)),
+                ess_untempered=float(N),
+                skipped_weights=True,
+                unique_ancestors=N,
+            )
+            if mu is not None:
+                fields["extra"] = {"inflation_min": 1.0, "ess_min": float(N), "seams": 0.0}
+        elif mu is not None:
+            # 2–3. per-point inflation and resampling (docs/method.md#localised-weights)
+            source, fields = self._local_resample(x, mu, prior, reduced)
+            fields["log_evidence"] = float(torch.logsumexp(prior.double() + ll, 0))
         else:
             # 2. inflation to the ESS interval; 3. ancestors by resampling
             rw = reweight(prior, ll, self.ess_interval, who="FAAPF")
             anc = resample(rw.log_weights, self.resampling, generator=self.generator)
+            source = self._take(x, anc)
+            fields = dict(**rw.diagnostics(), unique_ancestors=int(torch.unique(anc).numel()))
         # 4. the optimal proposal, guided with the un-inflated observation noise
-        new = self._emulator().sample_posterior(
-            self._take(x, anc), reduced, generator=self.generator
-        )
-        if rw is None:
-            log_evidence = float(torch.logsumexp(prior.double() + ll, 0))
-            info = StepInfo(
-                ess=float(N),
-                log_evidence=log_evidence,
-                ess_untempered=float(N),
-                skipped_weights=True,
-                unique_ancestors=N,
-                resampled=True,
-            )
-        else:
-            info = StepInfo(
-                **rw.diagnostics(),
-                unique_ancestors=int(torch.unique(anc).numel()),
-                resampled=True,
-            )
+        new = self._emulator().sample_posterior(source, reduced, generator=self.generator)
+        info = StepInfo(**fields, resampled=True)
         info.seconds = time.perf_counter() - t0
         return Ensemble(new, self._local(uniform_log_weights(N))), info
 
-    def _local_step(
-        self, x: Tensor, prior: Tensor, obs: Observation, t0: float
-    ) -> tuple[Ensemble, StepInfo]:
-        """One FA-APF step with localised weights and local resampling
-        (:mod:`genfilter.filters.local_weights`; docs/method.md#localised-weights)."""
+    def _local_resample(
+        self, x: Tensor, mu: Tensor, prior: Tensor, obs: Observation
+    ) -> tuple[Tensor, dict]:
+        """Localised weights, per-point inflation and local systematic resampling: the
+        patched particles and the :class:`StepInfo` fields (means over the grid points)."""
         N = prior.shape[0]
-        mu = self._emulator().predict_mean(x, generator=self.generator)
-        check_finite(mu, "FAAPF: the emulator's predict_mean")
-        ll = obs.log_likelihood(mu).double().to(prior.device)  # global: the log-evidence
-        log_evidence = float(torch.logsumexp(torch.log_softmax(prior.double(), 0) + ll, 0))
-        if self.skip_identical and is_uniform(prior) and self._identical(x):
-            new = self._emulator().sample_posterior(x, obs, generator=self.generator)
-            info = StepInfo(
-                ess=float(N),
-                log_evidence=log_evidence,
-                ess_untempered=float(N),
-                skipped_weights=True,
-                unique_ancestors=N,
-                resampled=True,
-                extra={"inflation_min": 1.0, "ess_min": float(N), "seams": 0.0},
-            )
-            info.seconds = time.perf_counter() - t0
-            return Ensemble(new, uniform_log_weights(N)), info
-        state_shape = tuple(x.shape[1:])
-        rho = localisation_weights(obs, state_shape, self.localization, self.periodic)
+        rho = localisation_weights(obs, tuple(x.shape[1:]), self.localization, self.periodic)
         L = local_log_likelihoods(mu, obs, rho)  # (N, P)
         lw_prior = torch.log_softmax(prior.double(), 0)
         if self.ess_interval is None:
             beta = torch.ones(L.shape[1], dtype=torch.float64)
-            w = lw_prior[:, None] + L
-            ess = ess1 = torch.exp(-torch.logsumexp(2 * torch.log_softmax(w, 0), 0))
+            ess = ess1 = column_ess(lw_prior[:, None] + L)
             met = None
         else:
             lo, hi = (max(1.0, f * N) for f in self.ess_interval)
             beta, ess, ess1 = local_inflation(L, lo, hi, prior=lw_prior)
             met = bool(((ess >= lo - 1e-9) & (ess <= hi + 1e-9) | (beta == 1)).all())
-        log_w = lw_prior[:, None] + beta * L
         u = torch.rand(1, dtype=torch.float64, generator=self.generator)
-        anc = local_ancestors(log_w, u)  # (N, P), sorted in every column
+        anc = local_ancestors(lw_prior[:, None] + beta * L, u)  # (N, P), sorted per column
         flat = x.reshape(N, -1)
         patched = flat.gather(0, anc.to(flat.device)).reshape(x.shape)
-        new = self._emulator().sample_posterior(patched, obs, generator=self.generator)
         unique = 1 + (anc[1:] != anc[:-1]).sum(0)
-        info = StepInfo(
+        return patched, dict(
             ess=float(ess.mean()),
             inflation=float(beta.mean()),
-            log_evidence=log_evidence,
             ess_untempered=float(ess1.mean()),
             target_met=met,
             unique_ancestors=round(float(unique.double().mean())),
-            resampled=True,
             extra={
                 "inflation_min": float(beta.min()),
                 "ess_min": float(ess.min()),
@@ -328,8 +310,6 @@ class FAAPF(EnsembleFilter):
                 "seams": float((anc[:, 1:] != anc[:, :-1]).double().mean()),
             },
         )
-        info.seconds = time.perf_counter() - t0
-        return Ensemble(new, uniform_log_weights(N)), info
 
     def _identical(self, x: Tensor) -> bool:
         if self.sharding is None:

@@ -190,6 +190,19 @@ def _resolve_periods(
     return periods
 
 
+def _observation_locations(obs: Observation, state_shape: Sequence[int], device=None) -> Tensor:
+    """``obs.operator.locations(S)`` as float64 ``(M, len(S))`` on ``device``; a wrong shape
+    is a one-line error."""
+    M = obs.y.shape[0]
+    locations = torch.as_tensor(obs.operator.locations(state_shape), dtype=torch.float64).to(device)
+    if locations.shape != (M, len(state_shape)):
+        raise ValueError(
+            f"operator.locations({state_shape}) has shape {tuple(locations.shape)}, expected "
+            f"({M}, {len(state_shape)}) for {M} observed values"
+        )
+    return locations
+
+
 def _state_grid(state_shape: Sequence[int], device=None) -> Tensor:
     """Coordinates ``(prod(S), len(S))`` of every grid point, in flattening order."""
     axes = [torch.arange(n, dtype=torch.float64, device=device) for n in state_shape]
@@ -355,12 +368,7 @@ def letkf_update(
     Ct = noise.inv(Yb).T.contiguous()  # (M, N): row m = column m of C = Y_bᵀ Σ⁻¹
     Ybt = Yb.T.contiguous()  # (M, N)
     dy = obs.y.to(Yb) - ybar  # (M,)
-    locations = torch.as_tensor(obs.operator.locations(state_shape), dtype=torch.float64).to(device)
-    if locations.shape != (M, len(state_shape)):
-        raise ValueError(
-            f"operator.locations({state_shape}) has shape {tuple(locations.shape)}, expected "
-            f"({M}, {len(state_shape)}) for {M} observed values"
-        )
+    locations = _observation_locations(obs, state_shape, device)
     grid = _state_grid(state_shape, device)
     eye = torch.eye(N, dtype=torch.float64, device=device)
 

@@ -40,7 +40,13 @@ References:
 
 from __future__ import annotations
 
-__all__ = ["localisation_weights", "local_log_likelihoods", "local_inflation", "local_ancestors"]
+__all__ = [
+    "column_ess",
+    "localisation_weights",
+    "local_log_likelihoods",
+    "local_inflation",
+    "local_ancestors",
+]
 
 import math
 from collections.abc import Sequence
@@ -49,7 +55,13 @@ import torch
 from torch import Tensor
 
 from ..observations import Observation
-from .letkf import _resolve_periods, _state_grid, gaspari_cohn, grid_distances
+from .letkf import (
+    _observation_locations,
+    _resolve_periods,
+    _state_grid,
+    gaspari_cohn,
+    grid_distances,
+)
 from .resampling import _ONE_MINUS
 
 
@@ -62,15 +74,9 @@ def localisation_weights(
     r""":math:`\rho(d(j, m)/c)` for every grid point :math:`j` and observed value :math:`m`,
     ``(prod(S), M)`` float64 on the CPU."""
     state_shape = tuple(int(s) for s in state_shape)
-    M = obs.y.shape[0]
-    locations = torch.as_tensor(obs.operator.locations(state_shape), dtype=torch.float64)
-    if locations.shape != (M, len(state_shape)):
-        raise ValueError(
-            f"operator.locations({state_shape}) has shape {tuple(locations.shape)}, expected "
-            f"({M}, {len(state_shape)}) for {M} observed values"
-        )
+    locations = _observation_locations(obs, state_shape)
     periods = _resolve_periods(periodic, state_shape)
-    dist = grid_distances(_state_grid(state_shape), locations.cpu(), periods)
+    dist = grid_distances(_state_grid(state_shape), locations, periods)
     if math.isinf(radius):
         return torch.ones_like(dist)
     return gaspari_cohn(dist / radius)
@@ -85,7 +91,7 @@ def local_log_likelihoods(predicted: Tensor, obs: Observation, rho: Tensor) -> T
     return -0.5 * (q @ rho.T)
 
 
-def _ess(log_w: Tensor) -> Tensor:
+def column_ess(log_w: Tensor) -> Tensor:
     """ESS of every column of unnormalised log-weights ``(N, P)``."""
     w = torch.exp(log_w - log_w.max(0, keepdim=True).values)
     return w.sum(0) ** 2 / (w * w).sum(0)
@@ -114,7 +120,7 @@ def local_inflation(
     base = base.to(ll)
 
     def _ess_at(x: Tensor, scale: Tensor | float) -> Tensor:
-        return _ess(base + x * scale)
+        return column_ess(base + x * scale)
 
     ess1 = _ess_at(ll, 1.0)
     beta = torch.ones(ll.shape[1], dtype=torch.float64)
