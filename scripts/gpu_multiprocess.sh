@@ -21,12 +21,10 @@ set -u -o pipefail
 
 OUT=${OUT:-outputs/gpu_multiprocess}
 TINY=${GPU_TINY:-0}
-mkdir -p "$OUT"
-T0=$(date +%s)
-elapsed() { echo $(( $(date +%s) - T0 )); }
+source "$(dirname "$0")/gpu_common.sh"
 
 if [ "$TINY" = 1 ]; then
-  DEVICE=cpu PY=${PY:-.venv/bin/python} GF=(.venv/bin/python -m genfilter.cli)
+  DEVICE=cpu PY=${PY:-.venv/bin/python}
   L63="--sizes 32 --steps 2 --threads 1" NS="--sizes 32 --steps 2 --threads 1" NSDIFF=2
   CELL="--particles 4 --cycles 2 --runs 1 --diffusion-steps 2 --threads 1" END=500
 else
@@ -36,15 +34,7 @@ else
 fi
 
 main() {
-  if [ "$TINY" != 1 ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site .whl/*.whl || return 1
-    export PYTHONPATH=/tmp/site:$PWD/src
-    GF=(python3 -m genfilter.cli)
-  fi
-  export PYTHONUNBUFFERED=1
-  (nvidia-smi || echo "no nvidia-smi") >"$OUT/nvidia-smi.txt" 2>&1
-  $PY -c "import torch, genfilter; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'genfilter', genfilter.__version__)"
+  gpu_setup || return 1
   mkdir -p "$OUT/runs"
 
   echo "=== [$(elapsed) s] 1. smoke: torchrun, 2 processes, genfilter filter --device $DEVICE"
@@ -91,8 +81,4 @@ YAML
 }
 
 main 2>&1 | tee "$OUT/log.txt"
-rc=${PIPESTATUS[0]}
-tar czf "$OUT/runs.tgz" -C "$OUT" runs && rm -rf "$OUT/runs"
-echo "=== total $(elapsed) s, exit $rc" | tee -a "$OUT/log.txt"
-ls -la "$OUT" | tee -a "$OUT/log.txt"
-exit "$rc"
+gpu_finish "${PIPESTATUS[0]}"

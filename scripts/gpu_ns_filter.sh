@@ -19,9 +19,7 @@ set -u -o pipefail
 
 OUT=${OUT:-outputs/ns_gpu_run}
 TINY=${GPU_NS_TINY:-0}
-mkdir -p "$OUT"
-T0=$(date +%s)
-elapsed() { echo $(( $(date +%s) - T0 )); }
+source "$(dirname "$0")/gpu_common.sh"
 
 if [ "$TINY" = 1 ]; then
   DEVICE=cpu PY=${PY:-.venv/bin/python} GF=(.venv/bin/genfilter)
@@ -36,10 +34,8 @@ else
 fi
 
 main() {
+  gpu_setup || return 1
   if [ "$TINY" != 1 ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site .whl/*.whl || return 1
-    export PYTHONPATH=/tmp/site:$PWD/src
     if python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . \
         && command -v genfilter >/dev/null; then
       GF=(genfilter)
@@ -47,9 +43,6 @@ main() {
       GF=(python3 -m genfilter.cli)
     fi
   fi
-  export PYTHONUNBUFFERED=1
-  (nvidia-smi || echo "no nvidia-smi") >"$OUT/nvidia-smi.txt" 2>&1
-  $PY -c "import torch, genfilter; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'genfilter', genfilter.__version__)"
 
   echo "=== [$(elapsed) s] 1. smoke: genfilter filter --device $DEVICE"
   mkdir -p "$OUT/runs"
@@ -83,8 +76,4 @@ EOF
 }
 
 main 2>&1 | tee "$OUT/log.txt"
-rc=${PIPESTATUS[0]}
-tar czf "$OUT/runs.tgz" -C "$OUT" runs && rm -rf "$OUT/runs"
-echo "=== total $(elapsed) s, exit $rc" | tee -a "$OUT/log.txt"
-ls -la "$OUT" | tee -a "$OUT/log.txt"
-exit "$rc"
+gpu_finish "${PIPESTATUS[0]}"
