@@ -10,7 +10,9 @@ Tables printed (markdown):
    of one batched pass of that kind at N, measured here), step / floor, and the share of
    the step spent inside the network calls themselves (hooks; the rest is glue); for FA-APF with
    the default projected covariance, FA-APF with the paper's raw MMPS (GMRES, 1
-   iteration), the bootstrap PF and the EnKF (FA-APF / EnKF and FA-APF / BPF follow).
+   iteration), the bootstrap PF and the EnKF (FA-APF / EnKF and FA-APF / BPF follow); with
+   ``--compile`` also FA-APF with ``compile=True`` (its floor from the compiled network's
+   passes, its pass counts the eager default's).
 2. *Time against N*, N = 16 … 1024: seconds per step, a least-squares line (slope per
    particle, intercept, R²) and the fixed share of a step (intercept / time) at each N.
 3. *Chunking* at N = 256 and 1024, chunk sizes 64 and 256: time over the unchunked step,
@@ -26,7 +28,7 @@ Ratios of two configurations (tables 3 and 4) alternate the two step by step (a,
 several seconds otherwise move single timings by ±40 %.
 
     python benchmarks/performance.py                  # about 10 minutes on one core
-    python benchmarks/performance.py --compile        # + the compiled backbone (~2 min more)
+    python benchmarks/performance.py --compile        # + compile=True in tables 1 and 4
     python benchmarks/performance.py --setup l96-sparse --only 1 --floor-sizes 40 --steps 5
 
 Run it on an otherwise idle machine: another process on the same core measures contention.
@@ -42,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from functools import partial
 
 import torch
@@ -201,11 +204,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def pass_times(em, n: int, reps: int = 60, device: torch.device | None = None) -> dict[str, float]:
+def pass_times(
+    em, n: int, reps: int = 60, device: torch.device | None = None, compiled: bool = False
+) -> dict[str, float]:
     """Median seconds of one batched pass of each kind on ``n`` rows (at t = 0.5), on
-    ``device`` (default the CPU; the device is synchronised around each pass)."""
+    ``device`` (default the CPU; the device is synchronised around each pass); with
+    ``compiled``, of the ``torch.compile``d denoiser (``em.net`` of an emulator built with
+    ``compile=True``)."""
     device = device or torch.device("cpu")
-    d = em.denoiser
+    d = em.net if compiled else em.denoiser
     shape = (n, *em.state_shape)
     x, c = torch.randn(shape, device=device), torch.randn(shape, device=device)
     t = torch.full((), 0.5, device=device)
@@ -237,41 +244,53 @@ def paper_count(steps: int, iterations: int) -> int:
     return steps * (1 + 2 * iterations) + 1
 
 
-def table_floor(n: int, steps: int) -> tuple[list[str], dict]:
+def table_floor(n: int, steps: int, compile_: bool = False) -> tuple[list[str], dict]:
     rows = [
         ("FA-APF, projected covariance (default)", "fa-apf", {}),
         ("FA-APF, raw MMPS, GMRES 1 (paper)", "fa-apf", {"covariance": "tweedie"}),
         ("bootstrap PF", "bpf", {}),
         ("EnKF", "enkf", {}),
     ]
+    if compile_:
+        rows.insert(1, ("FA-APF, projected, `compile=True`", "fa-apf", {"compile": True}))
     lines = [
         f"| N = {n} | s / step | passes: fwd + fwd (graph) + bwd | paper's count | "
         "floor (s) | step / floor | time inside network calls |",
         "|---|---|---|---|---|---|---|",
     ]
-    seconds = {}
+    seconds: dict[str, float] = {}
+    counts: dict[str, dict[str, float]] = {}
     for label, method, opts in rows:
+        compiled = bool(opts.get("compile"))
         f, ens, twin, em = make(method, n, opts)
-        p = passes(f, ens, twin, em, n)
+        if compiled:
+            # the compiled graphs hide their passes from the counter; the algorithm (and
+            # so the count) is the eager default's
+            f.step(ens, twin.observations[1])  # compiles the guided call
+            p = counts["fa-apf"]
+        else:
+            p = passes(f, ens, twin, em, n)
+            counts.setdefault(method, p)
         # step and pass times alternate, so that both see the same machine state; the
         # medians over the rounds are compared
         step_times, floors, shares = [], [], []
         for k in range(1, steps + 1):
-            with NetworkClock(em) as clock:
+            # no hooks in compiled graphs (they would break them)
+            with nullcontext() if compiled else NetworkClock(em) as clock:
                 t0 = time.perf_counter()
                 ens, _ = f.step(ens, twin.observations[k])
                 step_times.append(time.perf_counter() - t0)
-            shares.append(clock.seconds / step_times[-1])
-            pt = pass_times(em, n, reps=15)
+            if not compiled:
+                shares.append(clock.seconds / step_times[-1])
+            pt = pass_times(em, n, reps=15, compiled=compiled)
             floors.append(sum(p[key] * pt[key] for key in p))
         s, floor = statistics.median(step_times), statistics.median(floors)
-        share = statistics.median(shares)
-        seconds[method if not opts else "raw"] = s
+        share = "—" if compiled else f"{statistics.median(shares):.0%}"
+        seconds[method if not opts else label] = s
         count = f"{p['fwd']:.0f} + {p['fwd_graph']:.0f} + {p['bwd']:.0f}"
         paper = paper_count(em.steps, 1) if method == "fa-apf" else "—"
         lines.append(
-            f"| {label} | {s:.4f} | {count} | {paper} | {floor:.4f} | {s / floor:.2f} | "
-            f"{share:.0%} |"
+            f"| {label} | {s:.4f} | {count} | {paper} | {floor:.4f} | {s / floor:.2f} | {share} |"
         )
     lines.append("")
     lines.append(
@@ -281,10 +300,10 @@ def table_floor(n: int, steps: int) -> tuple[list[str], dict]:
     return lines, seconds
 
 
-def floor_tables(sizes: list[int], steps: int) -> list[str]:
+def floor_tables(sizes: list[int], steps: int, compile_: bool = False) -> list[str]:
     lines: list[str] = []
     for n in sizes:
-        lines += ([""] if lines else []) + table_floor(n, steps)[0]
+        lines += ([""] if lines else []) + table_floor(n, steps, compile_)[0]
     return lines
 
 
@@ -436,7 +455,7 @@ def main() -> None:
     sections = [
         (
             "Step against floor",
-            lambda: floor_tables(args.floor_sizes, args.steps),
+            lambda: floor_tables(args.floor_sizes, args.steps, args.compile),
         ),
         ("Time against N (FA-APF)", lambda: table_sizes(args.sizes, args.steps)),
         ("Chunking (FA-APF)", lambda: table_chunks([256, 1024], [64, 256], args.steps)),

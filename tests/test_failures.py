@@ -1157,7 +1157,26 @@ def _setup_parts_corrupt_step(tmp):
     return [*FILTER_ARGV, "--resume"]
 
 
+def _setup_parts_locked(tmp):
+    import socket
+
+    (tmp / "o.nc.parts").mkdir()
+    write_config(tmp / "o.nc.parts", "config.yaml")
+    # the parent of the test process: alive, and not the process that runs the CLI
+    (tmp / "o.nc.parts" / "lock").write_text(f"{os.getppid()} {socket.gethostname()}")
+    write_config(tmp, "c.yaml")
+    return [*FILTER_ARGV, "--resume"]
+
+
 _R = "resume"
+_add(
+    "resume-parts-locked-by-a-running-process",
+    _R,
+    "cli",
+    _setup_parts_locked,
+    ["o.nc.parts", "being written", "lock"],
+    note="another live process holds .parts/lock: --resume must refuse, not interleave",
+)
 _add(
     "resume-output-finished-from-another-config",
     _R,

@@ -54,3 +54,61 @@ def test_compiled_denoiser_draws_agree_with_eager_ones():
     a = eager.sample_posterior(x, obs, generator=torch.Generator().manual_seed(1))
     b = compiled.sample_posterior(x, obs, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(a, b, rtol=1e-3, atol=1e-3)
+
+
+def test_fused_projected_guidance_is_the_projected_mmps_mean():
+    """projected_mmps_mean (what compile=True compiles: one batched vector–Jacobian
+    product for the Jacobian rows, the affine observation map) gives the mean of
+    ProjectedMMPSDenoiser on the shipped denoiser, at low noise (positive-definite
+    covariance rows) and at high noise (rows the projection clips)."""
+    from genfilter.emulators.guidance import ProjectedMMPSDenoiser, projected_mmps_mean
+    from genfilter.observations import Observation, Select, isotropic_noise, noise_matrix
+
+    em = load_shipped_emulator(0.1)
+    g = torch.Generator().manual_seed(0)
+    x_prev = 5.0 * torch.randn(32, 3, generator=g)
+    obs = Observation(torch.tensor([1.0, 20.0]), Select([0, 2]), isotropic_noise(0.25))
+    _, H = em._linear_observation(obs, x_prev, matrix=True)
+    cond = em.condition(x_prev)
+
+    def A(u):
+        return obs.predict(em.from_target(u, x_prev))
+
+    cov = noise_matrix(obs.noise, 2)
+    ref = ProjectedMMPSDenoiser(em.denoiser, y=obs.y, A=A, cov_y=cov, H=H)
+    clipped = 0
+    for t in (0.2, 0.6, 0.95):
+        alpha, sigma = em.schedule(torch.tensor(t))
+        x_t = alpha * torch.randn(32, 3, generator=g) + sigma * torch.randn(32, 3, generator=g)
+        want = ref(x_t, torch.tensor(t), cond=cond).mean
+        with torch.no_grad():
+            offset = A(torch.zeros_like(x_t)).to(torch.float64)
+        got = projected_mmps_mean(
+            em.denoiser, x_t, torch.tensor(t), cond, obs.y.double(), H, cov.double(), offset
+        )
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-4), (t, (got - want).abs().max())
+        with torch.enable_grad():
+            x_in = x_t.clone().requires_grad_()
+            J = torch.stack(
+                [
+                    torch.autograd.grad(
+                        em.denoiser(x_in, torch.tensor(t), cond=cond).mean[:, k].sum(), x_in
+                    )[0]
+                    for k in range(3)
+                ],
+                dim=1,
+            )
+        C = 0.5 * (J + J.transpose(1, 2)).double()
+        clipped += int((torch.linalg.cholesky_ex(C).info != 0).sum())
+    assert clipped > 0  # the projection's other branch was exercised
+
+
+def test_fused_guidance_needs_an_affine_map_and_the_clip():
+    from genfilter.emulators.guidance import ProjectedMMPSDenoiser, projected_mmps_mean
+
+    em = load_shipped_emulator(0.1)
+    y, cov = torch.zeros(2), torch.eye(2)
+    with pytest.raises(ValueError, match="fused"):
+        ProjectedMMPSDenoiser(
+            em.denoiser, y=y, A=lambda u: u[:, :2], cov_y=cov, fused=projected_mmps_mean
+        )

@@ -204,3 +204,34 @@ def test_unquoted_true_emulator_means_the_true_model():
     assert parse_config(raw).emulator == "true"
     with pytest.raises(ConfigError, match="'emulator'"):
         parse_config(_raw(emulator=False))
+
+
+def test_a_lock_left_by_a_finished_process_is_taken_over(tmp_path):
+    """.parts/lock of a process that is gone (a PID that has exited) does not block
+    --resume; the finished run leaves no lock and no .parts behind."""
+    import socket
+    import subprocess
+
+    from genfilter.experiments.config import parse_config
+    from genfilter.experiments.runner import run_config
+
+    cfg = parse_config(
+        {
+            "name": "t",
+            "setup": "l63-a",
+            "emulator": "true",
+            "steps": 3,
+            "burn_in": 0,
+            "runs": 1,
+            "filter": {"method": "enkf", "particles": 8},
+        }
+    )
+    out = tmp_path / "o.nc"
+    parts = tmp_path / "o.nc.parts"
+    parts.mkdir()
+    (parts / "config.yaml").write_text(cfg.to_yaml())
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (parts / "lock").write_text(f"{gone.pid} {socket.gethostname()}")
+    run_config(cfg, out, resume=True, progress=False)
+    assert out.is_file() and not parts.exists()

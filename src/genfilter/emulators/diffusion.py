@@ -65,6 +65,7 @@ from .guidance import (
     check_dps_scale,
     deconvolved_covariance,
     projected_covariance,
+    projected_mmps_mean,
     time_of_log_ratio,
 )
 
@@ -318,8 +319,12 @@ class DiffusionEmulator(_Normalisation):
         compile: Run the denoiser through ``torch.compile`` (opt-in: the first call of each
             batch shape compiles, tens of seconds on 2 CPU cores for the Lorenz-63 network,
             and torch falls back to eager after 8 shapes; needs a C++ compiler on CPU).
-            The module and its checkpoints are unchanged; results agree with the eager
-            ones to floating-point tolerance, not bitwise (docs/performance.md).
+            With the projected covariance and a linear observation operator the whole
+            guided call is compiled
+            (:func:`~genfilter.emulators.guidance.projected_mmps_mean`: the ``D`` Jacobian
+            rows in one batched backward pass).  The module and its checkpoints are
+            unchanged; results agree with the eager ones to floating-point tolerance, not
+            bitwise (docs/performance.md).
     """
 
     def __init__(
@@ -423,6 +428,21 @@ class DiffusionEmulator(_Normalisation):
             compiled = (self.denoiser, torch.compile(self.denoiser, dynamic=False))
             self.__dict__["_compiled"] = compiled
         return compiled[1]
+
+    @property
+    def fused_guidance(self) -> Callable[..., Tensor] | None:
+        """With ``compile=True``: :func:`~genfilter.emulators.guidance.projected_mmps_mean`
+        through ``torch.compile`` (static shapes), which the projected guidance runs as one
+        compiled graph per call when the observation operator is linear; ``None``
+        otherwise (docs/performance.md)."""
+        if not self.compile:
+            return None
+        fused = self.__dict__.get("_fused")
+        if fused is None:
+            self.net  # noqa: B018 (sets the compiler options the guidance needs)
+            fused = torch.compile(projected_mmps_mean, dynamic=False)
+            self.__dict__["_fused"] = fused
+        return fused
 
     PROJECTED_MAX_DIM = 64
     """Largest state size for which ``covariance="auto"`` picks ``"projected"`` (it costs
@@ -688,6 +708,19 @@ class DiffusionEmulator(_Normalisation):
 
             if self.guidance == "dps":
                 guided = DPSDenoiser(self.net, y=y, A=A, cov_y=noise, scale=self.dps_scale)
+            elif projected and H_lin is not None and self.compile:
+                # the whole guided call as one compiled graph (the denoiser inside it eager)
+                with torch.no_grad():
+                    offset = A(torch.zeros_like(xp))
+                guided = ProjectedMMPSDenoiser(
+                    self.denoiser,
+                    y=y,
+                    A=A,
+                    cov_y=cov_dense,
+                    H=H_lin,
+                    fused=self.fused_guidance,
+                    offset=offset.reshape(offset.shape[0], -1),
+                )
             elif projected:
                 guided = ProjectedMMPSDenoiser(self.net, y=y, A=A, cov_y=cov_dense, H=H_lin)
             elif observed:

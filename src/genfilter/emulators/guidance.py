@@ -32,6 +32,11 @@ backward passes per diffusion step, and is meant for small states (Lorenz system
 large states use :class:`ObservedMMPSDenoiser` (below) or the Krylov solve on the raw
 Jacobian (azula's ``MMPSDenoiser``).
 
+:func:`projected_mmps_mean` is the same computation as one traceable function, for
+``torch.compile`` (``DiffusionEmulator(compile=True)``): the ``D`` Jacobian rows come from one
+batched vector–Jacobian product, and the compiler turns a guided call into two graphs around
+the projection's branch (docs/performance.md).
+
 :class:`GuidanceWindow` applies a guided denoiser only where :math:`\sigma_t` is small.
 
 The projection is genfilter's, not the paper's (which uses the raw Jacobian with GMRES).
@@ -86,6 +91,7 @@ __all__ = [
     "GuidanceWindow",
     "bicgstab",
     "projected_covariance",
+    "projected_mmps_mean",
     "deconvolved_covariance",
     "time_of_log_ratio",
 ]
@@ -131,13 +137,81 @@ def projected_covariance(jacobian: Tensor, gamma: Tensor | float, clip: bool = T
     # a positive-definite row is its own projection: a Cholesky test (much cheaper than the
     # eigendecomposition) sends only the other rows to eigh
     _, info = torch.linalg.cholesky_ex(C)
-    bad = info != 0
+    if torch.compiler.is_compiling():
+        return _clip_rows_eagerly(C, info != 0)
+    return _clip_rows(C, info != 0)
+
+
+def _clip_rows(C: Tensor, bad: Tensor) -> Tensor:
+    """``C`` with the rows ``bad`` replaced by their eigenvalue-clipped projection."""
     if not bool(bad.any()):
         return C
     w, V = torch.linalg.eigh(C[bad])
     C = C.clone()
     C[bad] = (V * w.clamp_min(0.0).unsqueeze(1)) @ V.transpose(1, 2)
     return C
+
+
+# under torch.compile the clipping runs eagerly between two graphs: its shapes depend on
+# the data, and tracing it would recompile for every count of bad rows (eager code calls
+# the plain function: the decorator costs about 0.2 ms per call)
+_clip_rows_eagerly = torch.compiler.disable(_clip_rows)
+
+
+def projected_mmps_mean(
+    denoiser: Denoiser,
+    x_t: Tensor,
+    t: Tensor,
+    cond: Tensor,
+    y: Tensor,
+    H: Tensor,
+    cov_y: Tensor,
+    offset: Tensor,
+) -> Tensor:
+    r"""The mean of :class:`ProjectedMMPSDenoiser` for an affine observation map, written as
+    one function that ``torch.compile`` traces whole (``DiffusionEmulator(compile=True)``).
+
+    The Tweedie mean :math:`\hat x` and its ``D`` Jacobian rows come from one batched
+    vector–Jacobian product (``torch.func.vjp`` under ``torch.func.vmap``: a compiler runs
+    the ``D`` cotangents as one backward pass); the covariance is
+    :func:`projected_covariance`'s; the observation map is
+    :math:`A(\hat x) = \mathrm{offset} + H \hat x`.  Eager, this is
+    slower than :class:`ProjectedMMPSDenoiser` (the batched product runs through torch's
+    Python transforms); it exists to be compiled.
+
+    Arguments:
+        denoiser: The unguided denoiser, called as ``denoiser(x_t, t, cond=cond)``.
+        x_t: Noisy states ``(N, *S)``, ``D = prod(S)``.
+        t: The diffusion time (a scalar tensor).
+        cond: The condition of the denoiser ``(N, ...)``.
+        y: The observation ``(M,)``, float64.
+        H: The matrix ``(M, D)`` of the map's linear part, float64.
+        cov_y: The dense noise covariance ``(M, M)``, float64.
+        offset: The map at :math:`\hat x = 0`, ``(N, M)`` float64.
+
+    Returns the guided mean ``(N, *S)`` in the dtype of ``x_t``.
+    """
+    n, D = x_t.shape[0], math.prod(x_t.shape[1:])
+
+    def mean(x: Tensor) -> Tensor:
+        return denoiser(x, t, cond=cond).mean
+
+    with torch.enable_grad():
+        x_hat, vjp = torch.func.vjp(mean, x_t.detach())
+        eye = torch.eye(D, dtype=x_hat.dtype, device=x_hat.device)
+        (rows,) = torch.func.vmap(vjp)(eye.reshape(D, 1, *x_t.shape[1:]).expand(D, *x_t.shape))
+    x_hat = x_hat.detach()
+    J = rows.detach().reshape(D, n, D).transpose(0, 1)  # J[n, d, e] = d x_hat_d / d x_e
+    alpha, sigma = denoiser.schedule(t)
+    # its branch on the Cholesky test splits the compiled graph in two (measured faster
+    # than eigendecomposing every row inside one graph: 0.87x at N = 64, 0.86x at 1024)
+    C = projected_covariance(J, sigma**2 / alpha)
+    CHt = C @ H.transpose(0, 1)  # (N, D, M)
+    S = H @ CHt + cov_y
+    r = y - offset - x_hat.reshape(n, D).to(torch.float64) @ H.transpose(0, 1)
+    u = torch.linalg.solve(S, r.unsqueeze(-1))
+    step = (CHt @ u).squeeze(-1)
+    return x_hat + step.reshape(x_hat.shape).to(x_hat.dtype)
 
 
 def time_of_log_ratio(schedule: Schedule, log_ratio: Tensor, iterations: int = 60) -> Tensor:
@@ -210,6 +284,10 @@ class ProjectedMMPSDenoiser(_GuidedDenoiser):
         H: The Jacobian ``(M, D)`` of ``A`` when ``A`` is affine (the same at every point,
             formed once by the caller); ``None``: ``M`` vector–Jacobian products of ``A`` at
             :math:`\hat x` in every call.
+        fused: With ``H`` and ``offset``: a callable with the signature of
+            :func:`projected_mmps_mean` (typically its ``torch.compile``\ d form) that
+            computes the whole call; the denoiser must take its condition as ``cond=``.
+        offset: ``A`` at zero, ``(N, M)`` (needed by ``fused``).
     """
 
     def __init__(
@@ -220,6 +298,8 @@ class ProjectedMMPSDenoiser(_GuidedDenoiser):
         cov_y: Tensor,
         clip: bool = True,
         H: Tensor | None = None,
+        fused: Callable[..., Tensor] | None = None,
+        offset: Tensor | None = None,
     ) -> None:
         super().__init__()
         M = y.shape[-1]
@@ -231,9 +311,25 @@ class ProjectedMMPSDenoiser(_GuidedDenoiser):
         self.cov_y = cov_y.to(torch.float64)
         self.clip = bool(clip)
         self.H = None if H is None else H.to(torch.float64)
+        if fused is not None and (H is None or offset is None or not clip):
+            raise ValueError("fused needs H and offset (an affine observation map) and clip=True")
+        self.fused = fused
+        self.offset = None if offset is None else offset.to(torch.float64)
 
     @torch.no_grad()
     def forward(self, x_t: Tensor, t: Tensor, **kwargs) -> DiracPosterior:
+        if self.fused is not None:
+            mean = self.fused(
+                self.denoiser,
+                x_t,
+                t,
+                kwargs["cond"],
+                self.y.to(device=x_t.device, dtype=torch.float64),
+                self.H.to(device=x_t.device),
+                self.cov_y.to(device=x_t.device),
+                self.offset.to(device=x_t.device),
+            )
+            return DiracPosterior(mean=mean)
         alpha, sigma = self.schedule(t)
         with torch.enable_grad():
             x_in = x_t.detach().requires_grad_()

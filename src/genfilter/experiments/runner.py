@@ -21,6 +21,10 @@ FA-APF and the bootstrap PF) and rank 0 alone writes the checkpoints and the fil
 is bit-identical to the one-process file on CPU.
 The ``.parts`` folder is made only once the twin, the emulator and the filter are built,
 and removed again when a fresh run fails, so a bad config never blocks the corrected rerun.
+While a process writes it, ``.parts/lock`` holds its PID and host: a second process that
+would write the same output (``--resume`` of a run in progress, or two ``genfilter
+experiment`` processes on one folder) stops with an error instead of interleaving
+checkpoints; a lock whose process is gone (same host) is taken over.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ __all__ = [
 
 import dataclasses
 import math
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -338,6 +344,50 @@ def _check_resume(cfg: ExperimentConfig, out: Path, parts: Path, resume: bool) -
     return False
 
 
+def _take_lock(parts: Path) -> Path:
+    """Creates ``parts/lock`` (PID and host of this process) atomically; refuses when a live
+    process, or one on another host, holds it; takes over a lock whose process is gone."""
+    lock = parts / "lock"
+    host = socket.gethostname()
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid_text, owner_host = lock.read_text().split(maxsplit=1)
+                pid = int(pid_text)
+            except (OSError, ValueError):  # being written this instant, or unreadable
+                time.sleep(0.2)
+                pid, owner_host = None, ""
+            if pid is not None and owner_host.strip() == host and _gone(pid):
+                lock.unlink(missing_ok=True)
+                continue
+            if pid is None:
+                continue
+            raise ValueError(
+                f"{parts} is being written by process {pid} on {owner_host.strip()}; wait for "
+                f"it to finish, or delete {lock} if that process is gone"
+            ) from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()} {host}")
+        return lock
+    raise ValueError(f"cannot take {lock}: it keeps changing; is another process starting?")
+
+
+def _gone(pid: int) -> bool:
+    """Whether no process ``pid`` runs on this host (this process's own PID counts as gone:
+    its lock is left from an earlier call that did not finish)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 def run_config(
     cfg: ExperimentConfig,
     out: str | Path,
@@ -379,6 +429,7 @@ def run_config(
             parts.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ValueError(f"--out {out} cannot be written: {exc.strerror or exc}") from None
+    lock = _take_lock(parts) if main else None  # before anything a failure would remove
     try:
         if main:
             (parts / "config.yaml").write_text(cfg.to_yaml())
@@ -426,6 +477,12 @@ def run_config(
     except Exception:
         if fresh and main:  # a fresh run that fails leaves nothing that blocks the rerun
             shutil.rmtree(parts, ignore_errors=True)
+        elif lock is not None:  # the checkpoints stay for --resume
+            lock.unlink(missing_ok=True)
+        raise
+    except BaseException:  # interrupted (Ctrl-C): the checkpoints stay for --resume
+        if lock is not None:
+            lock.unlink(missing_ok=True)
         raise
     shutil.rmtree(parts)
     barrier()
