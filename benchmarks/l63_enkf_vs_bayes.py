@@ -4,10 +4,14 @@
 0.25, N copies of the true initial state.  Where the EnKF sits at the limit no filter can beat
 it; where it is far above, an optimal-proposal particle filter has room.
 
-Every cell is one config of the named setups (``l63-a`` / ``l63-b`` with the interval
-overridden) run by ``run_config`` into ``<out>/cells/*.nc``; an interrupted sweep continues
-(finished cells are reused, an unfinished one resumes).  Prints a markdown table: skill
-(mean ± s.e. over runs) of the EnKF and of the limit, and their ratio.
+Every cell is one config of the named setups run by ``run_config`` into
+``<out>/cells/*.nc``: ``l63-a`` / ``l63-b`` at interval 0.1, ``l63-c`` / ``l63-d`` at 0.5
+(the configs of ``genfilter experiment l63-table1``'s Bayes-limit cells, at full scale), and
+``l63-a`` / ``l63-b`` with the interval overridden at 0.25.  An interrupted sweep continues
+(finished cells are reused after checking their stored config, an unfinished one resumes);
+at full scale a finished Bayes-limit cell of Table 1 with the same config (``--reuse``,
+default ``outputs/l63-table1-full/cells``) is used instead of running it again.  Prints a
+markdown table: skill (mean ± s.e. over runs) of the EnKF and of the limit, and their ratio.
 
     python benchmarks/l63_enkf_vs_bayes.py --quick     # 2 runs x 60 steps, limit N = 10^4
     python benchmarks/l63_enkf_vs_bayes.py             # 10 runs x 100 steps, limit N = 10^5
@@ -32,27 +36,49 @@ INTERVALS = (0.1, 0.25, 0.5)
 OBS = {"a": "x1, x3", "b": "x1"}
 
 
+NAMED = {("a", 0.1): "l63-a", ("b", 0.1): "l63-b", ("a", 0.5): "l63-c", ("b", 0.5): "l63-d"}
+"""(observation set, interval) -> the named setup with that interval."""
+
+
 def cell(obs: str, interval: float, method: str, n: int, runs: int, steps: int, burn_in: int):
-    return parse_config(
-        {
-            "name": f"l63-{obs}-dt{interval:g}",
-            "setup": f"l63-{obs}",
-            "emulator": "true",
-            "system_options": {"interval": float(interval)},
-            "filter": {"method": method, "particles": int(n)},
-            "steps": steps,
-            "burn_in": burn_in,
-            "runs": runs,
-            "seed": 0,
-            "save": "moments",
-        }
-    )
+    named = NAMED.get((obs, interval))
+    raw = {
+        "name": named or f"l63-{obs}-dt{interval:g}",
+        "setup": named or f"l63-{obs}",
+        "emulator": "true",
+        "filter": {"method": method, "particles": int(n)},
+        "steps": steps,
+        "burn_in": burn_in,
+        "runs": runs,
+        "seed": 0,
+        "save": "moments",
+    }
+    if named is None:
+        raw["system_options"] = {"interval": float(interval)}
+    return parse_config(raw)
+
+
+def stored_config(path: Path):
+    import yaml
+
+    from genfilter.io import open_run
+
+    with open_run(path) as ds:
+        return parse_config(yaml.safe_load(ds.attrs["config"]))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 runs x 60 steps, limit N = 10^4")
-    ap.add_argument("--out", type=Path, default=Path("outputs/l63-enkf-vs-bayes"))
+    ap.add_argument(
+        "--out", type=Path, default=None, help="default outputs/l63-enkf-vs-bayes[-quick]"
+    )
+    ap.add_argument(
+        "--reuse",
+        type=Path,
+        default=Path("outputs/l63-table1-full/cells"),
+        help="finished Table 1 cells whose Bayes-limit cells may be reused",
+    )
     ap.add_argument("--intervals", type=float, nargs="+", default=list(INTERVALS))
     ap.add_argument("--obs", nargs="+", default=list(OBS), choices=list(OBS))
     ap.add_argument("--enkf-n", type=int, default=64)
@@ -61,18 +87,27 @@ def main() -> None:
     torch.set_num_threads(1)
     runs, steps, burn_in = (2, 60, 10) if args.quick else (10, 100, 10)
     limit_n = args.limit_n or (10_000 if args.quick else 100_000)
-    cells = args.out / "cells"
+    out = args.out or Path("outputs/l63-enkf-vs-bayes" + ("-quick" if args.quick else ""))
+    cells = out / "cells"
     rows = []
     for obs in args.obs:
         for dt in args.intervals:
             row = {"obs": OBS[obs], "interval": dt}
             for key, method, n in (("enkf", "enkf", args.enkf_n), ("limit", "bpf", limit_n)):
+                cfg = cell(obs, dt, method, n, runs, steps, burn_in)
                 path = cells / f"l63-{obs}_dt{dt:g}_{method}_N{n}.nc"
+                shared = args.reuse / f"{cfg.setup}_bayes-limit_N{n}.nc"
+                if key == "limit" and not path.exists() and shared.is_file():
+                    if stored_config(shared) == cfg:
+                        print(f"reusing {shared}", flush=True)
+                        path = shared
+                if path.exists() and stored_config(path) != cfg:
+                    raise SystemExit(f"{path} holds another config; move it away or use --out")
                 if not path.exists():
                     parts = path.with_name(path.name + ".parts")
                     print(f"running {path.name}", flush=True)
                     run_config(
-                        cell(obs, dt, method, n, runs, steps, burn_in),
+                        cfg,
                         path,
                         resume=parts.exists(),
                         progress=True,
