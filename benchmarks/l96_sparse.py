@@ -4,7 +4,8 @@ initial ensemble; every filter forecasts with the shipped Lorenz-96 emulator, an
 also runs on the true model as the classical reference.
 
 ``--localization C ...`` adds FA-APF rows with localised weights of radius C (and the ESS
-interval ``--ess LO HI``; docs/method.md#localised-weights).
+interval ``--ess LO HI``; docs/method.md#localised-weights), and ``--jitter Q ...`` one such
+row per model-noise std Q (docs/method.md#model-noise).
 
 Rows: FA-APF with the matrix-free observed covariance (M + 1 = 21 backward passes per
 diffusion step) and with the dense projected covariance (D = 40), the LETKF (localisation
@@ -37,17 +38,24 @@ ROWS = [
 ]
 
 
-def localised_rows(radii: list[float], ess: list[float] | None) -> list[tuple]:
+def localised_rows(
+    radii: list[float], ess: list[float] | None, jitters: list[float] | None = None
+) -> list[tuple]:
     """FA-APF rows with localised weights (docs/method.md#localised-weights), observed
-    covariance, one per radius (and the ESS interval ``ess`` when given)."""
+    covariance, one per radius (and the ESS interval ``ess`` when given), and per model-noise
+    std in ``jitters`` (docs/method.md#model-noise; none: no model noise)."""
     rows = []
     for c in radii:
-        options = {"localization": c}
-        label = f"FA-APF (localised, c = {c:g}"
-        if ess:
-            options["ess_interval"] = list(ess)
-            label += f", ESS {ess[0]:g}-{ess[1]:g}"
-        rows.append((label + ")", "shipped", "fa-apf", options, {"covariance": "observed"}))
+        for q in jitters or [None]:
+            options = {"localization": c}
+            label = f"FA-APF (localised, c = {c:g}"
+            if ess:
+                options["ess_interval"] = list(ess)
+                label += f", ESS {ess[0]:g}-{ess[1]:g}"
+            if q is not None:
+                options["jitter"] = q
+                label += f", model noise {q:g}"
+            rows.append((label + ")", "shipped", "fa-apf", options, {"covariance": "observed"}))
     return rows
 
 
@@ -63,6 +71,13 @@ def main() -> None:
         "--localization", type=float, nargs="+", default=[], help="localised FA-APF rows: radii"
     )
     p.add_argument("--ess", type=float, nargs=2, default=None, help="their ESS interval")
+    p.add_argument(
+        "--jitter",
+        type=float,
+        nargs="+",
+        default=None,
+        help="their model-noise stds (one row each)",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -72,7 +87,7 @@ def main() -> None:
         f"| filter (N = {args.particles}) | skill | spread | CRPS | s / step |",
         "|---|---|---|---|---|",
     ]
-    rows = ROWS + localised_rows(args.localization, args.ess)
+    rows = ROWS + localised_rows(args.localization, args.ess, args.jitter)
     local = {r[0] for r in rows[len(ROWS) :]}
     for label, emulator, method, options, emulator_options in rows:
         if wanted is not None and label not in wanted and label not in local:

@@ -1,4 +1,5 @@
-r"""An emulator with additive Gaussian model noise (jitter)."""
+r"""An emulator with additive Gaussian model noise (jitter), for every filter including
+FA-APF."""
 
 from __future__ import annotations
 
@@ -8,17 +9,35 @@ import math
 from typing import Any
 
 import torch
+from azula.linalg.covariance import DiagonalCovariance, IsotropicCovariance
 from torch import Tensor
+
+from ..observations import Observation, full_noise, linear_matrix, noise_matrix
 
 
 class Jittered:
-    r"""An emulator with additive Gaussian model noise: :math:`x^{k+1} = \Phi(x^k) + q\,\xi`,
-    :math:`\xi \sim \mathcal{N}(0, I)` (in state units).
+    r"""An emulator with additive Gaussian model noise: :math:`x^{k+1} = z + q\,\xi`,
+    :math:`z \sim p_\Phi(\cdot \mid x^k)` the wrapped emulator's draw, :math:`\xi \sim
+    \mathcal{N}(0, I)` (state units).
 
-    A bootstrap particle filter with a deterministic model cannot separate the duplicates
-    that resampling creates; the usual remedy is jitter (DAPPER's ``reg``; the
-    ``model_noise_std`` of the EnFF authors' code).  Wrapping the forecast model gives
-    exactly the latter.  ``q`` must be tuned.
+    A particle filter with a deterministic model cannot separate the duplicates that
+    resampling creates; the usual remedy is jitter (DAPPER's ``reg``; the ``model_noise_std``
+    of the EnFF authors' code).  Wrapping the forecast model gives exactly the latter, as a
+    model-error assumption of the filter.  ``q`` must be tuned.
+
+    FA-APF works with the jittered transition exactly, given the wrapped emulator's own
+    approximations (docs/method.md#model-noise), for a linear observation operator
+    :math:`H` and noise :math:`\Sigma_y`:
+
+    - its weights use the wrapped emulator's predictive moments with the observation seen
+      through the jitter, :math:`y \mid z \sim \mathcal{N}(Hz, \Sigma_y + q^2 H H^\top)`
+      (:meth:`widen`);
+    - its proposal :math:`p(x^{k+1} \mid x^k, y)` is drawn in two exact stages: :math:`z`
+      from the wrapped emulator's optimal proposal under the widened observation, then
+      :math:`x^{k+1} \mid z, y`, a Gaussian conditional, by Matheron's rule
+      (:math:`\tilde x = z + q\xi`, :math:`\tilde y = H\tilde x + \eta`,
+      :math:`x^{k+1} = \tilde x + q^2 H^\top (q^2 H H^\top + \Sigma_y)^{-1} (y - \tilde y)`;
+      Journel & Huijbregts 1978, *Mining Geostatistics*, Academic Press).
     """
 
     def __init__(self, emulator: Any, std: float) -> None:
@@ -38,3 +57,63 @@ class Jittered:
             return x
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
         return x + self.std * noise.to(x.device)
+
+    def predict_mean(self, x_prev: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """:math:`\\mathbb{E}[x^{k+1} \\mid x^k]`, the wrapped emulator's (the jitter has mean
+        zero)."""
+        return self.emulator.predict_mean(x_prev, generator=generator)
+
+    def predict_obs_moments(self, x_prev: Tensor, obs: Observation, *, generator=None):
+        """The wrapped emulator's predictive moments of :math:`z`; the jitter's part of the
+        observed variance is in :meth:`widen`'s noise."""
+        return self.emulator.predict_obs_moments(x_prev, obs, generator=generator)
+
+    def _matrix(self, obs: Observation) -> Tensor:
+        H = linear_matrix(obs.operator, self.state_shape)
+        if H is None:
+            raise ValueError(
+                f"Jittered: FA-APF with model noise needs a linear observation operator, got "
+                f"{obs.operator!r}"
+            )
+        return H
+
+    def widen(self, obs: Observation) -> Observation:
+        r"""The observation of :math:`z`: noise :math:`\Sigma_y + q^2 H H^\top` (missing
+        entries dropped; diagonal when :math:`H H^\top = I` and :math:`\Sigma_y` is)."""
+        obs = obs.observed()
+        if self.std == 0.0 or obs.y.shape[0] == 0:
+            return obs
+        H = self._matrix(obs)
+        M, q2 = obs.y.shape[0], self.std**2
+        HHt = H @ H.T
+        if torch.equal(HHt, torch.eye(M, dtype=HHt.dtype)):
+            if isinstance(obs.noise, IsotropicCovariance):
+                lmbda = torch.as_tensor(obs.noise.lmbda, dtype=torch.float64)
+                return Observation(obs.y, obs.operator, IsotropicCovariance(lmbda + q2))
+            if isinstance(obs.noise, DiagonalCovariance):
+                D = obs.noise.D.flatten().to(torch.float64)
+                return Observation(obs.y, obs.operator, DiagonalCovariance(D + q2))
+        R = noise_matrix(obs.noise, M).to(torch.float64)
+        return Observation(obs.y, obs.operator, full_noise(R + q2 * HHt))
+
+    def sample_posterior(
+        self, x_prev: Tensor, obs: Observation, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Draws from the optimal proposal of the jittered transition (class docstring)."""
+        obs = obs.observed()
+        if self.std == 0.0 or obs.y.shape[0] == 0:
+            if obs.y.shape[0] == 0:
+                return self.sample(x_prev, generator=generator)
+            return self.emulator.sample_posterior(x_prev, obs, generator=generator)
+        H = self._matrix(obs)
+        z = self.emulator.sample_posterior(x_prev, self.widen(obs), generator=generator)
+        n, M, q2 = z.shape[0], obs.y.shape[0], self.std**2
+        xi = torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device)
+        x_tilde = z + self.std * xi
+        eta = obs.sample_noise((n,), generator=generator, dtype=torch.float64)
+        Hd = H.to(z.device)
+        y_tilde = x_tilde.reshape(n, -1).to(torch.float64) @ Hd.T + eta.to(z.device)
+        S = q2 * (Hd @ Hd.T) + noise_matrix(obs.noise, M).to(torch.float64).to(z.device)
+        innovation = obs.y.to(device=z.device, dtype=torch.float64) - y_tilde  # (n, M)
+        gain = q2 * torch.linalg.solve(S, innovation.T).T @ Hd  # (n, D)
+        return x_tilde + gain.reshape(z.shape).to(z.dtype)

@@ -73,10 +73,11 @@ OPERATORS = ("select", "identity", "subsample", "coarsen")
 RECIPES = ("perturbed", "climatology")
 SAVES = ("particles", "moments")
 DTYPES = ("float32", "float64")
-WRAPPER_OPTIONS = {"bpf": ("jitter",)}
+WRAPPER_OPTIONS = {"bpf": ("jitter",), "fa-apf": ("jitter",)}
 """Filter options that wrap the forecast model rather than go to the filter's constructor:
-the BPF's ``jitter`` (std of additive Gaussian model noise, :class:`~genfilter.emulators.
-jittered.Jittered`; for deterministic models)."""
+the BPF's and FA-APF's ``jitter`` (std of additive Gaussian model noise,
+:class:`~genfilter.emulators.jittered.Jittered`; for deterministic models; FA-APF then
+weights and proposes with the jittered transition, docs/method.md#model-noise)."""
 
 
 class ConfigError(ValueError):

@@ -61,7 +61,14 @@ from ..emulators.simulator import true_model
 from ..filters.base import FilterRun, assimilate
 from ..io import check_run_path, open_run, run_dataset, write_run
 from ..observations import Coarsen, Identity, Select, Subsample
-from .config import ConfigError, ExperimentConfig, field_of, filter_class, parse_config
+from .config import (
+    WRAPPER_OPTIONS,
+    ConfigError,
+    ExperimentConfig,
+    field_of,
+    filter_class,
+    parse_config,
+)
 from .twin import TwinSetup, climatology, make_twin
 
 
@@ -191,15 +198,15 @@ def build_emulator(cfg: ExperimentConfig, setup: TwinSetup):
 
 def build_filter(cfg: ExperimentConfig, emulator, setup: TwinSetup, generator):
     """The filter of a config with its options (EnSF / EnFF are normalised with the
-    system's climatology unless ``mean`` / ``std`` are given; a BPF ``jitter`` wraps the
-    emulator in :class:`~genfilter.emulators.jittered.Jittered`)."""
+    system's climatology unless ``mean`` / ``std`` are given; a BPF or FA-APF ``jitter``
+    wraps the emulator in :class:`~genfilter.emulators.jittered.Jittered`)."""
     cls = filter_class(cfg.filter.method)
     options = dict(cfg.filter.options)
     if cfg.filter.method in ("ensf", "enff"):
         clim = climatology(setup)
         options.setdefault("mean", clim.mean)
         options.setdefault("std", clim.std)
-    if cfg.filter.method == "bpf" and "jitter" in options:
+    if "jitter" in WRAPPER_OPTIONS.get(cfg.filter.method, ()) and "jitter" in options:
         from ..emulators.jittered import Jittered
 
         try:

@@ -198,6 +198,7 @@ class FAAPF(EnsembleFilter):
             return self._dirac(particles, obs)[1]
         if self.weights == "exact":
             return self._exact_log_likelihoods(particles, obs)
+        obs = self._seen_through_model_noise(obs)
         M = obs.y.shape[0]
         if M > self.max_obs_gaussian:
             raise ValueError(
@@ -211,11 +212,18 @@ class FAAPF(EnsembleFilter):
         cov = (cov + cov.transpose(-1, -2)) / 2
         return _gaussian_log_density(obs.y.double() - hmu.double(), cov)
 
+    def _seen_through_model_noise(self, obs: Observation) -> Observation:
+        """``obs`` with the emulator's additive model noise added to its noise, for weights
+        built on the emulator's predictive moments (an emulator with ``widen``, e.g.
+        :class:`~genfilter.emulators.jittered.Jittered`); ``obs`` otherwise."""
+        widen = getattr(self._emulator(), "widen", None)
+        return obs if widen is None else widen(obs)
+
     def _dirac(self, particles: Tensor, obs: Observation) -> tuple[Tensor, Tensor]:
         r"""The predictive means :math:`\mu_i` and the dirac log-likelihoods ``(N,)``."""
         mu = self._emulator().predict_mean(particles, generator=self.generator)
         check_finite(mu, "FAAPF: the emulator's predict_mean")
-        return mu, obs.log_likelihood(mu).double()
+        return mu, self._seen_through_model_noise(obs).log_likelihood(mu).double()
 
     def _exact_log_likelihoods(self, particles: Tensor, obs: Observation) -> Tensor:
         r"""Monte-Carlo :math:`\log p(y \mid x_i^k)` from ``exact_samples`` forecasts of
@@ -261,7 +269,9 @@ class FAAPF(EnsembleFilter):
                 fields["extra"] = {"inflation_min": 1.0, "ess_min": float(N), "seams": 0.0}
         elif mu is not None:
             # 2–3. per-point inflation and resampling (docs/method.md#localised-weights)
-            source, fields = self._local_resample(x, mu, prior, reduced)
+            source, fields = self._local_resample(
+                x, mu, prior, self._seen_through_model_noise(reduced)
+            )
             fields["log_evidence"] = float(torch.logsumexp(prior.double() + ll, 0))
         else:
             # 2. inflation to the ESS interval; 3. ancestors by resampling
