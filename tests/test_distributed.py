@@ -217,6 +217,9 @@ def two_processes(tmp_path_factory):
                 emulator_options={"steps": 6, "sampler": "ddpm"},
                 options={"weights": "exact", "exact_samples": 2, "resampling": "stratified"},
             ),
+            # FA-APF with model noise: the conditional draw of the jittered proposal and
+            # its observation noise are per-particle draws of the filter's generator
+            "fa-apf-model-noise": _config(options={"jitter": 0.3}),
             # the true model (torchsde) as the BPF's forecast, resampling at every step
             "bpf-true": _config(
                 method="bpf",
@@ -250,7 +253,7 @@ def test_two_gloo_processes_write_the_single_process_run_file(two_processes, met
     assert not (out / f"{method}.nc.parts").exists()  # rank 0 cleaned up
 
 
-@pytest.mark.parametrize("name", ["uneven", "bpf-true"])
+@pytest.mark.parametrize("name", ["uneven", "fa-apf-model-noise", "bpf-true"])
 def test_two_processes_are_bit_identical_to_one(two_processes, name):
     _, jobs, results = two_processes
     single = _single(jobs["assimilate"][name])
