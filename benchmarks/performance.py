@@ -204,15 +204,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def pass_times(
-    em, n: int, reps: int = 60, device: torch.device | None = None, compiled: bool = False
-) -> dict[str, float]:
+def pass_times(em, n: int, reps: int = 60, device: torch.device | None = None) -> dict[str, float]:
     """Median seconds of one batched pass of each kind on ``n`` rows (at t = 0.5), on
-    ``device`` (default the CPU; the device is synchronised around each pass); with
-    ``compiled``, of the ``torch.compile``d denoiser (``em.net`` of an emulator built with
+    ``device`` (default the CPU; the device is synchronised around each pass), of the
+    denoiser that sampling calls (``em.net``: the ``torch.compile``d one with
     ``compile=True``)."""
     device = device or torch.device("cpu")
-    d = em.net if compiled else em.denoiser
+    d = em.net
     shape = (n, *em.state_shape)
     x, c = torch.randn(shape, device=device), torch.randn(shape, device=device)
     t = torch.full((), 0.5, device=device)
@@ -282,7 +280,7 @@ def table_floor(n: int, steps: int, compile_: bool = False) -> tuple[list[str], 
                 step_times.append(time.perf_counter() - t0)
             if not compiled:
                 shares.append(clock.seconds / step_times[-1])
-            pt = pass_times(em, n, reps=15, compiled=compiled)
+            pt = pass_times(em, n, reps=15)
             floors.append(sum(p[key] * pt[key] for key in p))
         s, floor = statistics.median(step_times), statistics.median(floors)
         share = "—" if compiled else f"{statistics.median(shares):.0%}"

@@ -708,21 +708,24 @@ class DiffusionEmulator(_Normalisation):
 
             if self.guidance == "dps":
                 guided = DPSDenoiser(self.net, y=y, A=A, cov_y=noise, scale=self.dps_scale)
-            elif projected and H_lin is not None and self.compile:
-                # the whole guided call as one compiled graph (the denoiser inside it eager)
-                with torch.no_grad():
-                    offset = A(torch.zeros_like(xp))
+            elif projected:
+                # compile=True with a linear operator: the whole guided call is one compiled
+                # function, which calls the plain denoiser inside it
+                fused = self.fused_guidance if H_lin is not None else None
+                offset = None
+                if fused is not None:
+                    with torch.no_grad():
+                        offset = A(torch.zeros_like(xp))
+                    offset = offset.reshape(offset.shape[0], -1)
                 guided = ProjectedMMPSDenoiser(
-                    self.denoiser,
+                    self.net if fused is None else self.denoiser,
                     y=y,
                     A=A,
                     cov_y=cov_dense,
                     H=H_lin,
-                    fused=self.fused_guidance,
-                    offset=offset.reshape(offset.shape[0], -1),
+                    fused=fused,
+                    offset=offset,
                 )
-            elif projected:
-                guided = ProjectedMMPSDenoiser(self.net, y=y, A=A, cov_y=cov_dense, H=H_lin)
             elif observed:
                 guided = ObservedMMPSDenoiser(
                     self.net,

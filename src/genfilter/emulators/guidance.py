@@ -206,9 +206,16 @@ def projected_mmps_mean(
     # its branch on the Cholesky test splits the compiled graph in two (measured faster
     # than eigendecomposing every row inside one graph: 0.87x at N = 64, 0.86x at 1024)
     C = projected_covariance(J, sigma**2 / alpha)
-    CHt = C @ H.transpose(0, 1)  # (N, D, M)
-    S = H @ CHt + cov_y
     r = y - offset - x_hat.reshape(n, D).to(torch.float64) @ H.transpose(0, 1)
+    return _gaussian_update(x_hat, C, H, cov_y, r)
+
+
+def _gaussian_update(x_hat: Tensor, C: Tensor, H: Tensor, cov_y: Tensor, r: Tensor) -> Tensor:
+    r""":math:`\hat x + C H^\top (H C H^\top + \Sigma_y)^{-1} r` with ``C (N, D, D)``,
+    ``H (M, D)``, ``cov_y (M, M)`` and the residual ``r (N, M)`` in float64; returned in the
+    dtype and shape of ``x_hat``."""
+    CHt = C @ H.transpose(-1, -2)  # (N, D, M)
+    S = H @ CHt + cov_y
     u = torch.linalg.solve(S, r.unsqueeze(-1))
     step = (CHt @ u).squeeze(-1)
     return x_hat + step.reshape(x_hat.shape).to(x_hat.dtype)
@@ -315,6 +322,7 @@ class ProjectedMMPSDenoiser(_GuidedDenoiser):
             raise ValueError("fused needs H and offset (an affine observation map) and clip=True")
         self.fused = fused
         self.offset = None if offset is None else offset.to(torch.float64)
+        self.y64 = y.to(torch.float64)  # what the fused call takes
 
     @torch.no_grad()
     def forward(self, x_t: Tensor, t: Tensor, **kwargs) -> DiracPosterior:
@@ -324,7 +332,7 @@ class ProjectedMMPSDenoiser(_GuidedDenoiser):
                 x_t,
                 t,
                 kwargs["cond"],
-                self.y.to(device=x_t.device, dtype=torch.float64),
+                self.y64.to(device=x_t.device),
                 self.H.to(device=x_t.device),
                 self.cov_y.to(device=x_t.device),
                 self.offset.to(device=x_t.device),
@@ -343,12 +351,9 @@ class ProjectedMMPSDenoiser(_GuidedDenoiser):
                 y_hat = self.A(x_hat.detach())
                 H = self.H.to(device=x_t.device)
         C = projected_covariance(J, sigma**2 / alpha, self.clip)
-        CHt = C @ H.transpose(-1, -2)  # (N, D, M)
-        S = H @ CHt + self.cov_y.to(device=x_t.device)
         r = (self.y.to(y_hat) - y_hat.detach()).to(torch.float64)
-        u = torch.linalg.solve(S, r.unsqueeze(-1))
-        step = (CHt @ u).squeeze(-1)
-        return DiracPosterior(mean=x_hat.detach() + step.reshape(x_hat.shape).to(x_hat.dtype))
+        cov_y = self.cov_y.to(device=x_t.device)
+        return DiracPosterior(mean=_gaussian_update(x_hat.detach(), C, H, cov_y, r))
 
 
 class GuidanceWindow(Denoiser):

@@ -51,12 +51,16 @@ class Jittered:
     def __repr__(self) -> str:
         return f"Jittered({self.emulator!r}, std={self.std})"
 
+    def _add_jitter(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """``x + q ξ``, ``ξ`` drawn from ``generator`` (on the CPU, like every filter draw)."""
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        return x + self.std * noise.to(x.device)
+
     def sample(self, x_prev: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         x = self.emulator.sample(x_prev, generator=generator)
         if self.std == 0.0:
             return x
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-        return x + self.std * noise.to(x.device)
+        return self._add_jitter(x, generator)
 
     def predict_mean(self, x_prev: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """:math:`\\mathbb{E}[x^{k+1} \\mid x^k]`, the wrapped emulator's (the jitter has mean
@@ -77,6 +81,11 @@ class Jittered:
             )
         return H
 
+    def _widened_matrix(self, obs: Observation, H: Tensor) -> Tensor:
+        r""":math:`\Sigma_y + q^2 H H^\top` ``(M, M)`` in float64, on ``H``'s device."""
+        R = noise_matrix(obs.noise, obs.y.shape[0]).to(torch.float64).to(H.device)
+        return self.std**2 * (H @ H.T) + R
+
     def widen(self, obs: Observation) -> Observation:
         r"""The observation of :math:`z`: noise :math:`\Sigma_y + q^2 H H^\top` (missing
         entries dropped; diagonal when :math:`H H^\top = I` and :math:`\Sigma_y` is)."""
@@ -85,35 +94,31 @@ class Jittered:
             return obs
         H = self._matrix(obs)
         M, q2 = obs.y.shape[0], self.std**2
-        HHt = H @ H.T
-        if torch.equal(HHt, torch.eye(M, dtype=HHt.dtype)):
+        if torch.equal(H @ H.T, torch.eye(M, dtype=H.dtype)):
             if isinstance(obs.noise, IsotropicCovariance):
                 lmbda = torch.as_tensor(obs.noise.lmbda, dtype=torch.float64)
                 return Observation(obs.y, obs.operator, IsotropicCovariance(lmbda + q2))
             if isinstance(obs.noise, DiagonalCovariance):
                 D = obs.noise.D.flatten().to(torch.float64)
                 return Observation(obs.y, obs.operator, DiagonalCovariance(D + q2))
-        R = noise_matrix(obs.noise, M).to(torch.float64)
-        return Observation(obs.y, obs.operator, full_noise(R + q2 * HHt))
+        return Observation(obs.y, obs.operator, full_noise(self._widened_matrix(obs, H)))
 
     def sample_posterior(
         self, x_prev: Tensor, obs: Observation, *, generator: torch.Generator | None = None
     ) -> Tensor:
         """Draws from the optimal proposal of the jittered transition (class docstring)."""
         obs = obs.observed()
-        if self.std == 0.0 or obs.y.shape[0] == 0:
-            if obs.y.shape[0] == 0:
-                return self.sample(x_prev, generator=generator)
+        if obs.y.shape[0] == 0:
+            return self.sample(x_prev, generator=generator)
+        if self.std == 0.0:
             return self.emulator.sample_posterior(x_prev, obs, generator=generator)
-        H = self._matrix(obs)
         z = self.emulator.sample_posterior(x_prev, self.widen(obs), generator=generator)
-        n, M, q2 = z.shape[0], obs.y.shape[0], self.std**2
-        xi = torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device)
-        x_tilde = z + self.std * xi
+        n = z.shape[0]
+        x_tilde = self._add_jitter(z, generator)
         eta = obs.sample_noise((n,), generator=generator, dtype=torch.float64)
-        Hd = H.to(z.device)
-        y_tilde = x_tilde.reshape(n, -1).to(torch.float64) @ Hd.T + eta.to(z.device)
-        S = q2 * (Hd @ Hd.T) + noise_matrix(obs.noise, M).to(torch.float64).to(z.device)
+        H = self._matrix(obs).to(z.device)
+        y_tilde = x_tilde.reshape(n, -1).to(torch.float64) @ H.T + eta.to(z.device)
+        S = self._widened_matrix(obs, H)
         innovation = obs.y.to(device=z.device, dtype=torch.float64) - y_tilde  # (n, M)
-        gain = q2 * torch.linalg.solve(S, innovation.T).T @ Hd  # (n, D)
+        gain = self.std**2 * torch.linalg.solve(S, innovation.T).T @ H  # (n, D)
         return x_tilde + gain.reshape(z.shape).to(z.dtype)

@@ -194,11 +194,11 @@ class FAAPF(EnsembleFilter):
     def log_likelihoods(self, particles: Tensor, obs: Observation) -> Tensor:
         r"""Per-particle :math:`\log \hat p(y \mid x_i^k)` ``(N,)``, un-inflated
         (paper Eq. 23–26; docs/method.md#fa-apf-weights)."""
-        if self.weights == "dirac":
-            return self._dirac(particles, obs)[1]
         if self.weights == "exact":
             return self._exact_log_likelihoods(particles, obs)
         obs = self._seen_through_model_noise(obs)
+        if self.weights == "dirac":
+            return self._dirac(particles, obs)[1]
         M = obs.y.shape[0]
         if M > self.max_obs_gaussian:
             raise ValueError(
@@ -220,10 +220,11 @@ class FAAPF(EnsembleFilter):
         return obs if widen is None else widen(obs)
 
     def _dirac(self, particles: Tensor, obs: Observation) -> tuple[Tensor, Tensor]:
-        r"""The predictive means :math:`\mu_i` and the dirac log-likelihoods ``(N,)``."""
+        r"""The predictive means :math:`\mu_i` and the dirac log-likelihoods ``(N,)`` of
+        ``obs`` as :meth:`_seen_through_model_noise` gives it."""
         mu = self._emulator().predict_mean(particles, generator=self.generator)
         check_finite(mu, "FAAPF: the emulator's predict_mean")
-        return mu, self._seen_through_model_noise(obs).log_likelihood(mu).double()
+        return mu, obs.log_likelihood(mu).double()
 
     def _exact_log_likelihoods(self, particles: Tensor, obs: Observation) -> Tensor:
         r"""Monte-Carlo :math:`\log p(y \mid x_i^k)` from ``exact_samples`` forecasts of
@@ -253,7 +254,8 @@ class FAAPF(EnsembleFilter):
         if self.localization is None:
             mu, ll = None, self.log_likelihoods(x, reduced)
         else:
-            mu, ll = self._dirac(x, reduced)
+            seen = self._seen_through_model_noise(reduced)
+            mu, ll = self._dirac(x, seen)
         ll = self._global(ll).double().to(prior.device)
         if self.skip_identical and is_uniform(prior) and self._identical(x):
             # all particles equal (first step from one initial state): equal weights
@@ -269,9 +271,7 @@ class FAAPF(EnsembleFilter):
                 fields["extra"] = {"inflation_min": 1.0, "ess_min": float(N), "seams": 0.0}
         elif mu is not None:
             # 2–3. per-point inflation and resampling (docs/method.md#localised-weights)
-            source, fields = self._local_resample(
-                x, mu, prior, self._seen_through_model_noise(reduced)
-            )
+            source, fields = self._local_resample(x, mu, prior, seen)
             fields["log_evidence"] = float(torch.logsumexp(prior.double() + ll, 0))
         else:
             # 2. inflation to the ESS interval; 3. ancestors by resampling
