@@ -154,7 +154,8 @@ def _clip_rows(C: Tensor, bad: Tensor) -> Tensor:
 
 # under torch.compile the clipping runs eagerly between two graphs: its shapes depend on
 # the data, and tracing it would recompile for every count of bad rows (eager code calls
-# the plain function: the decorator costs about 0.2 ms per call)
+# the plain function: the decorator's own overhead, per call, is of the order of the
+# whole eager covariance computation at small N)
 _clip_rows_eagerly = torch.compiler.disable(_clip_rows)
 
 
@@ -203,8 +204,8 @@ def projected_mmps_mean(
     x_hat = x_hat.detach()
     J = rows.detach().reshape(D, n, D).transpose(0, 1)  # J[n, d, e] = d x_hat_d / d x_e
     alpha, sigma = denoiser.schedule(t)
-    # its branch on the Cholesky test splits the compiled graph in two (measured faster
-    # than eigendecomposing every row inside one graph: 0.87x at N = 64, 0.86x at 1024)
+    # its branch on the Cholesky test splits the compiled graph in two (faster, in a
+    # one-off measurement at N = 64 and 1024, than eigendecomposing every row in one graph)
     C = projected_covariance(J, sigma**2 / alpha)
     r = y - offset - x_hat.reshape(n, D).to(torch.float64) @ H.transpose(0, 1)
     return _gaussian_update(x_hat, C, H, cov_y, r)
