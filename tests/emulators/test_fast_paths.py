@@ -56,13 +56,26 @@ def test_compiled_denoiser_draws_agree_with_eager_ones():
     assert torch.allclose(a, b, rtol=1e-3, atol=1e-3)
 
 
-def test_fused_projected_guidance_is_the_projected_mmps_mean():
+@pytest.mark.parametrize("tracing", [False, True])
+def test_fused_projected_guidance_is_the_projected_mmps_mean(tracing, monkeypatch):
     """projected_mmps_mean (what compile=True compiles: one batched vector–Jacobian
     product for the Jacobian rows, the affine observation map) gives the mean of
     ProjectedMMPSDenoiser on the shipped denoiser, at low noise (positive-definite
-    covariance rows) and at high noise (rows the projection clips)."""
+    covariance rows) and at high noise (rows the projection clips); ``tracing`` runs it
+    as the compiler traces it (the closed-form 3 x 3 projection instead of eigh)."""
+    from genfilter.emulators import guidance
     from genfilter.emulators.guidance import ProjectedMMPSDenoiser, projected_mmps_mean
     from genfilter.observations import Observation, Select, isotropic_noise, noise_matrix
+
+    calls, traced = [], [False]  # traced[0]: what is_compiling says (the reference: no)
+    closed_form = guidance.psd_projection_3x3
+
+    def counted(C):
+        calls.append(C.shape)
+        return closed_form(C)
+
+    monkeypatch.setattr(guidance, "psd_projection_3x3", counted)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: traced[0])
 
     em = load_shipped_emulator(0.1)
     g = torch.Generator().manual_seed(0)
@@ -83,9 +96,11 @@ def test_fused_projected_guidance_is_the_projected_mmps_mean():
         want = ref(x_t, torch.tensor(t), cond=cond).mean
         with torch.no_grad():
             offset = A(torch.zeros_like(x_t)).to(torch.float64)
+        traced[0] = tracing
         got = projected_mmps_mean(
             em.denoiser, x_t, torch.tensor(t), cond, obs.y.double(), H, cov.double(), offset
         )
+        traced[0] = False
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-4), (t, (got - want).abs().max())
         with torch.enable_grad():
             x_in = x_t.clone().requires_grad_()
@@ -101,6 +116,7 @@ def test_fused_projected_guidance_is_the_projected_mmps_mean():
         C = 0.5 * (J + J.transpose(1, 2)).double()
         clipped += int((torch.linalg.cholesky_ex(C).info != 0).sum())
     assert clipped > 0  # the projection's other branch was exercised
+    assert len(calls) == (3 if tracing else 0)
 
 
 def test_fused_guidance_needs_an_affine_map_and_the_clip():

@@ -10,6 +10,7 @@ from conftest import make_lg_model
 from genfilter.emulators.guidance import (
     deconvolved_covariance,
     projected_covariance,
+    psd_projection_3x3,
     time_of_log_ratio,
 )
 from genfilter.emulators.linear_gaussian import LinearGaussianEmulator
@@ -128,3 +129,37 @@ def test_projection_of_positive_definite_rows_skips_the_eigendecomposition_exact
         assert torch.allclose(C[i], alone, atol=1e-14)
         assert torch.allclose(C[i], ref, atol=1e-12)
     assert torch.equal(C[::2], 0.25 * (J[::2] + J[::2].transpose(1, 2)))
+
+
+def test_closed_form_projection_is_the_eigh_projection():
+    """The closed-form 3 x 3 projection (what a compiled guided call runs for Lorenz-63)
+    against eigh's: random symmetric matrices, scaled and shifted ones, and nearly
+    degenerate ones (double eigenvalues, eigenvalues over 12 decades, rank 0 to 2, C = qI),
+    with every count of negative eigenvalues."""
+    g = torch.Generator().manual_seed(0)
+    n = 8000
+    B = torch.randn(n, 3, 3, generator=g, dtype=torch.float64)
+    Q, _ = torch.linalg.qr(torch.randn(n, 3, 3, generator=g, dtype=torch.float64))
+    w = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    w[: n // 4, 1] = w[: n // 4, 0]
+    w[n // 4 : n // 2] *= torch.logspace(-12, 0, 3, dtype=torch.float64)
+    w[n // 2 : 3 * n // 4] = 1e-9 * w[n // 2 : 3 * n // 4] + torch.randn(n // 4, 1, generator=g)
+    w[-300:-200, 0] = 0.0
+    w[-200:-100, :2] = 0.0
+    w[-100:-50] = 0.0
+    w[-50:] = -1.5
+    cases = [
+        (B + B.transpose(1, 2), 1e-12),
+        (1e6 * (B + B.transpose(1, 2)) + 3e6 * torch.eye(3, dtype=torch.float64), 1e-12),
+        ((Q * w[:, None]) @ Q.transpose(1, 2), 1e-7),
+    ]
+    negatives = set()
+    for C, tol in cases:
+        ev, V = torch.linalg.eigh(C)
+        negatives |= set((ev < 0).sum(-1).tolist())
+        ref = (V * ev.clamp_min(0.0)[:, None]) @ V.transpose(1, 2)
+        scale = C.abs().amax((1, 2)).clamp_min(1e-300)[:, None, None]
+        got = psd_projection_3x3(C)
+        assert torch.isfinite(got).all()
+        assert ((got - ref).abs() / scale).max() < tol
+    assert negatives == {0, 1, 2, 3}
