@@ -44,6 +44,12 @@ def test_exact_filter_has_nominal_coverage(tmp_path):
     assert abs(row["coverage_90"] - c90) < 1e-12
     written = report(path)
     assert any(p.name == "pit_histogram.png" for p in written)
+    # a folder of runs (an experiment's output): one PIT panel per filter
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    path.rename(folder / "ppc.nc")
+    written = report(folder)
+    assert any(p.name.startswith("pit_histograms_") for p in written)
 
 
 def test_a_biased_predictive_fails_the_check():

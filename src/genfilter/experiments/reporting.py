@@ -15,8 +15,9 @@ For one file, into ``<file stem>_report/``:
 For a folder (e.g. an experiment's output), into the folder: ``report.md`` / ``report.csv``
 (one row per file), ``skill_vs_n_<name>.png`` (skill against N per filter, log-log, with
 standard errors) when files differ in N, and for each experiment name the comparison
-figures ``skill_vs_step_<name>.png``, ``rank_histograms_<name>.png`` and
-``ess_<name>.png`` at the largest N that most filters share.
+figures ``skill_vs_step_<name>.png``, ``rank_histograms_<name>.png``,
+``ess_<name>.png`` and, for runs with the posterior predictive check,
+``pit_histograms_<name>.png`` at the largest N that most filters share.
 """
 
 from __future__ import annotations
@@ -320,8 +321,13 @@ def _dir_figures(rows: list[dict], files: dict[str, Path], out: Path) -> list[Pa
         for a in ax2.flat[len(with_particles) :]:
             a.set_visible(False)
         fig3, ax3 = plt.subplots(figsize=(9, 3.5))
+        pits: list[tuple[str, np.ndarray]] = []  # (filter, PIT values after the burn-in)
         for r in sel:
             with _open(files[r["file"]]) as ds:
+                if "pit" in ds:
+                    b = int(ds.attrs.get("burn_in", 0))
+                    v = ds["pit"].values[:, b:].ravel()
+                    pits.append((r["filter"], v[np.isfinite(v)]))
                 t = ds["time"].values
                 sk = np.sqrt(np.nanmean(ds["skill"].values ** 2, 0))
                 style = dict(color="k", ls=":") if r["filter"].startswith("Bayes") else {}
@@ -361,6 +367,26 @@ def _dir_figures(rows: list[dict], files: dict[str, Path], out: Path) -> list[Pa
         )
         for f_, name in ((fig, "skill_vs_step"), (fig2, "rank_histograms"), (fig3, "ess")):
             _save(f_, out / f"{name}_{slug}.png", written)
+        if pits:
+            cols = min(4, len(pits))
+            nrows = math.ceil(len(pits) / cols)
+            fig4, ax4 = plt.subplots(
+                nrows, cols, figsize=(3.2 * cols, 2.6 * nrows), squeeze=False, sharey=True
+            )
+            for a in ax4.flat[len(pits) :]:
+                a.set_visible(False)
+            for a, (name, v) in zip(ax4.flat, pits, strict=False):
+                a.hist(v, bins=10, range=(0, 1), density=True, color="C2", alpha=0.8)
+                a.axhline(1.0, color="k", ls="--", lw=1)
+                a.set_title(name, fontsize=9)
+                a.set_xlabel("PIT of the observation")
+            for a in ax4[:, 0]:
+                a.set_ylabel("density")
+            fig4.suptitle(
+                f"{exp}: posterior predictive check, N = {n_cmp} (dashed: calibrated)",
+                fontsize=10,
+            )
+            _save(fig4, out / f"pit_histograms_{slug}.png", written)
         _trajectories(
             exp,
             [r for r in sel if not r["filter"].startswith("Bayes")],
