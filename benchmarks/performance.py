@@ -446,17 +446,11 @@ def closed_form_against_eigh(n: int, steps: int) -> float:
     closed-form 3 x 3 projection inside the graph (the default for D = 3), paired."""
     from genfilter.emulators import guidance
 
-    closed = guidance.projected_covariance
-
-    def between_graphs(jacobian, gamma, clip=True):
-        C = torch.as_tensor(gamma, dtype=torch.float64) * jacobian.to(torch.float64)
-        C = 0.5 * (C + C.transpose(1, 2))
-        _, info = torch.linalg.cholesky_ex(C)
-        return guidance._clip_rows_eagerly(C, info != 0)
+    closed = guidance.psd_projection_3x3
 
     class Using:
-        """A stepper run with ``projected_covariance`` set to ``fn`` (the compiled guided
-        call looks it up as a global, so each version gets its own cached graph)."""
+        """A stepper run with ``psd_projection_3x3`` set to ``fn`` (the compiled guided call
+        looks it up as a global, so each version gets its own cached graph)."""
 
         def __init__(self, fn) -> None:
             f, ens, twin, _ = make("fa-apf", n, {"compile": True})
@@ -464,13 +458,13 @@ def closed_form_against_eigh(n: int, steps: int) -> float:
             self()  # compiles this version
 
         def __call__(self) -> float:
-            guidance.projected_covariance = self.fn
+            guidance.psd_projection_3x3 = self.fn
             try:
                 return self.stepper()
             finally:
-                guidance.projected_covariance = closed
+                guidance.psd_projection_3x3 = closed
 
-    return paired(Using(closed), Using(between_graphs), steps)[2]
+    return paired(Using(closed), Using(guidance._clip_between_graphs), steps)[2]
 
 
 def main() -> None:

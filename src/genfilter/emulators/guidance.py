@@ -135,16 +135,15 @@ def projected_covariance(jacobian: Tensor, gamma: Tensor | float, clip: bool = T
     C = 0.5 * (C + C.transpose(1, 2))
     if not clip:
         return C
-    # a positive-definite row is its own projection: a Cholesky test (much cheaper than the
-    # eigendecomposition) sends only the other rows to eigh
-    if torch.compiler.is_compiling() and C.shape[-1] == 3:
+    if not torch.compiler.is_compiling():
+        # a positive-definite row is its own projection: a Cholesky test (much cheaper than
+        # the eigendecomposition) sends only the other rows to eigh
+        return _clip_rows(C, torch.linalg.cholesky_ex(C).info != 0)
+    if C.shape[-1] == 3:
         # in the graph, no branch (Lorenz-63): eigh of the data-dependent rows would split
         # the graph in two (docs/performance.md, table 4, measures the difference)
         return psd_projection_3x3(C)
-    _, info = torch.linalg.cholesky_ex(C)
-    if torch.compiler.is_compiling():
-        return _clip_rows_eagerly(C, info != 0)
-    return _clip_rows(C, info != 0)
+    return _clip_between_graphs(C)
 
 
 def psd_projection_3x3(C: Tensor) -> Tensor:
@@ -175,7 +174,6 @@ def psd_projection_3x3(C: Tensor) -> Tensor:
     ``test_closed_form_projection_is_the_eigh_projection``: equal to the ``eigh`` projection to
     ``1e-12`` of the largest entry on random matrices, and to ``1e-7`` on nearly degenerate and
     rank-deficient ones."""
-    C = 0.5 * (C + C.transpose(-1, -2))
     eye = torch.eye(3, dtype=C.dtype, device=C.device)
     q = C.diagonal(dim1=-2, dim2=-1).sum(-1) / 3
     B = C - q[:, None, None] * eye
@@ -226,6 +224,12 @@ def _clip_rows(C: Tensor, bad: Tensor) -> Tensor:
 # the plain function: the decorator's own overhead, per call, is of the order of the
 # whole eager covariance computation at small N)
 _clip_rows_eagerly = torch.compiler.disable(_clip_rows)
+
+
+def _clip_between_graphs(C: Tensor) -> Tensor:
+    """The clipping inside a compiled call for ``D != 3``: the Cholesky test in the graph,
+    ``eigh`` of the rows that fail it eagerly between two graphs."""
+    return _clip_rows_eagerly(C, torch.linalg.cholesky_ex(C).info != 0)
 
 
 def projected_mmps_mean(

@@ -161,6 +161,18 @@ def _ranks(ds) -> np.ndarray | None:
     return (p < t).sum(2).reshape(-1, p.shape[-1])
 
 
+def _pit_values(ds) -> np.ndarray:
+    """The finite PIT values of a run file after its burn-in, flattened."""
+    v = ds["pit"].values[:, int(ds.attrs.get("burn_in", 0)) :].ravel()
+    return v[np.isfinite(v)]
+
+
+def _pit_panel(ax, pit: np.ndarray) -> None:
+    """A PIT histogram (density, 10 bins) with the calibrated level dashed."""
+    ax.hist(pit, bins=10, range=(0, 1), density=True, color="C2", alpha=0.8)
+    ax.axhline(1.0, color="k", ls="--", lw=1, label="calibrated")
+
+
 def _file_figures(path: Path, out: Path) -> list[Path]:
     plt = _plt()
     written = []
@@ -239,12 +251,8 @@ def _file_figures(path: Path, out: Path) -> list[Path]:
             _save(fig, out / "rank_histogram.png", written)
 
         if "pit" in ds:
-            b = int(ds.attrs.get("burn_in", 0))
-            pit = ds["pit"].values[:, b:].ravel()
-            pit = pit[np.isfinite(pit)]
             fig, ax = plt.subplots(figsize=(5, 3.2))
-            ax.hist(pit, bins=10, range=(0, 1), density=True, color="C2", alpha=0.8)
-            ax.axhline(1.0, color="k", ls="--", lw=1, label="calibrated")
+            _pit_panel(ax, _pit_values(ds))
             ax.set_xlabel("PIT of the observation under the one-step predictive")
             ax.set_ylabel("density")
             ax.legend(fontsize=8)
@@ -325,9 +333,7 @@ def _dir_figures(rows: list[dict], files: dict[str, Path], out: Path) -> list[Pa
         for r in sel:
             with _open(files[r["file"]]) as ds:
                 if "pit" in ds:
-                    b = int(ds.attrs.get("burn_in", 0))
-                    v = ds["pit"].values[:, b:].ravel()
-                    pits.append((r["filter"], v[np.isfinite(v)]))
+                    pits.append((r["filter"], _pit_values(ds)))
                 t = ds["time"].values
                 sk = np.sqrt(np.nanmean(ds["skill"].values ** 2, 0))
                 style = dict(color="k", ls=":") if r["filter"].startswith("Bayes") else {}
@@ -376,8 +382,7 @@ def _dir_figures(rows: list[dict], files: dict[str, Path], out: Path) -> list[Pa
             for a in ax4.flat[len(pits) :]:
                 a.set_visible(False)
             for a, (name, v) in zip(ax4.flat, pits, strict=False):
-                a.hist(v, bins=10, range=(0, 1), density=True, color="C2", alpha=0.8)
-                a.axhline(1.0, color="k", ls="--", lw=1)
+                _pit_panel(a, v)
                 a.set_title(name, fontsize=9)
                 a.set_xlabel("PIT of the observation")
             for a in ax4[:, 0]:
