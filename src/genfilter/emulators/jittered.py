@@ -3,7 +3,7 @@ FA-APF."""
 
 from __future__ import annotations
 
-__all__ = ["Jittered"]
+__all__ = ["Jittered", "SpreadJittered"]
 
 import math
 from typing import Any
@@ -56,9 +56,13 @@ class Jittered:
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
         return x + self.std * noise.to(x.device)
 
+    def _zero(self) -> bool:
+        """Whether the model noise is zero (the wrapped emulator's transition)."""
+        return self.std == 0.0
+
     def sample(self, x_prev: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         x = self.emulator.sample(x_prev, generator=generator)
-        if self.std == 0.0:
+        if self._zero():
             return x
         return self._add_jitter(x, generator)
 
@@ -90,7 +94,7 @@ class Jittered:
         r"""The observation of :math:`z`: noise :math:`\Sigma_y + q^2 H H^\top` (missing
         entries dropped; diagonal when :math:`H H^\top = I` and :math:`\Sigma_y` is)."""
         obs = obs.observed()
-        if self.std == 0.0 or obs.y.shape[0] == 0:
+        if self._zero() or obs.y.shape[0] == 0:
             return obs
         H = self._matrix(obs)
         M, q2 = obs.y.shape[0], self.std**2
@@ -110,7 +114,7 @@ class Jittered:
         obs = obs.observed()
         if obs.y.shape[0] == 0:
             return self.sample(x_prev, generator=generator)
-        if self.std == 0.0:
+        if self._zero():
             return self.emulator.sample_posterior(x_prev, obs, generator=generator)
         z = self.emulator.sample_posterior(x_prev, self.widen(obs), generator=generator)
         n = z.shape[0]
@@ -120,5 +124,137 @@ class Jittered:
         y_tilde = x_tilde.reshape(n, -1).to(torch.float64) @ H.T + eta.to(z.device)
         S = self._widened_matrix(obs, H)
         innovation = obs.y.to(device=z.device, dtype=torch.float64) - y_tilde  # (n, M)
-        gain = self.std**2 * torch.linalg.solve(S, innovation.T).T @ H  # (n, D)
+        gain = self._gain(torch.linalg.solve(S, innovation.T).T, H)  # (n, D)
         return x_tilde + gain.reshape(z.shape).to(z.dtype)
+
+    def _gain(self, solved: Tensor, H: Tensor) -> Tensor:
+        r""":math:`Q H^\top S^{-1} (y - \tilde y)` per row, from ``solved`` = :math:`S^{-1}(y -
+        \tilde y)` ``(n, M)``: :math:`q^2 H^\top` here."""
+        return self.std**2 * solved @ H
+
+
+class SpreadJittered(Jittered):
+    r"""Model noise scaled to the ensemble: :math:`x^{k+1} = z + \xi`, :math:`z \sim
+    p_\Phi(\cdot \mid x^k)`, :math:`\xi \sim \mathcal{N}(0, Q_k)` with
+
+    .. math:: Q_k = h^2\, \rho \circ P_k, \qquad
+        P_k = \widehat{\mathrm{Cov}}_i\big(\mathbb{E}_\Phi[x^{k+1} \mid x_i^k]\big),
+
+    the sample covariance of the particles' predictive means, tapered elementwise by the
+    Gaspari–Cohn correlation :math:`\rho_{jl} = \rho(d(j, l)/c)` of radius ``radius`` (grid
+    cells; none: no taper) and scaled by ``scale`` :math:`h`.
+
+    Isotropic noise (:class:`Jittered`) gives every component the same std and no
+    correlation, so a component that is not observed is jittered but never corrected by
+    the observation of its neighbours. :math:`Q_k` has the ensemble's own scales and
+    correlations: the Gaussian conditional of the proposal then moves the unobserved
+    components with the observed ones, and the noise shrinks as the ensemble does. The
+    forecast distribution is the Gaussian mixture :math:`\frac1N \sum_i \mathcal{N}(\cdot\,;
+    z_i, Q_k)`, the kernel density forecast of the regularised particle filter (Musso,
+    Oudjane & Le Gland 2001) and of the adaptive Gaussian mixture filter (Stordal, Karlsen,
+    Nævdal, Skaug & Vallès 2011, *Computational Geosciences* 15, 293–305), with the
+    bandwidth :math:`h` tuned. FA-APF weights and proposes with it exactly as with
+    :class:`Jittered` (docs/method.md#model-noise), given :math:`Q_k`.
+
+    :math:`Q_k` is set by :meth:`adapt` from the particles about to be weighted; FA-APF
+    calls it at the start of every step, so the weights and the proposal of one step see
+    the same :math:`Q_k`. A filter that does not call it cannot use this wrapper.
+
+    References:
+        | Improving Regularized Particle Filters (Musso, Oudjane & Le Gland, 2001), in
+        | Sequential Monte Carlo Methods in Practice, Springer, 247-271
+    """
+
+    def __init__(
+        self,
+        emulator: Any,
+        scale: float,
+        radius: float = math.inf,
+        periodic: bool | tuple[float, ...] = True,
+    ) -> None:
+        super().__init__(emulator, 0.0)
+        scale, radius = float(scale), float(radius)
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"jitter_scale must be finite and > 0, got {scale}")
+        if not radius > 0:
+            raise ValueError(f"jitter_radius must be > 0, got {radius}")
+        self.scale, self.radius, self.periodic = scale, radius, periodic
+        self._taper: Tensor | None = None
+        self._cov: Tensor | None = None  # Q_k (D, D) float64, CPU
+        self._factor: Tensor | None = None  # B with B B^T = Q_k, (D, D)
+        self._means: tuple[Tensor, Tensor] | None = None  # (particles, predictive means)
+
+    def __repr__(self) -> str:
+        return f"SpreadJittered({self.emulator!r}, scale={self.scale}, radius={self.radius})"
+
+    def _zero(self) -> bool:
+        if self._cov is None:
+            raise RuntimeError(
+                "SpreadJittered: call adapt(particles) before drawing (FA-APF does at every "
+                "step; use Jittered with other filters)"
+            )
+        return False
+
+    def _tapering(self, D: int) -> Tensor:
+        if self._taper is None or self._taper.shape[0] != D:
+            from ..filters.letkf import (
+                _resolve_periods,
+                _state_grid,
+                gaspari_cohn,
+                grid_distances,
+            )
+
+            shape = self.state_shape or (D,)
+            grid = _state_grid(shape)
+            dist = grid_distances(grid, grid, _resolve_periods(self.periodic, shape))
+            self._taper = gaspari_cohn(dist / self.radius).to(torch.float64)
+        return self._taper
+
+    def adapt(self, particles: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        r"""Sets :math:`Q_k` from ``particles`` ``(N, *S)`` (the class docstring) and returns
+        their predictive means, which :meth:`predict_mean` then returns for the same tensor
+        without another network pass."""
+        N = particles.shape[0]
+        if N < 2:
+            raise ValueError(f"SpreadJittered needs at least 2 particles, got {N}")
+        mu = self.emulator.predict_mean(particles, generator=generator)
+        flat = mu.reshape(N, -1).to(device="cpu", dtype=torch.float64)
+        A = flat - flat.mean(0, keepdim=True)
+        P = A.T @ A / (N - 1)
+        if math.isfinite(self.radius):
+            P = P * self._tapering(P.shape[0])
+        Q = self.scale**2 * P
+        evals, evecs = torch.linalg.eigh(Q)  # a taper on a torus may leave small negatives
+        self._factor = evecs * evals.clamp_min(0.0).sqrt()
+        self._cov = self._factor @ self._factor.T
+        self._means = (particles, mu)
+        return mu
+
+    def predict_mean(self, x_prev: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        if self._means is not None and self._means[0] is x_prev:
+            return self._means[1]
+        return self.emulator.predict_mean(x_prev, generator=generator)
+
+    def _add_jitter(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        n = x.shape[0]
+        xi = torch.randn((n, self._factor.shape[1]), generator=generator, dtype=torch.float64)
+        noise = (xi @ self._factor.T).reshape(x.shape)
+        return x + noise.to(device=x.device, dtype=x.dtype)
+
+    def _widened_matrix(self, obs: Observation, H: Tensor) -> Tensor:
+        R = noise_matrix(obs.noise, obs.y.shape[0]).to(torch.float64).to(H.device)
+        HQ = H.to(torch.float64) @ self._cov.to(H.device)
+        W = HQ @ H.to(torch.float64).T + R
+        return (W + W.T) / 2
+
+    def widen(self, obs: Observation) -> Observation:
+        r"""The observation of :math:`z`: noise :math:`\Sigma_y + H Q_k H^\top` (full)."""
+        obs = obs.observed()
+        if self._zero() or obs.y.shape[0] == 0:
+            return obs
+        return Observation(
+            obs.y, obs.operator, full_noise(self._widened_matrix(obs, self._matrix(obs)))
+        )
+
+    def _gain(self, solved: Tensor, H: Tensor) -> Tensor:
+        return solved @ (H.to(torch.float64) @ self._cov.to(H.device))

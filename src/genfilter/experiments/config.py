@@ -73,11 +73,13 @@ OPERATORS = ("select", "identity", "subsample", "coarsen")
 RECIPES = ("perturbed", "climatology")
 SAVES = ("particles", "moments")
 DTYPES = ("float32", "float64")
-WRAPPER_OPTIONS = {"bpf": ("jitter",), "fa-apf": ("jitter",)}
+WRAPPER_OPTIONS = {"bpf": ("jitter",), "fa-apf": ("jitter", "jitter_scale", "jitter_radius")}
 """Filter options that wrap the forecast model rather than go to the filter's constructor:
 the BPF's and FA-APF's ``jitter`` (std of additive Gaussian model noise,
 :class:`~genfilter.emulators.jittered.Jittered`; for deterministic models; FA-APF then
-weights and proposes with the jittered transition, docs/method.md#model-noise)."""
+weights and proposes with the jittered transition, docs/method.md#model-noise), and
+FA-APF's ``jitter_scale`` / ``jitter_radius`` (model noise scaled to the ensemble's tapered
+covariance, :class:`~genfilter.emulators.jittered.SpreadJittered`)."""
 
 
 class ConfigError(ValueError):
@@ -483,6 +485,10 @@ def parse_config(raw: Any) -> ExperimentConfig:
             or value < 0
         ):
             _fail(f"filter.options.{key}", "must be a finite number >= 0", value)
+    if "jitter" in wrapper and "jitter_scale" in wrapper:
+        _fail("filter.options.jitter_scale", "cannot be combined with filter.options.jitter")
+    if "jitter_radius" in wrapper and "jitter_scale" not in wrapper:
+        _fail("filter.options.jitter_radius", "needs filter.options.jitter_scale")
     _check_option_types(
         {k: v for k, v in options.items() if k not in wrapper},
         filter_class(method).__init__,

@@ -213,6 +213,15 @@ def build_filter(cfg: ExperimentConfig, emulator, setup: TwinSetup, generator):
             emulator = Jittered(emulator, options.pop("jitter"))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"config field 'filter.options.jitter': {exc}") from None
+    if "jitter_scale" in WRAPPER_OPTIONS.get(cfg.filter.method, ()) and "jitter_scale" in options:
+        from ..emulators.jittered import SpreadJittered
+
+        try:
+            emulator = SpreadJittered(
+                emulator, options.pop("jitter_scale"), options.pop("jitter_radius", math.inf)
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"config field 'filter.options.jitter_scale': {exc}") from None
     try:
         return cls(emulator, generator=generator, **options)
     except (TypeError, ValueError) as exc:

@@ -187,8 +187,9 @@ class FAAPF(EnsembleFilter):
     @property
     def shardable(self) -> bool:
         """Particles can be split across processes, except with localised weights (the
-        local resampling patches every particle from ancestors anywhere in the ensemble)."""
-        return self.localization is None
+        local resampling patches every particle from ancestors anywhere in the ensemble) and
+        with model noise set from the whole ensemble (an emulator with ``adapt``)."""
+        return self.localization is None and not callable(getattr(self.emulator, "adapt", None))
 
     # ------------------------------------------------------------------ weights
     def log_likelihoods(self, particles: Tensor, obs: Observation) -> Tensor:
@@ -245,6 +246,9 @@ class FAAPF(EnsembleFilter):
         check_particles(x, "ensemble.particles")
         prior = self._global(ensemble.log_weights)
         N = prior.shape[0]
+        adapt = getattr(self._emulator(), "adapt", None)
+        if adapt is not None:  # model noise set from this ensemble (SpreadJittered)
+            adapt(x, generator=self.generator)
         reduced = obs.observed() if obs is not None else None
         if reduced is None or reduced.y.shape[0] == 0:
             return self._forecast(ensemble, prior, t0)

@@ -1,0 +1,193 @@
+"""Lorenz-96 filtering table of issue #12 (docs/results/l96.md): setup ``l96-sparse`` (D = 40,
+F = 8, every second component observed every 0.05 time units with noise std 1, climatological
+initial ensemble), every filter forecasting with the shipped Lorenz-96 emulator.
+
+Two stages, both resumable (every cell is a netCDF run file under ``--out``):
+
+``tune``
+    Each filter's small grid on *training* twins (seeds 10000, 10001; the table uses seeds
+    0..9) at N = 40, 60 cycles, burn-in 20, through :func:`genfilter.experiments.tuning.tune`;
+    prints the tables and writes the best settings to ``<out>/tuned.json``.  The settings the
+    table uses are :data:`TUNED` below, copied from that file (docs/results/l96.md prints the
+    tuning tables).
+``table``
+    The rows at :data:`TUNED` for N in 10, 20, 40, 80 (``--particles``), 10 runs (``--runs``)
+    of 60 cycles scored after a burn-in of 20; prints skill (mean ± s.e. over runs), spread,
+    CRPS, seconds per step, and the paired skill difference to FA-APF at the same N (same
+    twins) with the number of runs in which the row is worse; writes ``<out>/results.md``.
+
+    python benchmarks/l96_table.py tune                      # ~1.5 h of one core
+    python benchmarks/l96_table.py table                     # hours: cheap rows first
+    python benchmarks/l96_table.py table --rows LETKF,EnKF --particles 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from genfilter.experiments.config import parse_config
+from genfilter.experiments.reporting import summarize_file
+from genfilter.experiments.runner import run_config
+from genfilter.experiments.tuning import tune
+
+STEPS, BURN_IN = 60, 20
+TUNING_SEEDS = (10_000, 10_001)
+
+GRIDS = {
+    "letkf": {"radius": [2.0, 4.0, 6.0, 8.0], "inflation": [1.0, 1.02, 1.05, 1.1]},
+    "enkf": {"inflation": [1.02, 1.05, 1.1, 1.2]},
+    "bpf": {"jitter": [0.1, 0.2, 0.5, 1.0]},
+    "ensf": {"score": ["mixture", "paired"], "eps_beta": [0.001, 0.01], "steps": [500]},
+    "fa-apf": {
+        "localization": [4.0, 8.0],
+        "jitter": [0.3, 0.5, 0.8],
+        "ess_interval": [[0.5, 0.6]],
+    },
+}
+"""The tuning grids (FA-APF: localised weights, docs/method.md#localised-weights, with model
+noise, docs/method.md#model-noise; matrix-free ``observed`` guidance covariance)."""
+
+EMULATOR_OPTIONS = {"fa-apf": {"covariance": "observed"}, "flowdas": {"covariance": "observed"}}
+
+TUNED: dict[str, dict] = {
+    "letkf": {"radius": 6.0, "inflation": 1.05},
+    "enkf": {"inflation": 1.05},
+    "bpf": {"jitter": 0.5},
+    "ensf": {"score": "mixture", "eps_beta": 0.01, "steps": 500},
+    "fa-apf": {"localization": 4.0, "jitter": 0.5, "ess_interval": [0.5, 0.6]},
+    "flowdas": {},
+}
+"""The settings of the table, from ``python benchmarks/l96_table.py tune`` (<out>/tuned.json)."""
+
+ROWS = [  # label, method, emulator ("shipped" or the true model)
+    ("LETKF", "letkf", "shipped"),
+    ("EnKF", "enkf", "shipped"),
+    ("BPF", "bpf", "shipped"),
+    ("EnSF", "ensf", "shipped"),
+    ("LETKF (true model)", "letkf", "true"),
+    ("FA-APF", "fa-apf", "shipped"),
+    ("FlowDAS-style", "flowdas", "shipped"),
+]
+
+
+def config(method: str, emulator: str, n: int, options: dict, *, seed: int, runs: int = 1):
+    return parse_config(
+        {
+            "name": "l96-sparse",
+            "setup": "l96-sparse",
+            "emulator": emulator,
+            "emulator_options": EMULATOR_OPTIONS.get(method, {}) if emulator == "shipped" else {},
+            "filter": {"method": method, "particles": int(n), "options": dict(options)},
+            "steps": STEPS,
+            "burn_in": BURN_IN,
+            "runs": runs,
+            "seed": seed,
+            "save": "moments",
+        }
+    )
+
+
+def run_tuning(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "tuned.json"
+    best = json.loads(path.read_text()) if path.exists() else {}
+    for method in args.filters.split(","):
+        if method in best and not args.again:
+            print(f"{method}: tuned already ({best[method]}); --again reruns it", flush=True)
+            continue
+
+        def make(params, seed, method=method):
+            return config(method, "shipped", args.particles, params, seed=seed)
+
+        result = tune(
+            make, GRIDS[method], TUNING_SEEDS, label=f"l96-sparse {method}", progress=True
+        )
+        table = result.table()
+        print(table, flush=True)
+        (out / f"tuning_{method}.md").write_text(table + "\n")
+        best[method] = result.best_params
+        path.write_text(json.dumps(best, indent=1) + "\n")
+    print(json.dumps(best, indent=1))
+
+
+def _skills(path: Path) -> np.ndarray:
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        return ds["summary_skill"].values
+
+
+def run_table(args) -> None:
+    cells = Path(args.out) / "cells"
+    cells.mkdir(parents=True, exist_ok=True)
+    wanted = None if args.rows is None else {r.strip() for r in args.rows.split(",")}
+    labels = [r for r in ROWS if wanted is None or r[0] in wanted]
+    unknown = (wanted or set()) - {r[0] for r in ROWS}
+    if unknown:
+        raise SystemExit(f"error: unknown rows {sorted(unknown)}; rows: {[r[0] for r in ROWS]}")
+    for label, method, emulator in labels:
+        for n in args.particles:
+            slug = "".join(c if c.isalnum() else "-" for c in label.lower())
+            path = cells / f"{slug}_N{n}.nc"
+            cfg = config(method, emulator, n, TUNED[method], seed=0, runs=args.runs)
+            run_config(cfg, path, resume=True, progress=False, label=label)
+            print(f"done: {label} N = {n}", flush=True)
+    write_results(cells, Path(args.out) / "results.md", args.particles)
+
+
+def write_results(cells: Path, out_md: Path, sizes: list[int]) -> None:
+    lines = [
+        "| filter | N | skill | spread | CRPS | s / step | minus FA-APF | runs worse |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n in sizes:
+        ref = cells / f"fa-apf_N{n}.nc"
+        for label, _, _ in ROWS:
+            slug = "".join(c if c.isalnum() else "-" for c in label.lower())
+            path = cells / f"{slug}_N{n}.nc"
+            if not path.exists():
+                continue
+            s = summarize_file(path)
+            per_step = s["seconds"] / (s["runs"] * STEPS)
+            diff = worse = ""
+            if ref.exists() and path != ref:
+                a, b = _skills(path), _skills(ref)
+                if a.size == b.size and a.size > 1:
+                    d = a - b
+                    diff = f"{d.mean():+.3f} ± {d.std(ddof=1) / math.sqrt(d.size):.3f}"
+                    worse = f"{int((d > 0).sum())} of {d.size}"
+            lines.append(
+                f"| {label} | {n} | {s['skill']:.3f} ± {s['skill_se']:.3f} | {s['spread']:.3f} | "
+                f"{s['crps']:.3f} ± {s['crps_se']:.3f} | {per_step:.2f} | {diff} | {worse} |"
+            )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out_md.write_text(text)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="stage", required=True)
+    t = sub.add_parser("tune", help="the tuning grids on training twins")
+    t.add_argument("--filters", default=",".join(GRIDS))
+    t.add_argument("--particles", type=int, default=40)
+    t.add_argument("--again", action="store_true", help="retune filters already in tuned.json")
+    t.add_argument("--out", default="outputs/l96-table")
+    r = sub.add_parser("table", help="the 10-run table at the TUNED settings")
+    r.add_argument("--particles", type=int, nargs="+", default=[10, 20, 40, 80])
+    r.add_argument("--runs", type=int, default=10)
+    r.add_argument("--rows", default=None, help="comma-separated subset of the row labels")
+    r.add_argument("--out", default="outputs/l96-table")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    run_tuning(args) if args.stage == "tune" else run_table(args)
+
+
+if __name__ == "__main__":
+    main()
