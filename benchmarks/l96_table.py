@@ -41,10 +41,10 @@ STEPS, BURN_IN = 60, 20
 TUNING_SEEDS = (10_000, 10_001)
 
 GRIDS = {
-    "letkf": {"radius": [2.0, 4.0, 6.0, 8.0], "inflation": [1.0, 1.02, 1.05, 1.1]},
-    "enkf": {"inflation": [1.02, 1.05, 1.1, 1.2]},
+    "letkf": {"radius": [2.0, 4.0, 6.0, 8.0], "inflation": [1.0, 1.02, 1.05, 1.1, 1.2]},
+    "enkf": {"inflation": [1.02, 1.05, 1.1, 1.2, 1.3, 1.5]},
     "bpf": {"jitter": [0.1, 0.2, 0.5, 1.0]},
-    "ensf": {"score": ["mixture", "paired"], "eps_beta": [0.001, 0.01], "steps": [500]},
+    "ensf": {"score": ["mixture", "paired"], "eps_beta": [0.001, 0.01, 0.03, 0.1], "steps": [500]},
     "fa-apf": {
         "localization": [4.0, 8.0],
         "jitter": [0.3, 0.5, 0.8],
@@ -57,7 +57,7 @@ noise, docs/method.md#model-noise; matrix-free ``observed`` guidance covariance)
 EMULATOR_OPTIONS = {"fa-apf": {"covariance": "observed"}, "flowdas": {"covariance": "observed"}}
 
 TUNED: dict[str, dict] = {
-    "letkf": {"radius": 6.0, "inflation": 1.05},
+    "letkf": {"radius": 4.0, "inflation": 1.1},
     "enkf": {"inflation": 1.05},
     "bpf": {"jitter": 0.5},
     "ensf": {"score": "mixture", "eps_beta": 0.01, "steps": 500},

@@ -160,7 +160,7 @@ def test_a_config_gives_fa_apf_model_noise():
 # ----------------------------------------------------------- noise scaled to the ensemble
 
 
-def _spread(scale=0.8, radius=2.0):
+def _spread(scale=0.8, radius=2.0, shrink=False):
     """SpreadJittered on the linear-Gaussian model, adapted to a fixed, spread ensemble; its
     Q_k computed independently (numpy covariance, the Gaspari–Cohn polynomial on the ring)."""
     import numpy as np
@@ -169,10 +169,12 @@ def _spread(scale=0.8, radius=2.0):
 
     model = make_lg_model()
     em = LinearGaussianEmulator(model.A, model.b, model.Q, iterations=4)
-    jit = SpreadJittered(em, scale, radius)
+    jit = SpreadJittered(em, scale, radius, shrink=shrink)
     g = torch.Generator().manual_seed(11)
     ens = 2.0 * torch.randn(50, model.D, generator=g, dtype=torch.float64)
-    mu = jit.adapt(ens).numpy()  # the emulator's predictive means
+    mu = jit.adapt(ens).numpy()  # the kernel centres
+    if shrink:  # back to the emulator's predictive means (the covariance is of those)
+        mu = (mu - jit._shift.numpy()) / jit.a
     D = model.D
     i = np.arange(D)
     d = np.abs(i[:, None] - i[None, :])
@@ -215,18 +217,27 @@ def test_spread_noise_is_the_tapered_covariance_of_the_predictive_means():
     assert float(ring._cov[~far].abs().max()) > 0.5
 
 
-def test_spread_jittered_proposal_is_the_optimal_proposal_with_the_correlated_noise():
+def _kernel_model(model, jit):
+    """The jittered transition as a linear-Gaussian model: N(a(Ax + b) + s, a²Q + Q_k)."""
+    a = jit.a
+    shift = jit._shift if jit.shrink else torch.zeros(model.D, dtype=torch.float64)
+    return a * model.A, a * model.b + shift, a**2 * model.Q + jit._cov
+
+
+@pytest.mark.parametrize("shrink", [False, True])
+def test_spread_jittered_proposal_is_the_optimal_proposal_with_the_correlated_noise(shrink):
     """With a correlated Q_k the two-stage proposal (z under Σ_y + H Q_k Hᵀ, then Matheron
-    with gain Q_k Hᵀ S⁻¹) matches the closed-form optimal proposal of N(Ax + b, Q + Q_k):
-    the unobserved components move with the observed ones. The isotropic gain (q² Hᵀ S⁻¹)
-    in its place puts the mean more than 10 Monte-Carlo standard errors off."""
-    model, _, jit, _, _ = _spread()
+    with gain Q_k Hᵀ S⁻¹) matches the closed-form optimal proposal of N(Ax + b, Q + Q_k),
+    and with shrinkage that of N(a(Ax + b) + s, a²Q + Q_k): the unobserved components move
+    with the observed ones. The isotropic gain (q² Hᵀ S⁻¹) in its place puts the mean more
+    than 10 Monte-Carlo standard errors off."""
+    model, _, jit, _, _ = _spread(scale=0.6 if shrink else 0.8, shrink=shrink)
     n = 20000
     x0 = torch.randn(1, model.D, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     x0 = x0.expand(n, -1).clone()
     obs = _obs()
     draws = jit.sample_posterior(x0, obs, generator=torch.Generator().manual_seed(2))
-    m, P = LinearGaussianEmulator(model.A, model.b, model.Q + jit._cov).exact_posterior(x0[:1], obs)
+    m, P = LinearGaussianEmulator(*_kernel_model(model, jit)).exact_posterior(x0[:1], obs)
     se = torch.sqrt(torch.diagonal(P) / n)
     assert ((draws.mean(0) - m[0]).abs() <= 5 * se).all()
     scale = torch.sqrt(torch.outer(torch.diagonal(P), torch.diagonal(P)))
@@ -237,18 +248,22 @@ def test_spread_jittered_proposal_is_the_optimal_proposal_with_the_correlated_no
     assert ((bad.mean(0) - m[0]).abs() / se).max() > 10
 
 
-def test_spread_jittered_weights_see_the_correlated_noise():
-    """Gaussian weights are N(y; H(Ax + b), Σ_y + H(Q + Q_k)Hᵀ) per particle."""
-    model, _, jit, _, _ = _spread()
+@pytest.mark.parametrize("shrink", [False, True])
+def test_spread_jittered_weights_see_the_correlated_noise(shrink):
+    """Gaussian weights are N(y; H(Ax + b), Σ_y + H(Q + Q_k)Hᵀ) per particle, and with
+    shrinkage N(y; H(a(Ax + b) + s), Σ_y + H(a²Q + Q_k)Hᵀ); dirac weights the same means
+    with Σ_y + H Q_k Hᵀ."""
+    model, _, jit, _, _ = _spread(scale=0.6 if shrink else 0.8, shrink=shrink)
     x = torch.randn(6, model.D, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     obs = _obs()
     H = torch.eye(model.D, dtype=torch.float64)[[0, 2]]
     R = 0.25 * torch.eye(2, dtype=torch.float64)
-    f = FAAPF(jit, weights="gaussian", ess_interval=None, generator=1)
-    got = f.log_likelihoods(x, obs)
-    cov = R + H @ (model.Q + jit._cov) @ H.T
-    want = torch.distributions.MultivariateNormal((x @ model.A.T + model.b) @ H.T, cov)
-    assert torch.allclose(got, want.log_prob(obs.y), atol=0.05)
+    A, b, Q = _kernel_model(model, jit)
+    for weights, cov in (("gaussian", R + H @ Q @ H.T), ("dirac", R + H @ jit._cov @ H.T)):
+        f = FAAPF(jit, weights=weights, ess_interval=None, generator=1)
+        got = f.log_likelihoods(x, obs)
+        want = torch.distributions.MultivariateNormal((x @ A.T + b) @ H.T, cov)
+        assert torch.allclose(got, want.log_prob(obs.y), atol=0.05), weights
 
 
 def test_fa_apf_adapts_the_spread_noise_at_every_step():
@@ -293,6 +308,18 @@ def test_a_config_gives_fa_apf_spread_noise():
     setup = build_twin_setup(cfg)
     f = build_filter(cfg, build_emulator(cfg, setup), setup, torch.Generator())
     assert isinstance(f.emulator, SpreadJittered) and f.emulator.radius == 2.0
+    raw["filter"]["options"]["jitter_shrink"] = True
+    cfg = parse_config(raw)
+    f = build_filter(cfg, build_emulator(cfg, setup), setup, torch.Generator())
+    assert f.emulator.shrink and f.emulator.a == pytest.approx((1 - 0.3**2) ** 0.5)
+    raw["filter"]["options"]["jitter_shrink"] = 1
+    with pytest.raises(ConfigError, match="jitter_shrink.*true or false"):
+        parse_config(raw)
+    raw["filter"]["options"].update(jitter_shrink=True, jitter_scale=1.2)
+    cfg = parse_config(raw)
+    with pytest.raises(ConfigError, match="jitter_scale.*< 1 with shrinkage"):
+        build_filter(cfg, build_emulator(cfg, setup), setup, torch.Generator())
+    del raw["filter"]["options"]["jitter_shrink"]
     raw["filter"]["options"]["jitter"] = 0.3
     with pytest.raises(ConfigError, match="cannot be combined"):
         parse_config(raw)

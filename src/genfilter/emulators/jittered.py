@@ -60,8 +60,17 @@ class Jittered:
         """Whether the model noise is zero (the wrapped emulator's transition)."""
         return self.std == 0.0
 
+    def _forecast(self, x_prev: Tensor, generator: torch.Generator | None) -> Tensor:
+        """The transition's draw before the noise: the wrapped emulator's."""
+        return self.emulator.sample(x_prev, generator=generator)
+
+    def _guided(self, x_prev: Tensor, obs: Observation, generator) -> Tensor:
+        """The first stage of the proposal: the draw before the noise, guided by ``obs``
+        seen through the noise (:meth:`widen`)."""
+        return self.emulator.sample_posterior(x_prev, self.widen(obs), generator=generator)
+
     def sample(self, x_prev: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        x = self.emulator.sample(x_prev, generator=generator)
+        x = self._forecast(x_prev, generator)
         if self._zero():
             return x
         return self._add_jitter(x, generator)
@@ -116,7 +125,7 @@ class Jittered:
             return self.sample(x_prev, generator=generator)
         if self._zero():
             return self.emulator.sample_posterior(x_prev, obs, generator=generator)
-        z = self.emulator.sample_posterior(x_prev, self.widen(obs), generator=generator)
+        z = self._guided(x_prev, obs, generator)
         n = z.shape[0]
         x_tilde = self._add_jitter(z, generator)
         eta = obs.sample_noise((n,), generator=generator, dtype=torch.float64)
@@ -156,6 +165,16 @@ class SpreadJittered(Jittered):
     bandwidth :math:`h` tuned. FA-APF weights and proposes with it exactly as with
     :class:`Jittered` (docs/method.md#model-noise), given :math:`Q_k`.
 
+    With ``shrink=True`` the kernel centres are shrunk towards the mean of the predictive
+    means :math:`\bar\mu`, :math:`x^{k+1} = a z + (1 - a)\bar\mu + \xi` with :math:`a =
+    \sqrt{1 - h^2}` (Liu & West 2001), so the mixture keeps the ensemble's covariance
+    (:math:`a^2 P_k + h^2 P_k = P_k`) whatever :math:`h < 1`: :math:`h` then moves the
+    filter from a particle filter (:math:`h \to 0`) towards a stochastic ensemble Kalman
+    update with the tapered covariance (:math:`h \to 1`), the interpolation of the
+    adaptive Gaussian mixture filter. The weights use the centres' means, the proposal
+    guides :math:`z` with the observation :math:`(y - H(1 - a)\bar\mu)/a` of noise
+    :math:`(\Sigma_y + H Q_k H^\top)/a^2`.
+
     :math:`Q_k` is set by :meth:`adapt` from the particles about to be weighted; FA-APF
     calls it at the start of every step, so the weights and the proposal of one step see
     the same :math:`Q_k`. A filter that does not call it cannot use this wrapper.
@@ -163,6 +182,9 @@ class SpreadJittered(Jittered):
     References:
         | Improving Regularized Particle Filters (Musso, Oudjane & Le Gland, 2001), in
         | Sequential Monte Carlo Methods in Practice, Springer, 247-271
+
+        | Combined Parameter and State Estimation in Simulation-Based Filtering (Liu &
+        | West, 2001), in Sequential Monte Carlo Methods in Practice, Springer, 197-223
     """
 
     def __init__(
@@ -171,6 +193,7 @@ class SpreadJittered(Jittered):
         scale: float,
         radius: float = math.inf,
         periodic: bool | tuple[float, ...] = True,
+        shrink: bool = False,
     ) -> None:
         super().__init__(emulator, 0.0)
         scale, radius = float(scale), float(radius)
@@ -178,14 +201,23 @@ class SpreadJittered(Jittered):
             raise ValueError(f"jitter_scale must be finite and > 0, got {scale}")
         if not radius > 0:
             raise ValueError(f"jitter_radius must be > 0, got {radius}")
+        if shrink and not scale < 1:
+            raise ValueError(f"jitter_scale must be < 1 with shrinkage, got {scale}")
         self.scale, self.radius, self.periodic = scale, radius, periodic
+        self.shrink = bool(shrink)
+        # the kernel centres a z + shift (Liu & West 2001): a = sqrt(1 - h^2) with shrinkage
+        self.a = math.sqrt(1.0 - scale**2) if self.shrink else 1.0
+        self._shift: Tensor | None = None  # (1 - a) * mean of the predictive means, (*S)
         self._taper: Tensor | None = None
         self._cov: Tensor | None = None  # Q_k (D, D) float64, CPU
         self._factor: Tensor | None = None  # B with B B^T = Q_k, (D, D)
         self._means: tuple[Tensor, Tensor] | None = None  # (particles, predictive means)
 
     def __repr__(self) -> str:
-        return f"SpreadJittered({self.emulator!r}, scale={self.scale}, radius={self.radius})"
+        return (
+            f"SpreadJittered({self.emulator!r}, scale={self.scale}, radius={self.radius}, "
+            f"shrink={self.shrink})"
+        )
 
     def _zero(self) -> bool:
         if self._cov is None:
@@ -227,13 +259,47 @@ class SpreadJittered(Jittered):
         evals, evecs = torch.linalg.eigh(Q)  # a taper on a torus may leave small negatives
         self._factor = evecs * evals.clamp_min(0.0).sqrt()
         self._cov = self._factor @ self._factor.T
+        if self.shrink:
+            centre = mu.mean(0, dtype=torch.float64)
+            self._shift = ((1.0 - self.a) * centre).to(mu.dtype)
+            mu = self._centres(mu)
         self._means = (particles, mu)
         return mu
+
+    def _centres(self, z: Tensor) -> Tensor:
+        r"""The kernel centres :math:`a z + (1 - a)\bar\mu` (``z`` itself without shrinkage)."""
+        if not self.shrink:
+            return z
+        return self.a * z + self._shift.to(z.device)
 
     def predict_mean(self, x_prev: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         if self._means is not None and self._means[0] is x_prev:
             return self._means[1]
-        return self.emulator.predict_mean(x_prev, generator=generator)
+        return self._centres(self.emulator.predict_mean(x_prev, generator=generator))
+
+    def predict_obs_moments(self, x_prev: Tensor, obs: Observation, *, generator=None):
+        mu, hmu, hvh = self.emulator.predict_obs_moments(x_prev, obs, generator=generator)
+        if not self.shrink:
+            return mu, hmu, hvh
+        shift = obs.predict(self._shift[None].to(mu.device))[0]  # H of the shift (linear H)
+        return self._centres(mu), self.a * hmu + shift.to(hmu), self.a**2 * hvh
+
+    def _forecast(self, x_prev: Tensor, generator: torch.Generator | None) -> Tensor:
+        self._zero()
+        return self._centres(self.emulator.sample(x_prev, generator=generator))
+
+    def _guided(self, x_prev: Tensor, obs: Observation, generator) -> Tensor:
+        r"""With shrinkage the observation of the centre :math:`a z + s` is one of :math:`z`:
+        :math:`(y - Hs)/a` with noise :math:`(\Sigma_y + H Q_k H^\top)/a^2`."""
+        wide = self.widen(obs)
+        if not self.shrink:
+            return self.emulator.sample_posterior(x_prev, wide, generator=generator)
+        H = self._matrix(obs)
+        shift = self._shift.reshape(-1).to(torch.float64) @ H.T.to(torch.float64).cpu()
+        y = (obs.y.to(torch.float64).cpu() - shift) / self.a
+        W = self._widened_matrix(obs, H.cpu()) / self.a**2
+        of_z = Observation(y.to(obs.y), obs.operator, full_noise(W))
+        return self._centres(self.emulator.sample_posterior(x_prev, of_z, generator=generator))
 
     def _add_jitter(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         n = x.shape[0]

@@ -73,13 +73,17 @@ OPERATORS = ("select", "identity", "subsample", "coarsen")
 RECIPES = ("perturbed", "climatology")
 SAVES = ("particles", "moments")
 DTYPES = ("float32", "float64")
-WRAPPER_OPTIONS = {"bpf": ("jitter",), "fa-apf": ("jitter", "jitter_scale", "jitter_radius")}
+WRAPPER_OPTIONS = {
+    "bpf": ("jitter",),
+    "fa-apf": ("jitter", "jitter_scale", "jitter_radius", "jitter_shrink"),
+}
 """Filter options that wrap the forecast model rather than go to the filter's constructor:
 the BPF's and FA-APF's ``jitter`` (std of additive Gaussian model noise,
 :class:`~genfilter.emulators.jittered.Jittered`; for deterministic models; FA-APF then
 weights and proposes with the jittered transition, docs/method.md#model-noise), and
-FA-APF's ``jitter_scale`` / ``jitter_radius`` (model noise scaled to the ensemble's tapered
-covariance, :class:`~genfilter.emulators.jittered.SpreadJittered`)."""
+FA-APF's ``jitter_scale`` / ``jitter_radius`` / ``jitter_shrink`` (model noise scaled to the
+ensemble's tapered covariance, kernel centres shrunk towards the mean,
+:class:`~genfilter.emulators.jittered.SpreadJittered`)."""
 
 
 class ConfigError(ValueError):
@@ -478,7 +482,10 @@ def parse_config(raw: Any) -> ExperimentConfig:
             )
     wrapper = {k: v for k, v in options.items() if k in WRAPPER_OPTIONS.get(method, ())}
     for key, value in wrapper.items():
-        if (
+        if key == "jitter_shrink":
+            if not isinstance(value, bool):
+                _fail(f"filter.options.{key}", "must be true or false", value)
+        elif (
             isinstance(value, bool)
             or not isinstance(value, (int, float))
             or not math.isfinite(value)
@@ -487,8 +494,9 @@ def parse_config(raw: Any) -> ExperimentConfig:
             _fail(f"filter.options.{key}", "must be a finite number >= 0", value)
     if "jitter" in wrapper and "jitter_scale" in wrapper:
         _fail("filter.options.jitter_scale", "cannot be combined with filter.options.jitter")
-    if "jitter_radius" in wrapper and "jitter_scale" not in wrapper:
-        _fail("filter.options.jitter_radius", "needs filter.options.jitter_scale")
+    for key in ("jitter_radius", "jitter_shrink"):
+        if key in wrapper and "jitter_scale" not in wrapper:
+            _fail(f"filter.options.{key}", "needs filter.options.jitter_scale")
     _check_option_types(
         {k: v for k, v in options.items() if k not in wrapper},
         filter_class(method).__init__,

@@ -218,7 +218,10 @@ def build_filter(cfg: ExperimentConfig, emulator, setup: TwinSetup, generator):
 
         try:
             emulator = SpreadJittered(
-                emulator, options.pop("jitter_scale"), options.pop("jitter_radius", math.inf)
+                emulator,
+                options.pop("jitter_scale"),
+                options.pop("jitter_radius", math.inf),
+                shrink=options.pop("jitter_shrink", False),
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"config field 'filter.options.jitter_scale': {exc}") from None
