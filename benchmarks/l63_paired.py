@@ -4,8 +4,9 @@ runs and the number of runs in which the first filter is worse (docs/results/l63
 Figure 1).
 
 Setups (a) and (b): FA-APF and FA-APF with gaussian weights against the EnKF and the BPF at
-N = 128–512.  Setups (c) and (d): every row against FA-APF, and FA-APF against the Bayes
-limit, at every N whose cells exist.
+N = 128–512.  Setups (c) and (d): every row minus FA-APF, the Bayes limit included, at every
+N whose cells exist (the experiment's own ``paired_differences``, which its results.md
+prints when the sweep ends).
 
     genfilter experiment l63-ensemble-size --full          # the cells (hours; cached)
     python benchmarks/l63_paired.py outputs/l63-ensemble-size-full/cells
@@ -20,14 +21,10 @@ from pathlib import Path
 
 import xarray as xr
 
+from genfilter.experiments.l63_results import BAYES, SCALES, _cell_path, paired_differences
+
 PAIRS = (("fa-apf", "enkf"), ("fa-apf-gaussian-w", "enkf"), ("bpf", "enkf"), ("fa-apf", "bpf"))
-PAIRS_CD = (
-    ("flowdas", "fa-apf"),
-    ("enkf", "fa-apf"),
-    ("bpf", "fa-apf"),
-    ("fa-apf", "bayes-limit"),
-)
-SIZES = (16, 32, 64, 128, 256, 512)
+ROWS_CD = ("FA-APF", "FlowDAS", "EnKF", "BPF")
 
 
 def _skills(path: Path):
@@ -35,10 +32,15 @@ def _skills(path: Path):
         return ds["summary_skill"].values
 
 
-def _cell(cells: Path, setup: str, key: str, n: int) -> Path:
-    if key == "bayes-limit":
-        return cells / f"l63-{setup}_bayes-limit_N100000.nc"
-    return cells / f"l63-{setup}_{key}_N{n}.nc"
+def finished_cells(cells: Path, setup: str) -> list[tuple[str, str, int, Path]]:
+    """``(setup, label, N, path)`` of the finished (c)/(d) sweep cells and the Bayes limit."""
+    sizes = [(label, n) for label in ROWS_CD for n in SCALES["full"].sizes]
+    sizes.append((BAYES, SCALES["full"].bayes_n))
+    return [
+        (setup, label, n, path)
+        for label, n in sizes
+        if (path := _cell_path(cells, setup, label, n)).exists()
+    ]
 
 
 def main() -> None:
@@ -51,10 +53,16 @@ def main() -> None:
     print("| setup | N | difference | mean ± s.e. | runs where the first is worse |")
     print("|---|---|---|---|---|")
     for setup in args.setups:
-        pairs, sizes = (PAIRS, (128, 256, 512)) if setup in "ab" else (PAIRS_CD, SIZES)
-        for n in sizes:
-            for first, second in pairs:
-                a, b = (_cell(args.cells, setup, k, n) for k in (first, second))
+        if setup in "cd":
+            for d in paired_differences(finished_cells(args.cells, setup)):
+                print(
+                    f"| {setup} | {d['N']} | {d['filter']} − FA-APF | {d['difference']:.3f} ± "
+                    f"{d['difference_se']:.3f} | {d['worse']} of {d['runs']} |"
+                )
+            continue
+        for n in (128, 256, 512):
+            for first, second in PAIRS:
+                a, b = (args.cells / f"l63-{setup}_{k}_N{n}.nc" for k in (first, second))
                 if not (a.exists() and b.exists()):
                     continue
                 d = _skills(a) - _skills(b)

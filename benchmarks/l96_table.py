@@ -39,6 +39,7 @@ import torch
 import xarray as xr
 
 from genfilter.experiments.config import parse_config
+from genfilter.experiments.l63_results import paired_differences
 from genfilter.experiments.reporting import summarize_file
 from genfilter.experiments.runner import run_config, run_summary
 from genfilter.experiments.tuning import tune
@@ -181,9 +182,9 @@ def run_intervals(args) -> None:
             )
 
 
-def _skills(path: Path) -> np.ndarray:
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
-        return ds["summary_skill"].values
+def cell_path(cells: Path, label: str, n: int) -> Path:
+    slug = "".join(c if c.isalnum() else "-" for c in label.lower())
+    return cells / f"{slug}_N{n}.nc"
 
 
 def run_table(args) -> None:
@@ -196,8 +197,7 @@ def run_table(args) -> None:
         raise SystemExit(f"error: unknown rows {sorted(unknown)}; rows: {[r[0] for r in ROWS]}")
     for label, method, emulator, options in labels:
         for n in args.particles:
-            slug = "".join(c if c.isalnum() else "-" for c in label.lower())
-            path = cells / f"{slug}_N{n}.nc"
+            path = cell_path(cells, label, n)
             opts = TUNED[method] if options is None else options
             cfg = config(method, emulator, n, opts, seed=0, runs=args.runs)
             run_config(cfg, path, resume=True, progress=False, label=label)
@@ -221,29 +221,27 @@ def write_results(cells: Path, out_md: Path, sizes: list[int]) -> None:
         f"| skill, cycles {LATE + 1}–{STEPS} |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for n in sizes:
-        ref = cells / f"fa-apf_N{n}.nc"
-        for label, *_ in ROWS:
-            slug = "".join(c if c.isalnum() else "-" for c in label.lower())
-            path = cells / f"{slug}_N{n}.nc"
-            if not path.exists():
-                continue
-            s = summarize_file(path)
-            per_step = s["seconds"] / (s["runs"] * STEPS)
-            diff = worse = ""
-            if ref.exists() and path != ref:
-                a, b = _skills(path), _skills(ref)
-                if a.size == b.size and a.size > 1:
-                    d = a - b
-                    diff = f"{d.mean():+.3f} ± {d.std(ddof=1) / math.sqrt(d.size):.3f}"
-                    worse = f"{int((d > 0).sum())} of {d.size}"
-            late = _late_skills(path)
-            late_text = f"{late.mean():.3f} ± {late.std(ddof=1) / math.sqrt(late.size):.3f}"
-            lines.append(
-                f"| {label} | {n} | {s['skill']:.3f} ± {s['skill_se']:.3f} | {s['spread']:.3f} | "
-                f"{s['crps']:.3f} ± {s['crps_se']:.3f} | {per_step:.2f} | {diff} | {worse} "
-                f"| {late_text} |"
-            )
+    done = [
+        ("l96-sparse", label, n, path)
+        for n in sizes
+        for label, *_ in ROWS
+        if (path := cell_path(cells, label, n)).exists()
+    ]
+    paired = {(d["filter"], d["N"]): d for d in paired_differences(done, reference="FA-APF")}
+    for _, label, n, path in done:
+        s = summarize_file(path)
+        per_step = s["seconds"] / (s["runs"] * STEPS)
+        diff = worse = ""
+        if (d := paired.get((label, n))) is not None and d["runs"] > 1:
+            diff = f"{d['difference']:+.3f} ± {d['difference_se']:.3f}"
+            worse = f"{d['worse']} of {d['runs']}"
+        late = _late_skills(path)
+        late_text = f"{late.mean():.3f} ± {late.std(ddof=1) / math.sqrt(late.size):.3f}"
+        lines.append(
+            f"| {label} | {n} | {s['skill']:.3f} ± {s['skill_se']:.3f} | {s['spread']:.3f} | "
+            f"{s['crps']:.3f} ± {s['crps_se']:.3f} | {per_step:.2f} | {diff} | {worse} "
+            f"| {late_text} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     out_md.write_text(text)

@@ -251,7 +251,8 @@ class SpreadJittered(Jittered):
             raise ValueError(f"SpreadJittered needs at least 2 particles, got {N}")
         mu = self.emulator.predict_mean(particles, generator=generator)
         flat = mu.reshape(N, -1).to(device="cpu", dtype=torch.float64)
-        A = flat - flat.mean(0, keepdim=True)
+        mean = flat.mean(0)
+        A = flat - mean
         P = A.T @ A / (N - 1)
         if math.isfinite(self.radius):
             P = P * self._tapering(P.shape[0])
@@ -260,8 +261,8 @@ class SpreadJittered(Jittered):
         self._factor = evecs * evals.clamp_min(0.0).sqrt()
         self._cov = self._factor @ self._factor.T
         if self.shrink:
-            centre = mu.mean(0, dtype=torch.float64)
-            self._shift = ((1.0 - self.a) * centre).to(mu.dtype)
+            shift = (1.0 - self.a) * mean.reshape(mu.shape[1:])
+            self._shift = shift.to(device=mu.device, dtype=mu.dtype)
             mu = self._centres(mu)
         self._means = (particles, mu)
         return mu
