@@ -9,8 +9,10 @@ Every cell is one config of the named setups run by ``run_config`` into
 (the configs of ``genfilter experiment l63-table1``'s Bayes-limit cells, at full scale), and
 ``l63-a`` / ``l63-b`` with the interval overridden at 0.25.  An interrupted sweep continues
 (finished cells are reused after checking their stored config, an unfinished one resumes);
-at full scale a finished Bayes-limit cell of Table 1 with the same config (``--reuse``,
-default ``outputs/l63-table1-full/cells``) is used instead of running it again.  Prints a
+a finished cell with the same config in a ``--reuse`` folder (default
+``outputs/l63-table1-full/cells`` and the cells kept in the repository,
+``benchmarks/artifacts/l63-cells``) is used instead of running it again: this benchmark's own
+cell of the same name, or an experiment's Bayes-limit cell.  Prints a
 markdown table: skill (mean ± s.e. over runs) of the EnKF and of the limit, and their ratio.
 
     python benchmarks/l63_enkf_vs_bayes.py --quick     # 2 runs x 60 steps, limit N = 10^4
@@ -76,8 +78,9 @@ def main() -> None:
     ap.add_argument(
         "--reuse",
         type=Path,
-        default=Path("outputs/l63-table1-full/cells"),
-        help="finished Table 1 cells whose Bayes-limit cells may be reused",
+        nargs="+",
+        default=[Path("outputs/l63-table1-full/cells"), Path("benchmarks/artifacts/l63-cells")],
+        help="folders of finished experiment cells whose Bayes-limit cells may be reused",
     )
     ap.add_argument("--intervals", type=float, nargs="+", default=list(INTERVALS))
     ap.add_argument("--obs", nargs="+", default=list(OBS), choices=list(OBS))
@@ -96,11 +99,17 @@ def main() -> None:
             for key, method, n in (("enkf", "enkf", args.enkf_n), ("limit", "bpf", limit_n)):
                 cfg = cell(obs, dt, method, n, runs, steps, burn_in)
                 path = cells / f"l63-{obs}_dt{dt:g}_{method}_N{n}.nc"
-                shared = args.reuse / f"{cfg.setup}_bayes-limit_N{n}.nc"
-                if key == "limit" and not path.exists() and shared.is_file():
-                    if stored_config(shared) == cfg:
-                        print(f"reusing {shared}", flush=True)
-                        path = shared
+                # a finished cell with the same config: an experiment's Bayes-limit cell, or
+                # this benchmark's own cell kept in the repository
+                names = [path.name] + (
+                    [f"{cfg.setup}_bayes-limit_N{n}.nc"] if key == "limit" else []
+                )
+                shared = [f / name for f in args.reuse for name in names]
+                for other in shared if not path.exists() else []:
+                    if other.is_file() and stored_config(other) == cfg:
+                        print(f"reusing {other}", flush=True)
+                        path = other
+                        break
                 if path.exists() and stored_config(path) != cfg:
                     raise SystemExit(f"{path} holds another config; move it away or use --out")
                 if not path.exists():

@@ -360,6 +360,11 @@ def experiment(
         "ab", help="Observation setups to run, letters among a, b (every 0.1), c, d (every 0.5)."
     ),
     rows: str = typer.Option(None, help="Comma-separated subset of filters (default all)."),
+    sizes: str = typer.Option(
+        None,
+        help="Comma-separated ensemble sizes to run (default all; the Bayes limit runs only "
+        "if its N, e.g. 100000, is named).",
+    ),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Runs (or continues) a paper experiment; one netCDF file per cell, then results.md/csv
@@ -380,6 +385,7 @@ def experiment(
         setups=tuple(sorted(set(setup))),
         progress=progress,
         echo=typer.echo,
+        sizes=_int_list("--sizes", sizes) if sizes else None,
     )
     typer.echo((path / "results.md").read_text())
     written = report(path)
@@ -387,6 +393,14 @@ def experiment(
         f"Outputs in {path}/: results.md, results.csv, cells/*.nc, "
         + ", ".join(sorted({p.name for p in written}))
     )
+
+
+def _int_list(option: str, text: str) -> list[int]:
+    """``"16,64"`` -> ``[16, 64]``, or a one-line error naming the option."""
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{option} must be comma-separated integers, got {text!r}") from None
 
 
 @app.command()
@@ -421,7 +435,7 @@ def baselines(
     run_baselines(
         system,
         quick=quick,
-        sizes=[int(s) for s in sizes.split(",")] if sizes else None,
+        sizes=_int_list("--sizes", sizes) if sizes else None,
         runs=runs,
         cycles=cycles,
         burn_in=burn_in,

@@ -132,6 +132,59 @@ def test_results_keep_the_other_setups_cells(sweep, tmp_path):
     assert "## Setup (a)" in text and "## Setup (b)" in text
 
 
+def test_sizes_run_only_the_named_cells(tmp_path):
+    """``sizes`` gives one N a process of its own: only its cells run, the Bayes limit only
+    when its particle count is named, and a size outside the scale is a one-line error
+    before anything is written."""
+    out = tmp_path / "one-n"
+    run_experiment(
+        "l63-ensemble-size",
+        TINY,
+        out,
+        rows=["EnKF"],
+        setups=("a",),
+        progress=False,
+        echo=lambda *_: None,
+        sizes=(8,),
+    )
+    assert sorted(p.name for p in (out / "cells").glob("*.nc")) == ["l63-a_enkf_N8.nc"]
+    run_experiment(
+        "l63-ensemble-size",
+        TINY,
+        out,
+        rows=["EnKF"],
+        setups=("a",),
+        progress=False,
+        echo=lambda *_: None,
+        sizes=(300,),
+    )
+    assert sorted(p.name for p in (out / "cells").glob("*.nc")) == [
+        "l63-a_bayes-limit_N300.nc",
+        "l63-a_enkf_N8.nc",
+    ]
+    with pytest.raises(ValueError, match=r"sizes must be among \[4, 8, 300\].*\[5\]"):
+        run_experiment("l63-ensemble-size", TINY, tmp_path / "bad", sizes=(5,))
+    assert not (tmp_path / "bad").exists()
+    res = CliRunner().invoke(
+        app, ["experiment", "l63-ensemble-size", "--sizes", "16,x", "--out", str(tmp_path / "c")]
+    )
+    assert res.exit_code == 2 and "--sizes must be comma-separated integers" in res.output
+
+
+def test_interpolant_rows_run_on_request_only():
+    from genfilter.experiments.l63_results import cell_config, default_rows
+
+    for exp in ("l63-table1", "l63-ensemble-size"):
+        rows = default_rows(exp)
+        assert "FA-APF" in rows and not any("interpolant" in r for r in rows)
+    assert "FA-APF (oracle)" in default_rows("l63-table1")
+    assert "FA-APF (oracle)" not in default_rows("l63-ensemble-size")
+    cfg = cell_config("a", "FA-APF (interpolant, gaussian w.)", 16, TINY)
+    assert cfg.emulator == "shipped-interpolant"
+    assert cfg.filter.options["weights"] == "gaussian"
+    assert cell_config("a", "BPF (interpolant)", 16, TINY).filter.method == "bpf"
+
+
 def test_report_on_a_file_and_a_folder(sweep):
     written = report(sweep / "cells" / "l63-a_fa-apf_N4.nc")
     names = {p.name for p in written}

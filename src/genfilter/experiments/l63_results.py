@@ -53,6 +53,7 @@ __all__ = [
     "scale_of",
     "cell_config",
     "run_experiment",
+    "default_rows",
     "paired_differences",
 ]
 
@@ -87,6 +88,9 @@ ROWS: dict[str, tuple[str, dict[str, Any], str]] = {
     "ETKF": ("etkf", {}, "shipped"),
     "FlowDAS": ("flowdas", {}, "shipped"),
     "FA-APF (oracle)": ("fa-apf", {"weights": "exact"}, "oracle"),
+    "FA-APF (interpolant)": ("fa-apf", {}, "shipped-interpolant"),
+    "FA-APF (interpolant, gaussian w.)": ("fa-apf", {"weights": "gaussian"}, "shipped-interpolant"),
+    "BPF (interpolant)": ("bpf", {}, "shipped-interpolant"),
 }
 """label -> (method, filter options, emulator)."""
 
@@ -112,6 +116,11 @@ EMULATOR_OPTIONS = {"FA-APF (raw MMPS)": {"covariance": "tweedie"}}
 
 TABLE_ONLY = ("FA-APF (raw MMPS)", "FA-APF (oracle)")
 """Rows run by ``l63-table1`` only (not by the ensemble-size sweep) unless asked for."""
+
+ON_REQUEST = ("FA-APF (interpolant)", "FA-APF (interpolant, gaussian w.)", "BPF (interpolant)")
+"""Rows run only when asked for (``--rows``): the shipped stochastic-interpolant emulator
+(200 SDE steps, about 2-4x the diffusion emulator's cost per step) in place of the
+diffusion one, to separate what the emulator costs from what FA-APF's approximations cost."""
 
 BAYES = "Bayes limit"
 EXPERIMENTS = ("l63-table1", "l63-ensemble-size")
@@ -188,6 +197,16 @@ def _cells(experiment: str, scale: Scale, rows) -> list[tuple[str, str, int]]:
     return cells
 
 
+def default_rows(experiment: str) -> list[str]:
+    """The rows an experiment runs when ``rows`` is not given: every row but those of
+    :data:`ON_REQUEST`, and the sweep without those of :data:`TABLE_ONLY`."""
+    return [
+        r
+        for r in ROWS
+        if r not in ON_REQUEST and (experiment == "l63-table1" or r not in TABLE_ONLY)
+    ]
+
+
 def run_experiment(
     experiment: str,
     scale: str | Scale = "quick",
@@ -196,14 +215,29 @@ def run_experiment(
     setups: tuple[str, ...] = ("a", "b"),
     progress: bool = True,
     echo=print,
+    sizes: tuple[int, ...] | None = None,
 ) -> Path:
     """Runs (or continues) an experiment; writes one netCDF file per cell under
-    ``out/cells/``, then ``results.csv`` and ``results.md`` in ``out``.  Returns ``out``."""
+    ``out/cells/``, then ``results.csv`` and ``results.md`` in ``out``.  Returns ``out``.
+
+    ``sizes``: run only the cells of these ensemble sizes (the Bayes-limit cell only if its
+    particle count is among them), e.g. ``(512,)`` to give one N a process of its own; the
+    tables still hold every finished cell of the experiment."""
     if experiment not in EXPERIMENTS:
         raise ValueError(f"experiment must be one of {list(EXPERIMENTS)}, got {experiment!r}")
     sc = scale_of(scale)
+    if sizes is not None:
+        sizes = tuple(sizes)
+        known = set(sc.sizes if experiment == "l63-ensemble-size" else (sc.table_n,))
+        known.add(sc.bayes_n)
+        bad = [n for n in sizes if n not in known]
+        if bad or not sizes:
+            raise ValueError(
+                f"sizes must be among {sorted(known)} for {experiment} at this scale, "
+                f"got {list(sizes)}"
+            )
     if rows is None:
-        rows = [r for r in ROWS if experiment == "l63-table1" or r not in TABLE_ONLY]
+        rows = default_rows(experiment)
     rows = list(rows)
     for r in rows:
         if r not in ROWS:
@@ -213,7 +247,7 @@ def run_experiment(
     cells_dir = out / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
     cells = _cells(experiment, sc, rows)
-    todo = [c for c in cells if c[0] in setups]
+    todo = [c for c in cells if c[0] in setups and (sizes is None or c[2] in sizes)]
     for i, (setup, label, n) in enumerate(todo):
         path = _cell_path(cells_dir, setup, label, n)
         if not path.exists():
