@@ -11,6 +11,11 @@ prints when the sweep ends).
     genfilter experiment l63-ensemble-size --full          # the cells (hours; cached)
     python benchmarks/l63_paired.py outputs/l63-ensemble-size-full/cells
     python benchmarks/l63_paired.py outputs/l63-ensemble-size-full-d/cells --setups d
+    python benchmarks/l63_paired.py outputs/l63-ensemble-size-full/cells --setups a \
+        --reference "FA-APF (interpolant)"     # every finished row minus this one
+
+``--reference``: every finished cell of the setups (any row of the experiments, the Bayes
+limit included) minus the reference row at the same N.
 """
 
 from __future__ import annotations
@@ -21,7 +26,14 @@ from pathlib import Path
 
 import xarray as xr
 
-from genfilter.experiments.l63_results import BAYES, SCALES, _cell_path, paired_differences
+from genfilter.experiments.l63_results import (
+    BAYES,
+    ROWS,
+    SCALES,
+    _cell_path,
+    paired_differences,
+)
+from genfilter.experiments.l63_results import finished_cells as all_finished_cells
 
 PAIRS = (("fa-apf", "enkf"), ("fa-apf-gaussian-w", "enkf"), ("bpf", "enkf"), ("fa-apf", "bpf"))
 ROWS_CD = ("FA-APF", "FlowDAS", "EnKF", "BPF")
@@ -49,7 +61,20 @@ def main() -> None:
         "cells", nargs="?", type=Path, default=Path("outputs/l63-ensemble-size-full/cells")
     )
     p.add_argument("--setups", default="ab", help="letters among a, b, c, d")
+    p.add_argument("--reference", default=None, help=f"a row among {list(ROWS)}")
     args = p.parse_args()
+    if args.reference is not None:
+        if args.reference not in ROWS:
+            raise SystemExit(f"--reference must be one of {list(ROWS)}, got {args.reference!r}")
+        cells = [c for c in all_finished_cells(args.cells) if c[0] in args.setups]
+        print("| setup | N | row − reference | mean ± s.e. | runs where the row is worse |")
+        print("|---|---|---|---|---|")
+        for d in paired_differences(cells, reference=args.reference):
+            print(
+                f"| {d['setup']} | {d['N']} | {d['filter']} − {args.reference} | "
+                f"{d['difference']:.3f} ± {d['difference_se']:.3f} | {d['worse']} of {d['runs']} |"
+            )
+        return
     print("| setup | N | difference | mean ± s.e. | runs where the first is worse |")
     print("|---|---|---|---|---|")
     for setup in args.setups:

@@ -96,6 +96,36 @@ def test_linear_gaussian_demo(tmp_path):
         assert ds["particles"].shape == (1, 6, 16, 8)  # run, step, member, component
 
 
+def test_filter_option_overrides_reach_the_run(tmp_path):
+    """``--option KEY=VALUE`` (YAML values) merges into filter.options after ``--method``;
+    the run file stores the config as run."""
+    import yaml
+
+    cfg = {
+        "name": "t",
+        "system": "lorenz63",
+        "emulator": "shipped",
+        "emulator_options": {"steps": 4},
+        "observations": {"operator": "select", "indices": [0, 2], "noise_std": 0.25},
+        "initial": {"recipe": "perturbed", "std": 0.0, "spinup": 1.0},
+        "filter": {"method": "bpf", "particles": 4, "options": {"jitter": 0.5}},
+        "steps": 2,
+        "burn_in": 0,
+        "runs": 1,
+        "seed": 0,
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    argv = ["filter", str(tmp_path / "c.yaml"), "--method", "fa-apf", "--no-progress"]
+    argv += ["--option", "weights=gaussian", "--option", "ess_interval=null"]
+    result = runner.invoke(app, [*argv, "--out", str(tmp_path / "o.nc")])
+    assert result.exit_code == 0, result.output
+    with xr.open_dataset(tmp_path / "o.nc", engine="h5netcdf") as ds:
+        stored = yaml.safe_load(ds.attrs["config"])["filter"]
+    # the BPF's jitter went with the change of method; the two options are typed YAML
+    assert stored["method"] == "fa-apf"
+    assert stored["options"] == {"weights": "gaussian", "ess_interval": None}
+
+
 def test_bad_input_gives_a_message_not_a_traceback(tmp_path):
     result = runner.invoke(app, ["data", "lorenz63", "--out", str(tmp_path), "--trajectories", "5"])
     assert result.exit_code == 2 and "too few for split" in result.output

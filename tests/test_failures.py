@@ -1560,6 +1560,20 @@ _add(
     [("--method", "filter.method")],
 )
 _add(
+    "filter-option-without-value",
+    _C,
+    "cli",
+    lambda tmp: (write_config(tmp, "c.yaml"), [*FILTER_ARGV, "--option", "weights"])[1],
+    ["--option", "'weights'"],
+)
+_add(
+    "filter-option-unknown-key",
+    _C,
+    "cli",
+    lambda tmp: (write_config(tmp, "c.yaml"), [*FILTER_ARGV, "--option", "weightz=gaussian"])[1],
+    ["filter.options.weightz"],
+)
+_add(
     "train-unknown-system",
     _C,
     "cli",

@@ -281,6 +281,12 @@ def filter_(
         "ensf, enff, flowdas or forecast (options reset).",
     ),
     particles: int = typer.Option(None, min=2, help="Override filter.particles (N)."),
+    option: list[str] = typer.Option(
+        None,
+        "--option",
+        help="Set one filter option, KEY=VALUE with a YAML value (repeatable), e.g. "
+        "--option weights=gaussian --option ess_interval=null.",
+    ),
     steps: int = typer.Option(None, min=1, help="Override steps (assimilation cycles K)."),
     burn_in: int = typer.Option(None, min=0, help="Override burn_in (cycles not scored)."),
     runs: int = typer.Option(None, min=1, help="Override runs (independent twins)."),
@@ -319,6 +325,7 @@ def filter_(
         burn_in=burn_in,
         runs=runs,
         seed=seed,
+        options=_key_values("--option", option) if option else None,
     )
     out = out or Path("outputs") / f"{cfg.name}-{cfg.filter.method}-N{cfg.filter.particles}.nc"
     echo(
@@ -393,6 +400,23 @@ def experiment(
         f"Outputs in {path}/: results.md, results.csv, cells/*.nc, "
         + ", ".join(sorted({p.name for p in written}))
     )
+
+
+def _key_values(option: str, items: list[str]) -> dict:
+    """``["weights=gaussian", "ess_interval=null"]`` -> a dict of YAML-parsed values, or a
+    one-line error naming the option and the item."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{option} must be KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ValueError(f"{option} {key.strip()}: {text!r} is not a YAML value") from None
+    return out
 
 
 def _int_list(option: str, text: str) -> list[int]:

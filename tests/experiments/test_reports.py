@@ -152,7 +152,7 @@ def test_sizes_run_only_the_named_cells(tmp_path):
         "l63-ensemble-size",
         TINY,
         out,
-        rows=["EnKF"],
+        rows=["BPF"],
         setups=("a",),
         progress=False,
         echo=lambda *_: None,
@@ -162,6 +162,9 @@ def test_sizes_run_only_the_named_cells(tmp_path):
         "l63-a_bayes-limit_N300.nc",
         "l63-a_enkf_N8.nc",
     ]
+    # the tables hold every finished cell, also of rows another process asked for
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert sorted((r["filter"], r["N"]) for r in rows) == [("Bayes limit", "300"), ("EnKF", "8")]
     with pytest.raises(ValueError, match=r"sizes must be among \[4, 8, 300\].*\[5\]"):
         run_experiment("l63-ensemble-size", TINY, tmp_path / "bad", sizes=(5,))
     assert not (tmp_path / "bad").exists()
@@ -172,14 +175,17 @@ def test_sizes_run_only_the_named_cells(tmp_path):
 
 
 def test_interpolant_rows_run_on_request_only():
-    from genfilter.experiments.l63_results import cell_config, default_rows
+    from genfilter.experiments.l63_results import ROWS, cell_config, default_rows
+
+    # --rows is comma-separated: a label with a comma could not be asked for
+    assert not [r for r in ROWS if "," in r]
 
     for exp in ("l63-table1", "l63-ensemble-size"):
         rows = default_rows(exp)
         assert "FA-APF" in rows and not any("interpolant" in r for r in rows)
     assert "FA-APF (oracle)" in default_rows("l63-table1")
     assert "FA-APF (oracle)" not in default_rows("l63-ensemble-size")
-    cfg = cell_config("a", "FA-APF (interpolant, gaussian w.)", 16, TINY)
+    cfg = cell_config("a", "FA-APF (interpolant; gaussian w.)", 16, TINY)
     assert cfg.emulator == "shipped-interpolant"
     assert cfg.filter.options["weights"] == "gaussian"
     assert cell_config("a", "BPF (interpolant)", 16, TINY).filter.method == "bpf"

@@ -214,8 +214,10 @@ class ExperimentConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def replace(self, **changes: Any) -> ExperimentConfig:
-        """A validated copy with top-level fields (or ``method``/``particles``) changed."""
+        """A validated copy with top-level fields (or ``method``/``particles``) changed;
+        ``options``: a mapping merged into ``filter.options`` (after a change of method)."""
         d = self.to_dict()
+        options = changes.pop("options", None)
         for key, value in changes.items():
             if value is None:
                 continue
@@ -229,6 +231,8 @@ class ExperimentConfig:
                 d["filter"][key] = value
             else:
                 d[key] = value
+        if options:
+            d["filter"]["options"] = {**d["filter"].get("options", {}), **dict(options)}
         return parse_config(d)
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "run_experiment",
     "default_rows",
     "paired_differences",
+    "finished_cells",
 ]
 
 import csv
@@ -89,7 +90,7 @@ ROWS: dict[str, tuple[str, dict[str, Any], str]] = {
     "FlowDAS": ("flowdas", {}, "shipped"),
     "FA-APF (oracle)": ("fa-apf", {"weights": "exact"}, "oracle"),
     "FA-APF (interpolant)": ("fa-apf", {}, "shipped-interpolant"),
-    "FA-APF (interpolant, gaussian w.)": ("fa-apf", {"weights": "gaussian"}, "shipped-interpolant"),
+    "FA-APF (interpolant; gaussian w.)": ("fa-apf", {"weights": "gaussian"}, "shipped-interpolant"),
     "BPF (interpolant)": ("bpf", {}, "shipped-interpolant"),
 }
 """label -> (method, filter options, emulator)."""
@@ -117,7 +118,7 @@ EMULATOR_OPTIONS = {"FA-APF (raw MMPS)": {"covariance": "tweedie"}}
 TABLE_ONLY = ("FA-APF (raw MMPS)", "FA-APF (oracle)")
 """Rows run by ``l63-table1`` only (not by the ensemble-size sweep) unless asked for."""
 
-ON_REQUEST = ("FA-APF (interpolant)", "FA-APF (interpolant, gaussian w.)", "BPF (interpolant)")
+ON_REQUEST = ("FA-APF (interpolant)", "FA-APF (interpolant; gaussian w.)", "BPF (interpolant)")
 """Rows run only when asked for (``--rows``): the shipped stochastic-interpolant emulator
 (200 SDE steps, about 2-4x the diffusion emulator's cost per step) in place of the
 diffusion one, to separate what the emulator costs from what FA-APF's approximations cost."""
@@ -266,14 +267,23 @@ def run_experiment(
             )
     # the tables hold every finished cell of the experiment, the other setups' too: two
     # processes (``--setup a`` and ``--setup b``) then do not overwrite each other's rows
-    done = [
-        (setup, label, n, path)
-        for setup, label, n in cells
-        if (path := _cell_path(cells_dir, setup, label, n)).exists()
-    ]
+    done = finished_cells(cells_dir, experiment, sc)
     results = [{"setup": setup, **summarize_file(path)} for setup, _, _, path in done]
     _write_results(out, experiment, scale, sc, results, paired_differences(done))
     return out
+
+
+def finished_cells(
+    cells_dir: str | Path, experiment: str = "l63-ensemble-size", scale: str | Scale = "full"
+) -> list[tuple[str, str, int, Path]]:
+    """``(setup, label, N, path)`` of every finished cell in ``cells_dir`` of any row of
+    :data:`ROWS` (and the Bayes limit) at the experiment's sizes, whichever process ran it."""
+    cells_dir = Path(cells_dir)
+    return [
+        (setup, label, n, path)
+        for setup, label, n in _cells(experiment, scale_of(scale), list(ROWS))
+        if (path := _cell_path(cells_dir, setup, label, n)).exists()
+    ]
 
 
 def paired_differences(
