@@ -104,12 +104,12 @@ def main() -> None:
                 names = [path.name] + (
                     [f"{cfg.setup}_bayes-limit_N{n}.nc"] if key == "limit" else []
                 )
-                shared = [f / name for f in args.reuse for name in names]
-                for other in shared if not path.exists() else []:
-                    if other.is_file() and stored_config(other) == cfg:
-                        print(f"reusing {other}", flush=True)
-                        path = other
-                        break
+                if not path.exists():
+                    for other in (f / name for f in args.reuse for name in names):
+                        if other.is_file() and stored_config(other) == cfg:
+                            print(f"reusing {other}", flush=True)
+                            path = other
+                            break
                 if path.exists() and stored_config(path) != cfg:
                     raise SystemExit(f"{path} holds another config; move it away or use --out")
                 if not path.exists():

@@ -26,13 +26,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from genfilter.experiments.l63_results import (
-    BAYES,
-    ROWS,
-    SCALES,
-    _cell_path,
-    paired_differences,
-)
+from genfilter.experiments.l63_results import BAYES, ROWS, paired_differences
 from genfilter.experiments.l63_results import finished_cells as all_finished_cells
 
 PAIRS = (("fa-apf", "enkf"), ("fa-apf-gaussian-w", "enkf"), ("bpf", "enkf"), ("fa-apf", "bpf"))
@@ -45,14 +39,11 @@ def _skills(path: Path):
 
 
 def finished_cells(cells: Path, setup: str) -> list[tuple[str, str, int, Path]]:
-    """``(setup, label, N, path)`` of the finished (c)/(d) sweep cells and the Bayes limit."""
-    sizes = [(label, n) for label in ROWS_CD for n in SCALES["full"].sizes]
-    sizes.append((BAYES, SCALES["full"].bayes_n))
-    return [
-        (setup, label, n, path)
-        for label, n in sizes
-        if (path := _cell_path(cells, setup, label, n)).exists()
-    ]
+    """``(setup, label, N, path)`` of the finished (c)/(d) sweep cells of :data:`ROWS_CD` and
+    the Bayes limit, row by row."""
+    order = (*ROWS_CD, BAYES)
+    mine = [c for c in all_finished_cells(cells) if c[0] == setup and c[1] in order]
+    return sorted(mine, key=lambda c: order.index(c[1]))  # stable: N ascending within a row
 
 
 def main() -> None:

@@ -100,21 +100,9 @@ def test_filter_option_overrides_reach_the_run(tmp_path):
     """``--option KEY=VALUE`` (YAML values) merges into filter.options after ``--method``;
     the run file stores the config as run."""
     import yaml
+    from test_failures import write_config
 
-    cfg = {
-        "name": "t",
-        "system": "lorenz63",
-        "emulator": "shipped",
-        "emulator_options": {"steps": 4},
-        "observations": {"operator": "select", "indices": [0, 2], "noise_std": 0.25},
-        "initial": {"recipe": "perturbed", "std": 0.0, "spinup": 1.0},
-        "filter": {"method": "bpf", "particles": 4, "options": {"jitter": 0.5}},
-        "steps": 2,
-        "burn_in": 0,
-        "runs": 1,
-        "seed": 0,
-    }
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    write_config(tmp_path, "c.yaml", filter={"method": "bpf", "options": {"jitter": 0.5}}, steps=2)
     argv = ["filter", str(tmp_path / "c.yaml"), "--method", "fa-apf", "--no-progress"]
     argv += ["--option", "weights=gaussian", "--option", "ess_interval=null"]
     result = runner.invoke(app, [*argv, "--out", str(tmp_path / "o.nc")])

@@ -120,8 +120,9 @@ TABLE_ONLY = ("FA-APF (raw MMPS)", "FA-APF (oracle)")
 
 ON_REQUEST = ("FA-APF (interpolant)", "FA-APF (interpolant; gaussian w.)", "BPF (interpolant)")
 """Rows run only when asked for (``--rows``): the shipped stochastic-interpolant emulator
-(200 SDE steps, about 2-4x the diffusion emulator's cost per step) in place of the
-diffusion one, to separate what the emulator costs from what FA-APF's approximations cost."""
+(200 SDE steps; about 3× the diffusion FA-APF's wall time per cell at N = 512,
+docs/results/l63.md) in place of the diffusion one, to separate what the emulator costs
+from what FA-APF's approximations cost."""
 
 BAYES = "Bayes limit"
 EXPERIMENTS = ("l63-table1", "l63-ensemble-size")
@@ -187,11 +188,15 @@ def cell_config(setup: str, label: str, n: int, scale: Scale) -> ExperimentConfi
     )
 
 
+def _sizes(experiment: str, scale: Scale) -> tuple[int, ...]:
+    """The ensemble sizes of the experiment's rows at this scale."""
+    return (scale.table_n,) if experiment == "l63-table1" else scale.sizes
+
+
 def _cells(experiment: str, scale: Scale, rows) -> list[tuple[str, str, int]]:
     cells = []
     for setup in SETUP_TEXT:
-        sizes = (scale.table_n,) if experiment == "l63-table1" else scale.sizes
-        for n in sizes:
+        for n in _sizes(experiment, scale):
             for label in rows:
                 cells.append((setup, label, n))
         cells.append((setup, BAYES, scale.bayes_n))
@@ -229,8 +234,7 @@ def run_experiment(
     sc = scale_of(scale)
     if sizes is not None:
         sizes = tuple(sizes)
-        known = set(sc.sizes if experiment == "l63-ensemble-size" else (sc.table_n,))
-        known.add(sc.bayes_n)
+        known = {*_sizes(experiment, sc), sc.bayes_n}
         bad = [n for n in sizes if n not in known]
         if bad or not sizes:
             raise ValueError(
