@@ -1574,6 +1574,13 @@ _add(
     ["filter.options.weightz"],
 )
 _add(
+    "diagnose-weights-unknown-family",
+    _C,
+    "cli",
+    lambda tmp: ["diagnose", "weights", "--family", "diffusion,magic", "--pairs", "1"],
+    ["--family", "'magic'"],
+)
+_add(
     "train-unknown-system",
     _C,
     "cli",

@@ -542,5 +542,60 @@ def diagnose_proposal(
         typer.echo(f"Table written to {out}")
 
 
+@diagnose_app.command("weights")
+@_clean_errors
+def diagnose_weights(
+    setup: str = typer.Option(
+        "abcd",
+        help="Lorenz-63 observation setups, letters among a (x1, x3), b (x1) every 0.1 and "
+        "c (x1, x3), d (x1) every 0.5.",
+    ),
+    family: str = typer.Option(
+        "diffusion",
+        help="Shipped emulator families to compare (comma-separated: diffusion, interpolant).",
+    ),
+    pairs: int = typer.Option(30, min=1, help="Number of (x^k, y) pairs."),
+    particles: int = typer.Option(64, min=2, help="Particles in the cloud around x^k."),
+    draws: int = typer.Option(
+        1000, min=1, help="True-model draws per particle for the exact weights."
+    ),
+    emulator_draws: int = typer.Option(
+        256, min=1, help="Emulator draws per particle for the emulator's Monte-Carlo weights."
+    ),
+    seed: int = typer.Option(123, min=0, help="Random seed."),
+    out: Path = typer.Option(None, help="Also write the markdown table to this file."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Compares FA-APF's dirac and gaussian weights, and the emulator's Monte-Carlo
+    weights, with the exact weights of a particle cloud, estimated from true-model draws
+    (docs/method.md#fa-apf-weights)."""
+    from .experiments.weights_check import format_weights_study, l63_weights_study
+
+    if not setup or set(setup) - set("abcd"):
+        raise ValueError(f"--setup must be letters among a, b, c, d, got {setup!r}")
+    families = tuple(f.strip() for f in family.split(",") if f.strip())
+    if not families:
+        raise ValueError(f"--family must name diffusion and/or interpolant, got {family!r}")
+    for f in families:
+        if f not in ("diffusion", "interpolant"):
+            raise ValueError(f"--family entries must be diffusion or interpolant, got {f!r}")
+    res = l63_weights_study(
+        tuple(sorted(set(setup))),
+        families,
+        pairs=pairs,
+        particles=particles,
+        draws=draws,
+        emulator_draws=emulator_draws,
+        seed=seed,
+        progress=progress,
+    )
+    text = format_weights_study(res)
+    typer.echo(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+        typer.echo(f"Table written to {out}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
