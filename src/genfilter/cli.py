@@ -552,7 +552,8 @@ def diagnose_weights(
     ),
     family: str = typer.Option(
         "diffusion",
-        help="Shipped emulator families to compare (comma-separated: diffusion, interpolant).",
+        help="Shipped emulators to compare (comma-separated: diffusion, diffusion-fixed-point, "
+        "interpolant).",
     ),
     pairs: int = typer.Option(30, min=1, help="Number of (x^k, y) pairs."),
     particles: int = typer.Option(64, min=2, help="Particles in the cloud around x^k."),
@@ -569,16 +570,16 @@ def diagnose_weights(
     """Compares FA-APF's dirac and gaussian weights, and the emulator's Monte-Carlo
     weights, with the exact weights of a particle cloud, estimated from true-model draws
     (docs/method.md#fa-apf-weights)."""
-    from .experiments.weights_check import format_weights_study, l63_weights_study
+    from .experiments.weights_check import FAMILIES, format_weights_study, l63_weights_study
 
     if not setup or set(setup) - set("abcd"):
         raise ValueError(f"--setup must be letters among a, b, c, d, got {setup!r}")
     families = tuple(f.strip() for f in family.split(",") if f.strip())
     if not families:
-        raise ValueError(f"--family must name diffusion and/or interpolant, got {family!r}")
+        raise ValueError(f"--family must name at least one emulator, got {family!r}")
     for f in families:
-        if f not in ("diffusion", "interpolant"):
-            raise ValueError(f"--family entries must be diffusion or interpolant, got {f!r}")
+        if f not in FAMILIES:
+            raise ValueError(f"--family entries must be among {', '.join(FAMILIES)}, got {f!r}")
     res = l63_weights_study(
         tuple(sorted(set(setup))),
         families,

@@ -92,6 +92,8 @@ ROWS: dict[str, tuple[str, dict[str, Any], str]] = {
     "FA-APF (interpolant)": ("fa-apf", {}, "shipped-interpolant"),
     "FA-APF (interpolant; gaussian w.)": ("fa-apf", {"weights": "gaussian"}, "shipped-interpolant"),
     "BPF (interpolant)": ("bpf", {}, "shipped-interpolant"),
+    "FA-APF (fixed-point mean)": ("fa-apf", {}, "shipped"),
+    "FA-APF (fixed-point mean; gaussian w.)": ("fa-apf", {"weights": "gaussian"}, "shipped"),
 }
 """label -> (method, filter options, emulator)."""
 
@@ -112,16 +114,31 @@ TUNED: dict[str, dict[str, dict[str, Any]]] = {
 """setup letter -> row label -> filter options replacing the row's (the baselines' tuning
 on setups (c) and (d), ``benchmarks/l63_cd_tuning.py``)."""
 
-EMULATOR_OPTIONS = {"FA-APF (raw MMPS)": {"covariance": "tweedie"}}
+FIXED_POINT_MEAN = {"mean_sigma": 0.3, "mean_iterations": 2}
+"""The diffusion emulator's fixed-point predictive mean (``DiffusionEmulator(mean_sigma=)``,
+docs/method.md#tweedie-mean) in place of the paper's one denoiser call at t = 1."""
+
+EMULATOR_OPTIONS = {
+    "FA-APF (raw MMPS)": {"covariance": "tweedie"},
+    "FA-APF (fixed-point mean)": FIXED_POINT_MEAN,
+    "FA-APF (fixed-point mean; gaussian w.)": FIXED_POINT_MEAN,
+}
 """Sampling options of the emulator for a row (default: none)."""
 
 TABLE_ONLY = ("FA-APF (raw MMPS)", "FA-APF (oracle)")
 """Rows run by ``l63-table1`` only (not by the ensemble-size sweep) unless asked for."""
 
-ON_REQUEST = ("FA-APF (interpolant)", "FA-APF (interpolant; gaussian w.)", "BPF (interpolant)")
+ON_REQUEST = (
+    "FA-APF (interpolant)",
+    "FA-APF (interpolant; gaussian w.)",
+    "BPF (interpolant)",
+    "FA-APF (fixed-point mean)",
+    "FA-APF (fixed-point mean; gaussian w.)",
+)
 """Rows run only when asked for (``--rows``): the shipped stochastic-interpolant emulator
 (200 SDE steps; about 3× the diffusion FA-APF's wall time per cell at N = 512,
-docs/results/l63.md) in place of the diffusion one, to separate what the emulator costs
+docs/results/l63.md) in place of the diffusion one, and the diffusion emulator with
+:data:`FIXED_POINT_MEAN`, to separate what the emulator costs
 from what FA-APF's approximations cost."""
 
 BAYES = "Bayes limit"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 __all__ = [
     "CLOUD_SPREAD",
+    "FAMILIES",
     "WeightsReport",
     "exact_log_likelihoods",
     "weights_diagnostic",
@@ -49,6 +50,11 @@ CLOUD_SPREAD = {"a": 0.329, "b": 1.413, "c": 0.442, "d": 2.768}
 """Setup letter -> sd of the particle cloud around the true state: the Bayes limit's mean
 spread on that setup (Table 1 of docs/results/l63.md), so that the cloud is about as wide
 as a good filter's posterior."""
+
+FAMILIES = ("diffusion", "diffusion-fixed-point", "interpolant")
+"""The shipped emulators :func:`l63_weights_study` compares: the diffusion emulator with the
+paper's predictive mean (one denoiser call at t = 1), the same with the fixed-point mean
+(:data:`~genfilter.experiments.l63_results.FIXED_POINT_MEAN`), and the interpolant."""
 
 KINDS = ("dirac", "dirac, ESS interval", "gaussian", "emulator MC")
 """The weights compared, in the order of the report's rows."""
@@ -172,12 +178,16 @@ def l63_weights_study(
 ) -> dict[tuple[str, str], WeightsReport]:
     """The weights check on stochastic Lorenz-63 with the shipped emulators: ``pairs``
     attractor states (the same for every variant), for each observation setup (noise std
-    0.25; the cloud's sd from :data:`CLOUD_SPREAD`) and each emulator family."""
+    0.25; the cloud's sd from :data:`CLOUD_SPREAD`) and each of :data:`FAMILIES`."""
     from ..observations import Select, isotropic_noise
     from ..systems.lorenz63 import StochasticLorenz63
     from .l63 import load_shipped_emulator
+    from .l63_results import FIXED_POINT_MEAN
     from .setups import get_setup
 
+    for family in families:
+        if family not in FAMILIES:
+            raise ValueError(f"families entries must be among {list(FAMILIES)}, got {family!r}")
     states = (
         StochasticLorenz63()
         .attractor_states(pairs, generator=torch.Generator().manual_seed(seed))
@@ -197,7 +207,10 @@ def l63_weights_study(
                 y = hx + std * torch.randn(hx.shape, generator=g_obs, dtype=hx.dtype)
                 return Observation(y, op, isotropic_noise(std))
 
-            em = load_shipped_emulator(system.interval, family=family)
+            if family == "diffusion-fixed-point":
+                em = load_shipped_emulator(system.interval, **FIXED_POINT_MEAN)
+            else:
+                em = load_shipped_emulator(system.interval, family=family)
             out[(setup, family)] = weights_diagnostic(
                 em,
                 system,
