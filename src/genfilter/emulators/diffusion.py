@@ -318,7 +318,7 @@ class DiffusionEmulator(_Normalisation):
             covariance).  Measured on the shipped Lorenz-63 emulator of interval 0.1, the
             paper's estimate is 3.4 transition standard deviations from the mean of 512 of
             the emulator's own draws, the fixed point at :math:`s = 0.3` 0.09
-            (docs/method.md#tweedie-mean).
+            (``benchmarks/predictive_mean.py``; docs/method.md#tweedie-mean).
         mean_iterations: Fixed-point iterations of ``mean_sigma`` (default 2): each costs
             one denoiser call per particle.
         dps_scale: Step size of ``guidance="dps"``: a positive number :math:`\zeta'` (Chung

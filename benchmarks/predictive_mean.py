@@ -1,0 +1,71 @@
+"""How far each estimate of the predictive mean E[x^{k+1} | x^k] of the shipped Lorenz-63
+diffusion emulators is from the mean of the emulator's own draws (docs/method.md#tweedie-mean).
+
+For clouds of particles around attractor states (sd 0.3 around each of ``--states``
+states, ``--particles`` per state), the reference is the mean of ``--draws`` unguided
+emulator draws per particle; each estimate's error is in units of the draws' standard
+deviation, averaged over particles and components. Rows: the paper's one denoiser call at
+t = 1 from x_1 = sigma_1 z, the same with z = 0 (the fixed point's start), and the fixed
+point ``DiffusionEmulator(mean_sigma=s, mean_iterations=2)`` for each ``s`` of ``--sigmas``.
+
+    .venv/bin/python benchmarks/predictive_mean.py          # about 2 minutes on one core
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from genfilter.experiments.l63 import load_shipped_emulator
+from genfilter.systems.lorenz63 import StochasticLorenz63
+
+
+def errors(interval: float, args) -> dict[str, float]:
+    g = torch.Generator().manual_seed(args.seed)
+    states = StochasticLorenz63().attractor_states(
+        args.states, generator=torch.Generator().manual_seed(123)
+    )
+    cloud = states.float()[:, None] + 0.3 * torch.randn(args.states, args.particles, 3, generator=g)
+    cloud = cloud.reshape(-1, 3)
+    n, K = cloud.shape[0], args.draws
+    paper = load_shipped_emulator(interval)
+    draws = paper.sample(cloud.repeat_interleave(K, 0), generator=g).reshape(n, K, 3).double()
+    ref, sd = draws.mean(1), draws.std(1)
+
+    def err(mu):
+        return float(((mu.double() - ref).abs() / sd).mean())
+
+    out = {"paper (t = 1, one z)": err(paper.predict_mean(cloud, generator=g))}
+    start = load_shipped_emulator(interval, mean_sigma=1.0, mean_iterations=0)
+    out["z = 0 (no iteration)"] = err(start.predict_mean(cloud))
+    for s in args.sigmas:
+        em = load_shipped_emulator(interval, mean_sigma=s, mean_iterations=2)
+        out[f"fixed point, s = {s:g}"] = err(em.predict_mean(cloud))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--intervals", type=float, nargs="+", default=[0.1, 0.5])
+    p.add_argument("--sigmas", type=float, nargs="+", default=[1.0, 0.5, 0.3, 0.2, 0.1])
+    p.add_argument("--states", type=int, default=8)
+    p.add_argument("--particles", type=int, default=16)
+    p.add_argument("--draws", type=int, default=512)
+    p.add_argument("--seed", type=int, default=5)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    table = {i: errors(i, args) for i in args.intervals}
+    rows = list(next(iter(table.values())))
+    print(
+        f"Mean error / transition sd ({args.draws} draws per particle: reference error "
+        f"{args.draws**-0.5:.2f})\n"
+    )
+    print("| estimate | " + " | ".join(f"interval {i:g}" for i in table) + " |")
+    print("|---|" + "---|" * len(table))
+    for r in rows:
+        print(f"| {r} | " + " | ".join(f"{table[i][r]:.3f}" for i in table) + " |")
+
+
+if __name__ == "__main__":
+    main()
