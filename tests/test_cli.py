@@ -114,6 +114,29 @@ def test_filter_option_overrides_reach_the_run(tmp_path):
     assert stored["options"] == {"weights": "gaussian", "ess_interval": None}
 
 
+def test_emulator_option_overrides_reach_the_emulator(tmp_path):
+    """``--emulator-option KEY=VALUE`` merges into emulator_options; the run file stores it,
+    and the emulator gets it: the fixed-point mean makes different weights, so a different
+    run from the same seed."""
+    import yaml
+    from test_failures import write_config
+
+    write_config(tmp_path, "c.yaml", steps=2)
+    base = ["filter", str(tmp_path / "c.yaml"), "--no-progress"]
+    argv = [*base, "--emulator-option", "mean_sigma=0.3", "--emulator-option", "mean_iterations=1"]
+    result = runner.invoke(app, [*argv, "--out", str(tmp_path / "fp.nc")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "paper.nc")])
+    assert result.exit_code == 0, result.output
+    with xr.open_dataset(tmp_path / "fp.nc", engine="h5netcdf") as ds:
+        stored = yaml.safe_load(ds.attrs["config"])["emulator_options"]
+        fp = ds["mean"].values
+    with xr.open_dataset(tmp_path / "paper.nc", engine="h5netcdf") as ds:
+        paper = ds["mean"].values
+    assert stored["mean_sigma"] == 0.3 and stored["mean_iterations"] == 1
+    assert not (fp == paper).all()
+
+
 def test_bad_input_gives_a_message_not_a_traceback(tmp_path):
     result = runner.invoke(app, ["data", "lorenz63", "--out", str(tmp_path), "--trajectories", "5"])
     assert result.exit_code == 2 and "too few for split" in result.output

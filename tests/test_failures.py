@@ -1574,6 +1574,26 @@ _add(
     ["filter.options.weightz"],
 )
 _add(
+    "filter-emulator-option-unknown-key",
+    _C,
+    "cli",
+    lambda tmp: (
+        write_config(tmp, "c.yaml"),
+        [*FILTER_ARGV, "--emulator-option", "mean_sigmaa=0.3"],
+    )[1],
+    ["emulator_options.mean_sigmaa"],
+)
+_add(
+    "filter-emulator-option-bad-value",
+    _C,
+    "cli",
+    lambda tmp: (
+        write_config(tmp, "c.yaml"),
+        [*FILTER_ARGV, "--emulator-option", "mean_sigma=-1"],
+    )[1],
+    ["mean_sigma", "-1"],
+)
+_add(
     "diagnose-weights-unknown-family",
     _C,
     "cli",

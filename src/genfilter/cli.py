@@ -287,6 +287,12 @@ def filter_(
         help="Set one filter option, KEY=VALUE with a YAML value (repeatable), e.g. "
         "--option weights=gaussian --option ess_interval=null.",
     ),
+    emulator_option: list[str] = typer.Option(
+        None,
+        "--emulator-option",
+        help="Set one sampling option of the emulator, KEY=VALUE with a YAML value "
+        "(repeatable), e.g. --emulator-option mean_sigma=0.3.",
+    ),
     steps: int = typer.Option(None, min=1, help="Override steps (assimilation cycles K)."),
     burn_in: int = typer.Option(None, min=0, help="Override burn_in (cycles not scored)."),
     runs: int = typer.Option(None, min=1, help="Override runs (independent twins)."),
@@ -326,6 +332,9 @@ def filter_(
         runs=runs,
         seed=seed,
         options=_key_values("--option", option) if option else None,
+        emulator_options=(
+            _key_values("--emulator-option", emulator_option) if emulator_option else None
+        ),
     )
     out = out or Path("outputs") / f"{cfg.name}-{cfg.filter.method}-N{cfg.filter.particles}.nc"
     echo(

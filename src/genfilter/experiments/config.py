@@ -215,9 +215,13 @@ class ExperimentConfig:
 
     def replace(self, **changes: Any) -> ExperimentConfig:
         """A validated copy with top-level fields (or ``method``/``particles``) changed;
-        ``options``: a mapping merged into ``filter.options`` (after a change of method)."""
+        ``options``: a mapping merged into ``filter.options`` (after a change of method);
+        ``emulator_options``: a mapping merged into ``emulator_options``."""
         d = self.to_dict()
         options = changes.pop("options", None)
+        emulator_options = changes.pop("emulator_options", None)
+        if emulator_options:
+            d["emulator_options"] = {**d.get("emulator_options", {}), **dict(emulator_options)}
         for key, value in changes.items():
             if value is None:
                 continue
