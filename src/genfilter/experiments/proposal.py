@@ -29,6 +29,7 @@ __all__ = [
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -129,6 +130,35 @@ def format_report(name: str, r: ProposalReport) -> str:
     return "\n".join(lines)
 
 
+def l63_attractor_states(pairs: int, seed: int) -> Tensor:
+    """``pairs`` stochastic Lorenz-63 attractor states ``(pairs, 3)`` (float32), the same for
+    every setup and variant of a study."""
+    from ..systems.lorenz63 import StochasticLorenz63
+
+    g = torch.Generator().manual_seed(seed)
+    return StochasticLorenz63().attractor_states(pairs, generator=g).float()
+
+
+def l63_setup_pairs(setup: str, seed: int) -> tuple[Any, Callable[[Tensor], Observation]]:
+    """The system of Lorenz-63 setup ``setup`` (a letter) and the function that observes a
+    true next state as that setup does (noise from a generator seeded with ``seed``)."""
+    from ..observations import Select, isotropic_noise
+    from ..systems.lorenz63 import StochasticLorenz63
+    from .setups import get_setup
+
+    named = get_setup(f"l63-{setup}", "setup")
+    system = StochasticLorenz63(**named.system_options)
+    op, std = Select(named.observations["indices"]), float(named.observations["noise_std"])
+    g_obs = torch.Generator().manual_seed(seed)
+
+    def observe(x_true: Tensor) -> Observation:
+        hx = op(x_true[None])[0]
+        y = hx + std * torch.randn(hx.shape, generator=g_obs, dtype=hx.dtype)
+        return Observation(y, op, isotropic_noise(std))
+
+    return system, observe
+
+
 def l63_proposal_study(
     setups=("a", "b"),
     covariances=("tweedie", "projected"),
@@ -143,30 +173,13 @@ def l63_proposal_study(
     shipped emulator:
     ``pairs`` attractor states :math:`x^k` (the same for every variant), for each observation
     setup (``"a"``: x1, x3; ``"b"``: x1; noise std 0.25) and each guidance covariance."""
-    from ..observations import Select, isotropic_noise
-    from ..systems.lorenz63 import StochasticLorenz63
     from .l63 import load_shipped_emulator
-    from .setups import get_setup
 
-    states = (
-        StochasticLorenz63()
-        .attractor_states(pairs, generator=torch.Generator().manual_seed(seed))
-        .float()
-    )
+    states = l63_attractor_states(pairs, seed)
     out = {}
     for setup in setups:
-        named = get_setup(f"l63-{setup}", "setup")
-        system = StochasticLorenz63(**named.system_options)
-        obs_cfg = named.observations
-        op, std = Select(obs_cfg["indices"]), float(obs_cfg["noise_std"])
         for cov in covariances:
-            g_obs = torch.Generator().manual_seed(seed + 1)
-
-            def observe(x_true, op=op, g_obs=g_obs, std=std):
-                hx = op(x_true[None])[0]
-                y = hx + std * torch.randn(hx.shape, generator=g_obs, dtype=hx.dtype)
-                return Observation(y, op, isotropic_noise(std))
-
+            system, observe = l63_setup_pairs(setup, seed + 1)
             em = load_shipped_emulator(system.interval, covariance=cov, **(emulator_options or {}))
             out[(setup, cov)] = proposal_diagnostic(
                 em,

@@ -179,34 +179,18 @@ def l63_weights_study(
     """The weights check on stochastic Lorenz-63 with the shipped emulators: ``pairs``
     attractor states (the same for every variant), for each observation setup (noise std
     0.25; the cloud's sd from :data:`CLOUD_SPREAD`) and each of :data:`FAMILIES`."""
-    from ..observations import Select, isotropic_noise
-    from ..systems.lorenz63 import StochasticLorenz63
     from .l63 import load_shipped_emulator
     from .l63_results import FIXED_POINT_MEAN
-    from .setups import get_setup
+    from .proposal import l63_attractor_states, l63_setup_pairs
 
     for family in families:
         if family not in FAMILIES:
             raise ValueError(f"families entries must be among {list(FAMILIES)}, got {family!r}")
-    states = (
-        StochasticLorenz63()
-        .attractor_states(pairs, generator=torch.Generator().manual_seed(seed))
-        .float()
-    )
+    states = l63_attractor_states(pairs, seed)
     out = {}
     for setup in setups:
-        named = get_setup(f"l63-{setup}", "setup")
-        system = StochasticLorenz63(**named.system_options)
-        obs_cfg = named.observations
-        op, std = Select(obs_cfg["indices"]), float(obs_cfg["noise_std"])
         for family in families:
-            g_obs = torch.Generator().manual_seed(seed + 1)
-
-            def observe(x_true, op=op, g_obs=g_obs, std=std):
-                hx = op(x_true[None])[0]
-                y = hx + std * torch.randn(hx.shape, generator=g_obs, dtype=hx.dtype)
-                return Observation(y, op, isotropic_noise(std))
-
+            system, observe = l63_setup_pairs(setup, seed + 1)
             if family == "diffusion-fixed-point":
                 em = load_shipped_emulator(system.interval, **FIXED_POINT_MEAN)
             else:
