@@ -428,6 +428,34 @@ def _key_values(option: str, items: list[str]) -> dict:
     return out
 
 
+def _setup_letters(setup: str) -> tuple[str, ...]:
+    """``--setup`` of the Lorenz-63 diagnostics: letters among a, b, c, d, sorted."""
+    if not setup or set(setup) - set("abcd"):
+        raise ValueError(f"--setup must be letters among a, b, c, d, got {setup!r}")
+    return tuple(sorted(set(setup)))
+
+
+def _choices(option: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """``"a,b"`` -> ``("a", "b")``, each among ``allowed``, or a one-line error naming the
+    option and the bad entry."""
+    items = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not items:
+        raise ValueError(f"{option} must name at least one of {', '.join(allowed)}, got {text!r}")
+    for v in items:
+        if v not in allowed:
+            raise ValueError(f"{option} entries must be among {', '.join(allowed)}, got {v!r}")
+    return items
+
+
+def _echo_table(text: str, out: Path | None) -> None:
+    """Prints a markdown table, and writes it to ``out`` too when given."""
+    typer.echo(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+        typer.echo(f"Table written to {out}")
+
+
 def _int_list(option: str, text: str) -> list[int]:
     """``"16,64"`` -> ``[16, 64]``, or a one-line error naming the option."""
     try:
@@ -526,29 +554,16 @@ def diagnose_proposal(
     proposal p(x^{k+1} | x^k, y), sampled by importance-weighting true-model draws (docs/method.md#optimal-proposal)."""
     from .experiments.proposal import format_study, l63_proposal_study
 
-    if not setup or set(setup) - set("abcd"):
-        raise ValueError(f"--setup must be letters among a, b, c, d, got {setup!r}")
-    covs = tuple(c.strip() for c in covariance.split(",") if c.strip())
-    for c in covs:
-        if c not in ("tweedie", "projected", "observed"):
-            raise ValueError(
-                f"--covariance entries must be tweedie, projected or observed, got {c!r}"
-            )
     res = l63_proposal_study(
-        tuple(sorted(set(setup))),
-        covs,
+        _setup_letters(setup),
+        _choices("--covariance", covariance, ("tweedie", "projected", "observed")),
         pairs=pairs,
         samples=samples,
         draws=draws,
         seed=seed,
         progress=progress,
     )
-    text = format_study(res)
-    typer.echo(text)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
-        typer.echo(f"Table written to {out}")
+    _echo_table(format_study(res), out)
 
 
 @diagnose_app.command("weights")
@@ -581,17 +596,9 @@ def diagnose_weights(
     (docs/method.md#fa-apf-weights)."""
     from .experiments.weights_check import FAMILIES, format_weights_study, l63_weights_study
 
-    if not setup or set(setup) - set("abcd"):
-        raise ValueError(f"--setup must be letters among a, b, c, d, got {setup!r}")
-    families = tuple(f.strip() for f in family.split(",") if f.strip())
-    if not families:
-        raise ValueError(f"--family must name at least one emulator, got {family!r}")
-    for f in families:
-        if f not in FAMILIES:
-            raise ValueError(f"--family entries must be among {', '.join(FAMILIES)}, got {f!r}")
     res = l63_weights_study(
-        tuple(sorted(set(setup))),
-        families,
+        _setup_letters(setup),
+        _choices("--family", family, FAMILIES),
         pairs=pairs,
         particles=particles,
         draws=draws,
@@ -599,12 +606,7 @@ def diagnose_weights(
         seed=seed,
         progress=progress,
     )
-    text = format_weights_study(res)
-    typer.echo(text)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
-        typer.echo(f"Table written to {out}")
+    _echo_table(format_weights_study(res), out)
 
 
 if __name__ == "__main__":  # pragma: no cover

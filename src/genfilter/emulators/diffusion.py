@@ -52,7 +52,7 @@ from azula.noise import Schedule
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from .._utils import chunks
+from .._utils import check_count, chunks
 from ..observations import Observation, linear_matrix, noise_matrix
 from .base import check_states
 from .guidance import (
@@ -419,13 +419,7 @@ class DiffusionEmulator(_Normalisation):
         ):
             raise ValueError(f"mean_sigma must be a positive number or None, got {mean_sigma!r}")
         self.mean_sigma = None if mean_sigma is None else float(mean_sigma)
-        if (
-            isinstance(mean_iterations, bool)
-            or not isinstance(mean_iterations, numbers.Integral)
-            or mean_iterations < 0
-        ):
-            raise ValueError(f"mean_iterations must be an integer >= 0, got {mean_iterations!r}")
-        self.mean_iterations = int(mean_iterations)
+        self.mean_iterations = check_count(mean_iterations, "mean_iterations", minimum=0)
         if guidance_sigma_max is not None and guidance_sigma_max <= 0:
             raise ValueError(
                 f"guidance_sigma_max must be positive or None, got {guidance_sigma_max}"
@@ -642,24 +636,16 @@ class DiffusionEmulator(_Normalisation):
         log_ratio = torch.tensor([s], dtype=torch.float64).log()
         return time_of_log_ratio(self.schedule, log_ratio)[0].to(like)
 
-    @torch.no_grad()
-    def _fixed_point_mean(self, cond: Tensor, t1: Tensor, like: Tensor) -> Tensor:
-        """The ``mean_sigma`` estimate of the transition mean, in target units."""
-        t_m = self._time_of_sigma(self.mean_sigma, like)
-        alpha_m, _ = self.schedule(t_m)
-        u = self.net(torch.zeros_like(like), t1, cond=cond).mean
-        for _ in range(self.mean_iterations):
-            u = self.net(alpha_m * u, t_m, cond=cond).mean
-        return u
-
     def _predict(self, x_prev, obs, generator):
         check_states(x_prev, self.state_shape)
         n = x_prev.shape[0]
         t1 = torch.ones((), dtype=x_prev.dtype, device=x_prev.device)
         alpha, sigma = self.schedule(t1)
         fixed_point = self.mean_sigma is not None
-        if fixed_point:  # deterministic: no draw at t = 1
+        if fixed_point:  # deterministic: starts from d(0, 1), no draw at t = 1
             u1 = torch.zeros_like(x_prev)
+            t_m = self._time_of_sigma(self.mean_sigma, x_prev)
+            alpha_m, _ = self.schedule(t_m)
         else:
             z = torch.randn(
                 x_prev.shape,
@@ -675,10 +661,13 @@ class DiffusionEmulator(_Normalisation):
             alpha_w, sigma_w = self.schedule(t_w)
 
         def mean_target(sl):
-            if fixed_point:
-                return self._fixed_point_mean(cond[sl], t1, u1[sl])
+            """The transition mean in target units: d(u1, 1), then the ``mean_sigma``
+            fixed-point iterations."""
             with torch.no_grad():
-                return self.net(u1[sl], t1, cond=cond[sl]).mean
+                u = self.net(u1[sl], t1, cond=cond[sl]).mean
+                for _ in range(self.mean_iterations if fixed_point else 0):
+                    u = self.net(alpha_m * u, t_m, cond=cond[sl]).mean
+            return u
 
         means, hmeans, hvhs = [], [], []
         for sl in chunks(n, self.chunk_size):

@@ -17,7 +17,7 @@ exact estimates.  Each approximation :math:`a` is scored by the total-variation 
 weighted mean :math:`|\sum_i (w^a_i - w_i) x_i^k|` in units of :math:`s` (per component), and
 by the effective sample size :math:`1/\sum_i (w^a_i)^2` against the exact weights' one.  The
 rows ``"dirac, ESS interval"`` temper the dirac log-weights as FA-APF does
-(:func:`~genfilter.filters.tempering.find_inflation`), so that the row measures the weights
+(:func:`~genfilter.filters.weighting.reweight`), so that the row measures the weights
 the filter resamples with; ``"emulator MC"`` is the ``"exact"`` option of
 :class:`~genfilter.filters.FAAPF` on the emulator, which separates what the emulator costs
 from what the dirac and gaussian approximations cost.
@@ -116,7 +116,7 @@ def weights_diagnostic(
     ``states (P, *S)`` (module docstring); ``make_observation(x_true (*S))`` returns the
     observation of a true next state (its noise drawn inside)."""
     from ..filters.fa_apf import FAAPF
-    from ..filters.tempering import find_inflation
+    from ..filters.weighting import reweight
 
     check_count(particles, "particles", minimum=2)
     check_count(draws, "draws", minimum=1)
@@ -128,7 +128,10 @@ def weights_diagnostic(
     tv = {k: [] for k in kinds}
     shift = {k: [] for k in kinds}
     ess = {k: [] for k in (*kinds, "exact")}
-    n_min, n_max = (max(1.0, f * particles) for f in ess_interval)
+    dirac_filter = FAAPF(emulator, weights="dirac", ess_interval=ess_interval, generator=g)
+    gaussian_filter = FAAPF(emulator, weights="gaussian", generator=g)
+    mc_filter = FAAPF(emulator, weights="exact", exact_samples=emulator_draws, generator=g)
+    uniform = torch.zeros(particles, dtype=torch.float64)
     for x in tqdm(states, disable=not progress, desc="weight pairs", unit="pair"):
         x_true = system.step(x[None].clone(), 1, g)[0]
         obs = make_observation(x_true)
@@ -137,16 +140,12 @@ def weights_diagnostic(
         ).to(x.dtype)
         exact = exact_log_likelihoods(system, cloud, obs, draws, g)
         logs = {"exact, 2nd draw": exact_log_likelihoods(system, cloud, obs, draws, g)}
-        dirac = FAAPF(emulator, weights="dirac", generator=g).log_likelihoods(cloud, obs)
-        logs["dirac"] = dirac
-        beta = find_inflation(dirac, n_min, n_max).beta
-        logs["dirac, ESS interval"] = beta * dirac
-        logs["gaussian"] = FAAPF(emulator, weights="gaussian", generator=g).log_likelihoods(
-            cloud, obs
-        )
-        logs["emulator MC"] = FAAPF(
-            emulator, weights="exact", exact_samples=emulator_draws, generator=g
-        ).log_likelihoods(cloud, obs)
+        logs["dirac"] = dirac_filter.log_likelihoods(cloud, obs)
+        logs["dirac, ESS interval"] = reweight(
+            uniform, logs["dirac"], dirac_filter.ess_interval, who="weights check"
+        ).log_weights  # tempered as the filter tempers them
+        logs["gaussian"] = gaussian_filter.log_likelihoods(cloud, obs)
+        logs["emulator MC"] = mc_filter.log_likelihoods(cloud, obs)
         w = _normalised(exact)
         ess["exact"].append(float(1 / (w**2).sum()))
         flat = cloud.double().flatten(1)
