@@ -269,7 +269,8 @@ def test_cell_configs_of_the_paper_experiments():
     raw = cell_config("b", "FA-APF (raw MMPS)", 64, full)
     assert raw.emulator_options == {"covariance": "tweedie"} and raw.filter.method == "fa-apf"
     assert raw.observations.indices == (0,) and raw.runs == 10 and raw.steps == 100
-    assert cell_config("a", "FA-APF", 64, full).emulator_options == {}
+    assert cell_config("a", "FA-APF (paper)", 64, full).emulator_options == {}
+    assert cell_config("a", "FA-APF (paper)", 64, full).filter.options == {}
     bayes = cell_config("a", BAYES, full.bayes_n, full)
     assert bayes.emulator == "true" and bayes.filter.particles == 100_000
     assert bayes.save == "moments"
@@ -280,3 +281,29 @@ def test_cell_configs_of_the_paper_experiments():
             cell_config(setup, label, 16, full)
     oracle = cell_config("c", "FA-APF (oracle)", 64, full)
     assert oracle.emulator == "oracle" and oracle.filter.options == {"weights": "exact"}
+
+
+def test_one_fa_apf_configuration_for_lorenz63_everywhere():
+    """The experiments' FA-APF row, the shipped configs and the demo run the same FA-APF
+    (fixed-point mean, gaussian weights) at every N and on every setup; the paper's
+    configuration stays a row of its own."""
+    from genfilter.experiments.config import load_config
+    from genfilter.experiments.demo import demo_configs
+    from genfilter.experiments.l63_results import FIXED_POINT_MEAN, SCALES, cell_config
+
+    full = SCALES["full"]
+    want = ({"weights": "gaussian"}, FIXED_POINT_MEAN)
+    for setup in "abcd":
+        for n in full.sizes:
+            cfg = cell_config(setup, "FA-APF", n, full)
+            assert (cfg.filter.options, cfg.emulator_options) == want
+        demo = demo_configs(obs=setup)["FA-APF"]
+        assert (demo.filter.options, demo.emulator_options) == want
+    for name in ("l63-a", "l63-b", "l63-c"):
+        cfg = load_config(f"configs/{name}.yaml")
+        assert (cfg.filter.method, cfg.filter.options, cfg.emulator_options) == ("fa-apf", *want)
+    # the Table 1 config of (c) is the shipped config of (c)
+    table = cell_config("c", "FA-APF", 64, full)
+    shipped = load_config("configs/l63-c.yaml")
+    assert table.filter == shipped.filter and table.emulator_options == shipped.emulator_options
+    assert table.runs == shipped.runs and table.steps == shipped.steps

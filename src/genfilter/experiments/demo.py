@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ExperimentConfig, parse_config
+from .l63_results import FIXED_POINT_MEAN
 
 DEMOS: dict[str, dict[str, Any]] = {
     "lorenz63": {
@@ -32,7 +33,13 @@ DEMOS: dict[str, dict[str, Any]] = {
         "particles": 32,
         "steps": 100,
         "burn_in": 10,
-        "rows": {"FA-APF": ("fa-apf", {}), "BPF": ("bpf", {}), "EnKF": ("enkf", {})},
+        "rows": {
+            # genfilter's FA-APF on Lorenz-63 (docs/results/l63.md): the emulator's
+            # fixed-point predictive mean and gaussian weights
+            "FA-APF": ("fa-apf", {"weights": "gaussian"}, FIXED_POINT_MEAN),
+            "BPF": ("bpf", {}),
+            "EnKF": ("enkf", {}),
+        },
     },
     "linear-gaussian": {
         "emulator": "true",
@@ -47,7 +54,8 @@ DEMOS: dict[str, dict[str, Any]] = {
         },
     },
 }
-"""The demos: forecast model, default N, steps, burn-in and rows (label -> method, options)."""
+"""The demos: forecast model, default N, steps, burn-in and rows (label -> method, filter
+options[, emulator options])."""
 
 
 def _slug(label: str) -> str:
@@ -79,10 +87,11 @@ def demo_configs(
                 "name": f"demo-{setup}",
                 "setup": setup,
                 "emulator": d["emulator"],
+                "emulator_options": dict(row[2]) if len(row) > 2 else {},
                 "filter": {
-                    "method": method,
+                    "method": row[0],
                     "particles": int(particles or d["particles"]),
-                    "options": dict(options),
+                    "options": dict(row[1]),
                 },
                 "steps": steps,
                 "burn_in": burn_in,
@@ -91,7 +100,7 @@ def demo_configs(
                 "save": "particles",
             }
         )
-        for label, (method, options) in d["rows"].items()
+        for label, row in d["rows"].items()
     }
 
 

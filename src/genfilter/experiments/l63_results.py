@@ -15,12 +15,18 @@ Rows (every filter uses the shipped emulator as its forecast model, as in the pa
   stiffer, and EnSF's explicit Euler–Maruyama step (``steps = 100``) is unstable (spread
   40).  ``benchmarks/l63_stochastic_grid.py`` (true model, setup (a), N = 32) picked
   EnSF ``steps = 1000`` (mixture score, ε_β = 3e-4) and EnFF ``guidance_scale = 0.01``;
-- ``FA-APF``: the paper's algorithm (dirac weights, ESS interval [50/256, 60/256]·N,
-  MMPS proposal with the projected covariance of :mod:`genfilter.emulators.guidance`);
-- ``FA-APF (gaussian w.)``: FA-APF with moment-matched weights (the deconvolved
-  transition covariance, ``DiffusionEmulator.moments_sigma``) — beyond the paper;
-- ``FA-APF (raw MMPS)``: FA-APF with the paper's guidance on the raw Tweedie covariance
-  (``covariance="tweedie"``, GMRES 1 iteration): the "before" of the guidance fix;
+- ``FA-APF``: genfilter's FA-APF on Lorenz-63 (the one configuration used at every N and on
+  every setup, also in ``configs/l63-*.yaml`` and the demo): the paper's algorithm (ESS
+  interval [50/256, 60/256]·N, MMPS proposal with the projected covariance of
+  :mod:`genfilter.emulators.guidance`) with two changes measured in docs/results/l63.md —
+  the emulator's fixed-point predictive mean (:data:`FIXED_POINT_MEAN`) in place of one
+  denoiser call at t = 1, and moment-matched weights (``weights="gaussian"``, the
+  deconvolved transition covariance, ``DiffusionEmulator.moments_sigma``) in place of the
+  dirac weights;
+- ``FA-APF (dirac w.)``: the same with the paper's dirac weights;
+- ``FA-APF (paper)``: the paper's configuration (one denoiser call at t = 1, dirac weights);
+- ``FA-APF (raw MMPS)``: the paper's configuration with its guidance on the raw Tweedie
+  covariance (``covariance="tweedie"``, GMRES 1 iteration): the "before" of the guidance fix;
 - ``ETKF``: the deterministic square-root ensemble Kalman filter (docs/baselines.md);
 - ``FlowDAS``: the FlowDAS-style ensemble (every member moved by the guided proposal,
   no weights; docs/baselines.md);
@@ -83,8 +89,10 @@ ROWS: dict[str, tuple[str, dict[str, Any], str]] = {
     "EnKF": ("enkf", {}, "shipped"),
     "EnSF": ("ensf", {"score": "mixture", "eps_beta": 0.0003, "steps": 1000}, "shipped"),
     "EnFF": ("enff", {"path": "ot", "sigma_min": 0.1, "guidance_scale": 0.01}, "shipped"),
-    "FA-APF": ("fa-apf", {}, "shipped"),
-    "FA-APF (gaussian w.)": ("fa-apf", {"weights": "gaussian"}, "shipped"),
+    "FA-APF": ("fa-apf", {"weights": "gaussian"}, "shipped"),
+    "FA-APF (dirac w.)": ("fa-apf", {}, "shipped"),
+    "FA-APF (paper)": ("fa-apf", {}, "shipped"),
+    "FA-APF (paper; gaussian w.)": ("fa-apf", {"weights": "gaussian"}, "shipped"),
     "FA-APF (raw MMPS)": ("fa-apf", {}, "shipped"),
     "ETKF": ("etkf", {}, "shipped"),
     "FlowDAS": ("flowdas", {}, "shipped"),
@@ -92,8 +100,6 @@ ROWS: dict[str, tuple[str, dict[str, Any], str]] = {
     "FA-APF (interpolant)": ("fa-apf", {}, "shipped-interpolant"),
     "FA-APF (interpolant; gaussian w.)": ("fa-apf", {"weights": "gaussian"}, "shipped-interpolant"),
     "BPF (interpolant)": ("bpf", {}, "shipped-interpolant"),
-    "FA-APF (fixed-point mean)": ("fa-apf", {}, "shipped"),
-    "FA-APF (fixed-point mean; gaussian w.)": ("fa-apf", {"weights": "gaussian"}, "shipped"),
 }
 """label -> (method, filter options, emulator)."""
 
@@ -119,27 +125,25 @@ FIXED_POINT_MEAN = {"mean_sigma": 0.3, "mean_iterations": 2}
 docs/method.md#tweedie-mean) in place of the paper's one denoiser call at t = 1."""
 
 EMULATOR_OPTIONS = {
+    "FA-APF": FIXED_POINT_MEAN,
+    "FA-APF (dirac w.)": FIXED_POINT_MEAN,
     "FA-APF (raw MMPS)": {"covariance": "tweedie"},
-    "FA-APF (fixed-point mean)": FIXED_POINT_MEAN,
-    "FA-APF (fixed-point mean; gaussian w.)": FIXED_POINT_MEAN,
 }
 """Sampling options of the emulator for a row (default: none)."""
 
-TABLE_ONLY = ("FA-APF (raw MMPS)", "FA-APF (oracle)")
+TABLE_ONLY = ("FA-APF (paper)", "FA-APF (raw MMPS)", "FA-APF (oracle)")
 """Rows run by ``l63-table1`` only (not by the ensemble-size sweep) unless asked for."""
 
 ON_REQUEST = (
+    "FA-APF (paper; gaussian w.)",
     "FA-APF (interpolant)",
     "FA-APF (interpolant; gaussian w.)",
     "BPF (interpolant)",
-    "FA-APF (fixed-point mean)",
-    "FA-APF (fixed-point mean; gaussian w.)",
 )
-"""Rows run only when asked for (``--rows``): the shipped stochastic-interpolant emulator
-(200 SDE steps; about 3× the diffusion FA-APF's wall time per cell at N = 512,
-docs/results/l63.md) in place of the diffusion one, and the diffusion emulator with
-:data:`FIXED_POINT_MEAN`, to separate what the emulator costs
-from what FA-APF's approximations cost."""
+"""Rows run only when asked for (``--rows``): the paper's configuration with gaussian
+weights, and the shipped stochastic-interpolant emulator (200 SDE steps; about 3× the
+diffusion FA-APF's wall time per cell at N = 512, docs/results/l63.md) in place of the
+diffusion one, to separate what the emulator costs from what FA-APF's approximations cost."""
 
 BAYES = "Bayes limit"
 EXPERIMENTS = ("l63-table1", "l63-ensemble-size")
@@ -289,7 +293,9 @@ def run_experiment(
     # the tables hold every finished cell of the experiment, the other setups' too: two
     # processes (``--setup a`` and ``--setup b``) then do not overwrite each other's rows
     done = finished_cells(cells_dir, experiment, sc)
-    results = [{"setup": setup, **summarize_file(path)} for setup, _, _, path in done]
+    results = [
+        {**summarize_file(path), "setup": setup, "filter": label} for setup, label, _, path in done
+    ]
     _write_results(out, experiment, scale, sc, results, paired_differences(done))
     return out
 
