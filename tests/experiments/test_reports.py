@@ -289,19 +289,26 @@ def test_one_fa_apf_configuration_for_lorenz63_everywhere():
     configuration stays a row of its own."""
     from genfilter.experiments.config import load_config
     from genfilter.experiments.demo import demo_configs
-    from genfilter.experiments.l63_results import FIXED_POINT_MEAN, SCALES, cell_config
+    from genfilter.experiments.l63_results import (
+        FIXED_POINT_MEAN,
+        MOMENTS_SIGMA,
+        SCALES,
+        cell_config,
+    )
 
     full = SCALES["full"]
-    want = ({"weights": "gaussian"}, FIXED_POINT_MEAN)
-    for setup in "abcd":
+    for setup, interval in zip("abcd", (0.1, 0.1, 0.5, 0.5), strict=True):
+        em = {**FIXED_POINT_MEAN, "moments_sigma": MOMENTS_SIGMA[interval]}
+        want = ({"weights": "gaussian"}, em)
         for n in full.sizes:
             cfg = cell_config(setup, "FA-APF", n, full)
             assert (cfg.filter.options, cfg.emulator_options) == want
+            assert cfg.system_options.get("interval", 0.1) == interval
         demo = demo_configs(obs=setup)["FA-APF"]
         assert (demo.filter.options, demo.emulator_options) == want
-    for name in ("l63-a", "l63-b", "l63-c"):
-        cfg = load_config(f"configs/{name}.yaml")
+        cfg = load_config(f"configs/l63-{setup}.yaml")
         assert (cfg.filter.method, cfg.filter.options, cfg.emulator_options) == ("fa-apf", *want)
+        assert cfg.setup == f"l63-{setup}"
     # the Table 1 config of (c) is the shipped config of (c)
     table = cell_config("c", "FA-APF", 64, full)
     shipped = load_config("configs/l63-c.yaml")

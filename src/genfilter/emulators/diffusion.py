@@ -53,7 +53,7 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from .._utils import check_count, chunks
-from ..observations import Observation, linear_matrix, noise_matrix
+from ..observations import Observation, Select, isotropic_noise, linear_matrix, noise_matrix
 from .base import check_states
 from .guidance import (
     DPSDenoiser,
@@ -246,6 +246,19 @@ class _Normalisation(nn.Module):
             H = linear_matrix(obs.operator, self.state_shape, device=like.device)
             H = H * du.reshape(1, -1).to(torch.float64)
         return (lambda v: obs.predict(v * du)), H
+
+
+MOMENTS_SIGMA_LADDER = (0.1, 0.2, 0.3, 0.5, 1.0)
+"""The noise levels :meth:`DiffusionEmulator.calibrate_moments_sigma` tries by default."""
+
+
+class MomentsCalibration(NamedTuple):
+    """What :meth:`DiffusionEmulator.calibrate_moments_sigma` returns: the chosen
+    ``moments_sigma`` and the error of every level tried (mean absolute log-ratio of the
+    deconvolved transition variances to the variances of the emulator's own draws)."""
+
+    best: float
+    errors: dict[float, float]
 
 
 class DiffusionEmulator(_Normalisation):
@@ -476,6 +489,9 @@ class DiffusionEmulator(_Normalisation):
     """Largest observation size for which ``"observed"`` (with ``iterations=None``) works in
     the whole observation space (``M + 1`` backward passes per diffusion step)."""
 
+    MAX_CALIBRATION_DIM = 64
+    """Largest state :meth:`calibrate_moments_sigma` takes (it forms ``D`` × ``D`` moments)."""
+
     OBSERVED_KRYLOV_DIM = 8
     """Krylov dimension of ``"observed"`` with ``iterations=None`` above
     :attr:`OBSERVED_MAX_OBS` (``k + 1 = 9`` backward passes per diffusion step)."""
@@ -630,6 +646,69 @@ class DiffusionEmulator(_Normalisation):
         ``obs`` must have no missing values (use ``obs.observed()``)."""
         mean, extra = self._predict(x_prev, obs, generator)
         return mean, extra[0], extra[1]
+
+    def calibrate_moments_sigma(
+        self,
+        states: Tensor,
+        ladder: Sequence[float] = MOMENTS_SIGMA_LADDER,
+        draws: int = 256,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> MomentsCalibration:
+        r"""Chooses ``moments_sigma`` for this emulator from its own draws: for each
+        :math:`s` of ``ladder``, the transition variances that the gaussian weights use
+        (the diagonal of :math:`V_i`, deconvolved at :math:`\sigma_t/\alpha_t = s`, see
+        ``moments_sigma``) against the variances of ``draws`` samples of the emulator
+        from each of ``states (K, *S)``; the error of :math:`s` is the mean over states and
+        components of :math:`|\ln(V_{i,dd} / \widehat{\mathrm{Var}}_d)|`, and the best
+        :math:`s` has the smallest.  No true model and no filter score enter: the choice
+        is the emulator's own consistency (docs/method.md#fa-apf-weights).  Exact for a
+        Gaussian transition at every :math:`s` (up to the Monte-Carlo error of the draws);
+        for a transition far from Gaussian the deconvolution at small :math:`s` reads the
+        local curvature of the density at its mean, which can be far from its variance.
+
+        Needs the projected covariance and a state of at most :attr:`MAX_CALIBRATION_DIM`
+        values (the moments are formed through the identity observation, ``D`` × ``D``).
+        The emulator's ``moments_sigma`` is left as it was."""
+        check_states(states, self.state_shape)
+        D = math.prod(self.state_shape)
+        if self.guidance_covariance != "projected":
+            raise ValueError(
+                "calibrate_moments_sigma needs covariance='projected' (moments_sigma is "
+                f"not used with {self.guidance_covariance!r})"
+            )
+        if D > self.MAX_CALIBRATION_DIM:
+            raise ValueError(
+                f"calibrate_moments_sigma forms D × D moments; D = {D} > {self.MAX_CALIBRATION_DIM}"
+            )
+        ladder = tuple(ladder)
+        if not ladder or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v < math.inf
+            for v in ladder
+        ):
+            raise ValueError(f"ladder must be positive numbers, got {list(ladder)!r}")
+        draws = check_count(draws, "draws", minimum=2)
+        K = states.shape[0]
+        x = states.repeat_interleave(draws, dim=0)
+        samples = self.sample(x, generator=generator).reshape(K, draws, D)
+        emp = samples.to(torch.float64).var(dim=1)  # (K, D)
+        obs = Observation(
+            torch.zeros(D, dtype=states.dtype, device=states.device),
+            Select(list(range(D))),
+            isotropic_noise(1.0),
+        )
+        errors = {}
+        before = self.moments_sigma
+        try:
+            for s in ladder:
+                self.moments_sigma = float(s)
+                _, _, hvh = self.predict_obs_moments(states, obs, generator=generator)
+                v = hvh.diagonal(dim1=1, dim2=2).to(torch.float64).clamp(min=1e-300)
+                errors[float(s)] = float((v / emp).log().abs().mean())
+        finally:
+            self.moments_sigma = before
+        best = min(errors, key=errors.get)
+        return MomentsCalibration(best=best, errors=errors)
 
     def _time_of_sigma(self, s: float, like: Tensor) -> Tensor:
         r"""The diffusion time at which :math:`\sigma_t/\alpha_t = s`."""

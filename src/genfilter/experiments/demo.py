@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ExperimentConfig, parse_config
-from .l63_results import FIXED_POINT_MEAN
+from .l63_results import fa_apf_emulator_options
 
 DEMOS: dict[str, dict[str, Any]] = {
     "lorenz63": {
@@ -35,8 +35,9 @@ DEMOS: dict[str, dict[str, Any]] = {
         "burn_in": 10,
         "rows": {
             # genfilter's FA-APF on Lorenz-63 (docs/results/l63.md): the emulator's
-            # fixed-point predictive mean and gaussian weights
-            "FA-APF": ("fa-apf", {"weights": "gaussian"}, FIXED_POINT_MEAN),
+            # fixed-point predictive mean and gaussian weights with its calibrated
+            # moments_sigma (emulator options of the setup)
+            "FA-APF": ("fa-apf", {"weights": "gaussian"}, fa_apf_emulator_options),
             "BPF": ("bpf", {}),
             "EnKF": ("enkf", {}),
         },
@@ -55,11 +56,17 @@ DEMOS: dict[str, dict[str, Any]] = {
     },
 }
 """The demos: forecast model, default N, steps, burn-in and rows (label -> method, filter
-options[, emulator options])."""
+options[, emulator options, or a function of the Lorenz-63 setup letter giving them])."""
 
 
 def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-").replace("--", "-")
+
+
+def _emulator_options(row: tuple, setup: str) -> dict[str, Any]:
+    if len(row) < 3:
+        return {}
+    return dict(row[2](setup) if callable(row[2]) else row[2])
 
 
 def demo_configs(
@@ -87,7 +94,7 @@ def demo_configs(
                 "name": f"demo-{setup}",
                 "setup": setup,
                 "emulator": d["emulator"],
-                "emulator_options": dict(row[2]) if len(row) > 2 else {},
+                "emulator_options": _emulator_options(row, obs),
                 "filter": {
                     "method": row[0],
                     "particles": int(particles or d["particles"]),

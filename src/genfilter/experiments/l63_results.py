@@ -21,9 +21,13 @@ Rows (every filter uses the shipped emulator as its forecast model, as in the pa
   :mod:`genfilter.emulators.guidance`) with two changes measured in docs/results/l63.md —
   the emulator's fixed-point predictive mean (:data:`FIXED_POINT_MEAN`) in place of one
   denoiser call at t = 1, and moment-matched weights (``weights="gaussian"``, the
-  deconvolved transition covariance, ``DiffusionEmulator.moments_sigma``) in place of the
-  dirac weights;
+  transition covariance deconvolved at the emulator's calibrated ``moments_sigma``,
+  :data:`MOMENTS_SIGMA`) in place of the dirac weights (:func:`fa_apf_emulator_options`);
 - ``FA-APF (dirac w.)``: the same with the paper's dirac weights;
+- ``FA-APF (moments_sigma 0.1)``: ``FA-APF`` with the transition covariance of the gaussian
+  weights read at ``moments_sigma = 0.1`` on every setup (the library default; calibrated,
+  :data:`MOMENTS_SIGMA`, it is 1.0 for the interval-0.5 emulator): the "before" of the
+  calibration on (c) and (d);
 - ``FA-APF (paper)``: the paper's configuration (one denoiser call at t = 1, dirac weights);
 - ``FA-APF (raw MMPS)``: the paper's configuration with its guidance on the raw Tweedie
   covariance (``covariance="tweedie"``, GMRES 1 iteration): the "before" of the guidance fix;
@@ -91,6 +95,7 @@ ROWS: dict[str, tuple[str, dict[str, Any], str]] = {
     "EnFF": ("enff", {"path": "ot", "sigma_min": 0.1, "guidance_scale": 0.01}, "shipped"),
     "FA-APF": ("fa-apf", {"weights": "gaussian"}, "shipped"),
     "FA-APF (dirac w.)": ("fa-apf", {}, "shipped"),
+    "FA-APF (moments_sigma 0.1)": ("fa-apf", {"weights": "gaussian"}, "shipped"),
     "FA-APF (paper)": ("fa-apf", {}, "shipped"),
     "FA-APF (paper; gaussian w.)": ("fa-apf", {"weights": "gaussian"}, "shipped"),
     "FA-APF (raw MMPS)": ("fa-apf", {}, "shipped"),
@@ -124,18 +129,39 @@ FIXED_POINT_MEAN = {"mean_sigma": 0.3, "mean_iterations": 2}
 """The diffusion emulator's fixed-point predictive mean (``DiffusionEmulator(mean_sigma=)``,
 docs/method.md#tweedie-mean) in place of the paper's one denoiser call at t = 1."""
 
+MOMENTS_SIGMA = {0.1: 0.1, 0.5: 1.0}
+"""Interval of the shipped Lorenz-63 diffusion emulator -> its ``moments_sigma`` (the noise
+level at which the gaussian weights read the transition covariance), as
+:meth:`~genfilter.emulators.diffusion.DiffusionEmulator.calibrate_moments_sigma` chooses it
+from the emulator's own draws (``python benchmarks/moments_sigma.py``; no filter score
+enters)."""
+
+SETUP_INTERVAL = {"a": 0.1, "b": 0.1, "c": 0.5, "d": 0.5}
+"""Setup letter -> observation interval (the shipped emulator's)."""
+
+
+def fa_apf_emulator_options(setup: str) -> dict[str, Any]:
+    """The emulator options of genfilter's FA-APF on a Lorenz-63 setup: the fixed-point
+    mean, and the calibrated ``moments_sigma`` of the setup's shipped emulator."""
+    if setup not in SETUP_INTERVAL:
+        raise ValueError(f"setup must be one of {sorted(SETUP_INTERVAL)}, got {setup!r}")
+    return {**FIXED_POINT_MEAN, "moments_sigma": MOMENTS_SIGMA[SETUP_INTERVAL[setup]]}
+
+
 EMULATOR_OPTIONS = {
-    "FA-APF": FIXED_POINT_MEAN,
     "FA-APF (dirac w.)": FIXED_POINT_MEAN,
+    "FA-APF (moments_sigma 0.1)": {**FIXED_POINT_MEAN, "moments_sigma": 0.1},
     "FA-APF (raw MMPS)": {"covariance": "tweedie"},
 }
-"""Sampling options of the emulator for a row (default: none)."""
+"""Sampling options of the emulator for a row (default: none; ``FA-APF``:
+:func:`fa_apf_emulator_options`)."""
 
 TABLE_ONLY = ("FA-APF (paper)", "FA-APF (raw MMPS)", "FA-APF (oracle)")
 """Rows run by ``l63-table1`` only (not by the ensemble-size sweep) unless asked for."""
 
 ON_REQUEST = (
     "FA-APF (paper; gaussian w.)",
+    "FA-APF (moments_sigma 0.1)",
     "FA-APF (interpolant)",
     "FA-APF (interpolant; gaussian w.)",
     "BPF (interpolant)",
@@ -198,7 +224,11 @@ def cell_config(setup: str, label: str, n: int, scale: Scale) -> ExperimentConfi
             "name": f"l63-{setup}",
             "setup": f"l63-{setup}",
             "emulator": emulator,
-            "emulator_options": dict(EMULATOR_OPTIONS.get(label, {})),
+            "emulator_options": (
+                fa_apf_emulator_options(setup)
+                if label == "FA-APF"
+                else dict(EMULATOR_OPTIONS.get(label, {}))
+            ),
             "filter": {"method": method, "particles": int(n), "options": dict(options)},
             "steps": scale.steps,
             "burn_in": scale.burn_in,
