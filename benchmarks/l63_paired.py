@@ -39,6 +39,7 @@ PAIRS = (
 )
 ROWS_CD = (
     "FA-APF",
+    "FA-APF (moments_sigma 0.1)",
     "FA-APF (dirac w.)",
     "FA-APF (paper)",
     "FlowDAS",
