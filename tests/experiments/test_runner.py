@@ -200,10 +200,14 @@ def test_killed_run_resumes_bit_identically(tmp_path):
 
 
 def test_unquoted_true_emulator_means_the_true_model():
-    raw = _raw(emulator=True)
+    # l63-a.yaml's emulator options are the shipped emulator's sampling options, which the
+    # true model does not take (an error naming the field)
+    raw = _raw(emulator=True, emulator_options={})
     assert parse_config(raw).emulator == "true"
+    with pytest.raises(ConfigError, match="'emulator_options'"):
+        parse_config(_raw(emulator=True))
     with pytest.raises(ConfigError, match="'emulator'"):
-        parse_config(_raw(emulator=False))
+        parse_config(_raw(emulator=False, emulator_options={}))
 
 
 def test_a_lock_left_by_a_finished_process_is_taken_over(tmp_path):
