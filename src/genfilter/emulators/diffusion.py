@@ -248,17 +248,25 @@ class _Normalisation(nn.Module):
         return (lambda v: obs.predict(v * du)), H
 
 
+def _positive_number(v) -> bool:
+    """A finite real number > 0 (not a bool)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v < math.inf
+
+
 MOMENTS_SIGMA_LADDER = (0.1, 0.2, 0.3, 0.5, 1.0)
 """The noise levels :meth:`DiffusionEmulator.calibrate_moments_sigma` tries by default."""
 
 
 class MomentsCalibration(NamedTuple):
     """What :meth:`DiffusionEmulator.calibrate_moments_sigma` returns: the chosen
-    ``moments_sigma`` and the error of every level tried (mean absolute log-ratio of the
-    deconvolved transition variances to the variances of the emulator's own draws)."""
+    ``moments_sigma``, the error of every level tried (mean absolute log-ratio of the
+    deconvolved transition variances to the variances of the emulator's own draws), the
+    deconvolved variances of every level and the draws' variances (``(K, D)`` each)."""
 
     best: float
     errors: dict[float, float]
+    variances: dict[float, Tensor]
+    draw_variances: Tensor
 
 
 class DiffusionEmulator(_Normalisation):
@@ -425,11 +433,7 @@ class DiffusionEmulator(_Normalisation):
         if not moments_sigma > 0:
             raise ValueError(f"moments_sigma must be positive, got {moments_sigma}")
         self.moments_sigma = float(moments_sigma)
-        if mean_sigma is not None and not (
-            isinstance(mean_sigma, numbers.Real)
-            and not isinstance(mean_sigma, bool)
-            and 0 < mean_sigma < math.inf
-        ):
+        if mean_sigma is not None and not _positive_number(mean_sigma):
             raise ValueError(f"mean_sigma must be a positive number or None, got {mean_sigma!r}")
         self.mean_sigma = None if mean_sigma is None else float(mean_sigma)
         self.mean_iterations = check_count(mean_iterations, "mean_iterations", minimum=0)
@@ -682,10 +686,7 @@ class DiffusionEmulator(_Normalisation):
                 f"calibrate_moments_sigma forms D × D moments; D = {D} > {self.MAX_CALIBRATION_DIM}"
             )
         ladder = tuple(ladder)
-        if not ladder or not all(
-            isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v < math.inf
-            for v in ladder
-        ):
+        if not ladder or not all(_positive_number(v) for v in ladder):
             raise ValueError(f"ladder must be positive numbers, got {list(ladder)!r}")
         draws = check_count(draws, "draws", minimum=2)
         K = states.shape[0]
@@ -697,18 +698,20 @@ class DiffusionEmulator(_Normalisation):
             Select(list(range(D))),
             isotropic_noise(1.0),
         )
-        errors = {}
+        variances = {}
         before = self.moments_sigma
         try:
             for s in ladder:
                 self.moments_sigma = float(s)
                 _, _, hvh = self.predict_obs_moments(states, obs, generator=generator)
-                v = hvh.diagonal(dim1=1, dim2=2).to(torch.float64).clamp(min=1e-300)
-                errors[float(s)] = float((v / emp).log().abs().mean())
+                variances[float(s)] = hvh.diagonal(dim1=1, dim2=2).to(torch.float64)
         finally:
             self.moments_sigma = before
+        errors = {
+            s: float((v.clamp(min=1e-300) / emp).log().abs().mean()) for s, v in variances.items()
+        }
         best = min(errors, key=errors.get)
-        return MomentsCalibration(best=best, errors=errors)
+        return MomentsCalibration(best, errors, variances, emp)
 
     def _time_of_sigma(self, s: float, like: Tensor) -> Tensor:
         r"""The diffusion time at which :math:`\sigma_t/\alpha_t = s`."""

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ExperimentConfig, parse_config
-from .l63_results import fa_apf_emulator_options
+from .l63_results import ROWS, row_emulator_options
 
 DEMOS: dict[str, dict[str, Any]] = {
     "lorenz63": {
@@ -34,10 +34,8 @@ DEMOS: dict[str, dict[str, Any]] = {
         "steps": 100,
         "burn_in": 10,
         "rows": {
-            # genfilter's FA-APF on Lorenz-63 (docs/results/l63.md): the emulator's
-            # fixed-point predictive mean and gaussian weights with its calibrated
-            # moments_sigma (emulator options of the setup)
-            "FA-APF": ("fa-apf", {"weights": "gaussian"}, fa_apf_emulator_options),
+            # genfilter's FA-APF on Lorenz-63: the experiments' row (docs/results/l63.md)
+            "FA-APF": "FA-APF",
             "BPF": ("bpf", {}),
             "EnKF": ("enkf", {}),
         },
@@ -55,18 +53,21 @@ DEMOS: dict[str, dict[str, Any]] = {
         },
     },
 }
-"""The demos: forecast model, default N, steps, burn-in and rows (label -> method, filter
-options[, emulator options, or a function of the Lorenz-63 setup letter giving them])."""
+"""The demos: forecast model, default N, steps, burn-in and rows (label -> method and filter
+options, or the label of a Lorenz-63 experiment row, :data:`~.l63_results.ROWS`, whose
+filter and emulator options it runs)."""
 
 
 def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-").replace("--", "-")
 
 
-def _emulator_options(row: tuple, setup: str) -> dict[str, Any]:
-    if len(row) < 3:
-        return {}
-    return dict(row[2](setup) if callable(row[2]) else row[2])
+def _row(row: tuple | str, setup: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``(method, filter options, emulator options)`` of a demo row on ``setup``."""
+    if isinstance(row, str):  # an experiment row
+        method, options, _ = ROWS[row]
+        return method, options, row_emulator_options(row, setup)
+    return row[0], row[1], {}
 
 
 def demo_configs(
@@ -94,11 +95,11 @@ def demo_configs(
                 "name": f"demo-{setup}",
                 "setup": setup,
                 "emulator": d["emulator"],
-                "emulator_options": _emulator_options(row, obs),
+                "emulator_options": emulator_options,
                 "filter": {
-                    "method": row[0],
+                    "method": method,
                     "particles": int(particles or d["particles"]),
-                    "options": dict(row[1]),
+                    "options": dict(options),
                 },
                 "steps": steps,
                 "burn_in": burn_in,
@@ -108,6 +109,7 @@ def demo_configs(
             }
         )
         for label, row in d["rows"].items()
+        for method, options, emulator_options in [_row(row, obs)]
     }
 
 

@@ -136,25 +136,29 @@ level at which the gaussian weights read the transition covariance), as
 from the emulator's own draws (``python benchmarks/moments_sigma.py``; no filter score
 enters)."""
 
-SETUP_INTERVAL = {"a": 0.1, "b": 0.1, "c": 0.5, "d": 0.5}
-"""Setup letter -> observation interval (the shipped emulator's)."""
-
 
 def fa_apf_emulator_options(setup: str) -> dict[str, Any]:
     """The emulator options of genfilter's FA-APF on a Lorenz-63 setup: the fixed-point
-    mean, and the calibrated ``moments_sigma`` of the setup's shipped emulator."""
-    if setup not in SETUP_INTERVAL:
-        raise ValueError(f"setup must be one of {sorted(SETUP_INTERVAL)}, got {setup!r}")
-    return {**FIXED_POINT_MEAN, "moments_sigma": MOMENTS_SIGMA[SETUP_INTERVAL[setup]]}
+    mean, and the calibrated ``moments_sigma`` of the shipped emulator of the setup's
+    interval (read from the named setup ``l63-<setup>``)."""
+    from ..systems.datasets import make_system
+    from .setups import SETUPS
+
+    if setup not in SETUP_TEXT:
+        raise ValueError(f"setup must be one of {sorted(SETUP_TEXT)}, got {setup!r}")
+    named = SETUPS[f"l63-{setup}"]
+    interval = float(make_system(named.system, **named.system_options).interval)
+    return {**FIXED_POINT_MEAN, "moments_sigma": MOMENTS_SIGMA[interval]}
 
 
 EMULATOR_OPTIONS = {
+    "FA-APF": fa_apf_emulator_options,
     "FA-APF (dirac w.)": FIXED_POINT_MEAN,
     "FA-APF (moments_sigma 0.1)": {**FIXED_POINT_MEAN, "moments_sigma": 0.1},
     "FA-APF (raw MMPS)": {"covariance": "tweedie"},
 }
-"""Sampling options of the emulator for a row (default: none; ``FA-APF``:
-:func:`fa_apf_emulator_options`)."""
+"""Sampling options of the emulator for a row (default: none), or a function of the setup
+letter giving them (``FA-APF``: :func:`fa_apf_emulator_options`)."""
 
 TABLE_ONLY = ("FA-APF (paper)", "FA-APF (raw MMPS)", "FA-APF (oracle)")
 """Rows run by ``l63-table1`` only (not by the ensemble-size sweep) unless asked for."""
@@ -210,6 +214,12 @@ def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-").replace("--", "-")
 
 
+def row_emulator_options(label: str, setup: str) -> dict[str, Any]:
+    """The emulator options of a row on a setup (:data:`EMULATOR_OPTIONS`)."""
+    options = EMULATOR_OPTIONS.get(label, {})
+    return dict(options(setup) if callable(options) else options)
+
+
 def cell_config(setup: str, label: str, n: int, scale: Scale) -> ExperimentConfig:
     """The config of one cell (a row label or ``"Bayes limit"``, ensemble size ``n``)."""
     if setup not in SETUP_TEXT:
@@ -224,11 +234,7 @@ def cell_config(setup: str, label: str, n: int, scale: Scale) -> ExperimentConfi
             "name": f"l63-{setup}",
             "setup": f"l63-{setup}",
             "emulator": emulator,
-            "emulator_options": (
-                fa_apf_emulator_options(setup)
-                if label == "FA-APF"
-                else dict(EMULATOR_OPTIONS.get(label, {}))
-            ),
+            "emulator_options": row_emulator_options(label, setup),
             "filter": {"method": method, "particles": int(n), "options": dict(options)},
             "steps": scale.steps,
             "burn_in": scale.burn_in,
