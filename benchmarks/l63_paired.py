@@ -16,6 +16,13 @@ prints when the sweep ends).
 
 ``--reference``: every finished cell of the setups (any row of the experiments, the Bayes
 limit included) minus the reference row at the same N.
+
+``--grid`` (setups (c) and (d)): the sweep's table, one line per row and one column per N:
+skill mean ± s.e. over the runs and, in brackets, the paired difference to FA-APF and the
+runs in which the row is worse; empty where the cell has not run (the tables of
+docs/results/l63.md, "Skill against N on (c) and (d)").
+
+    python benchmarks/l63_paired.py outputs/l63-ensemble-size-full-d/cells --setups d --grid
 """
 
 from __future__ import annotations
@@ -64,6 +71,44 @@ def finished_cells(cells: Path, setup: str) -> list[tuple[str, str, int, Path]]:
     return sorted(mine, key=lambda c: order.index(c[1]))  # stable: N ascending within a row
 
 
+SIZES = (16, 32, 64, 128, 256, 512)
+
+
+def grid(cells: Path, setup: str, reference: str = "FA-APF") -> str:
+    """Markdown table of the (c)/(d) sweep: rows of :data:`ROWS_CD` that have a finished cell
+    (in that order), columns N = 16 … 512; the reference row in bold."""
+    found = {(label, n): path for _, label, n, path in finished_cells(cells, setup)}
+    paired = {
+        (d["filter"], d["N"]): d
+        for d in paired_differences(finished_cells(cells, setup), reference=reference)
+    }
+    lines = [
+        "| filter | " + " | ".join(f"N = {n}" for n in SIZES) + " |",
+        "|---|" + "---|" * len(SIZES),
+    ]
+    for label in ROWS_CD:
+        if not any((label, n) in found for n in SIZES):
+            continue
+        entries = []
+        for n in SIZES:
+            if (label, n) not in found:
+                entries.append("")
+                continue
+            v = _skills(found[label, n])
+            text = f"{v.mean():.3f} ± {v.std(ddof=1) / math.sqrt(v.size):.3f}"
+            if label == reference:
+                text = f"**{text}**"
+            elif (label, n) in paired:
+                d = paired[label, n]
+                text += (
+                    f" ({d['difference']:+.3f} ± {d['difference_se']:.3f}, "
+                    f"{d['worse']} of {d['runs']})"
+                )
+            entries.append(text)
+        lines.append(f"| {label} | " + " | ".join(entries) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -71,7 +116,16 @@ def main() -> None:
     )
     p.add_argument("--setups", default="ab", help="letters among a, b, c, d")
     p.add_argument("--reference", default=None, help=f"a row among {list(ROWS)}")
+    p.add_argument(
+        "--grid", action="store_true", help="setups c, d: the rows × N table of the sweep"
+    )
     args = p.parse_args()
+    if args.grid:
+        for setup in args.setups:
+            if setup not in "cd":
+                raise SystemExit(f"--grid covers setups c and d, got --setups {args.setups!r}")
+            print(f"Setup ({setup})\n\n{grid(args.cells, setup, args.reference or 'FA-APF')}\n")
+        return
     if args.reference is not None:
         if args.reference not in ROWS:
             raise SystemExit(f"--reference must be one of {list(ROWS)}, got {args.reference!r}")
