@@ -29,10 +29,10 @@ import functools
 import time
 
 import torch
-from azula.denoise import Denoiser, DiracPosterior
 
 import genfilter.emulators.diffusion as diffusion
 import genfilter.emulators.guidance as guidance
+from genfilter.emulators.counting import PassCountingDenoiser
 from genfilter.experiments.l63 import load_shipped_emulator
 from genfilter.experiments.proposal import l63_proposal_study
 from genfilter.observations import Observation, Select, isotropic_noise
@@ -46,35 +46,6 @@ VARIANTS = {
     "observed, clip": (dict(covariance="observed"), "clip"),
     "observed, none": (dict(covariance="observed"), "none"),
 }
-
-
-class _Counted(torch.autograd.Function):
-    """Identity whose backward counts the passes through the network's output."""
-
-    calls = 0
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        _Counted.calls += 1
-        return g
-
-
-class _Counting(Denoiser):
-    def __init__(self, base: Denoiser) -> None:
-        super().__init__()
-        self.base, self.forwards = base, 0
-
-    @property
-    def schedule(self):
-        return self.base.schedule
-
-    def forward(self, x_t, t, **kwargs):
-        self.forwards += 1
-        return DiracPosterior(mean=_Counted.apply(self.base(x_t, t, **kwargs).mean))
 
 
 class _Patched:
@@ -106,14 +77,13 @@ def passes_per_call(options: dict, safeguard: str | None, setup_indices) -> floa
     """Backward passes of the network per guided denoiser call (one sample_posterior of 4
     particles; every call makes one forward pass)."""
     em = load_shipped_emulator(steps=8, **options)
-    em.denoiser = _Counting(em.denoiser)
+    em.denoiser = counting = PassCountingDenoiser(em.denoiser)
     x = StochasticLorenz63().attractor_states(4, generator=torch.Generator().manual_seed(0))
     y = torch.zeros(len(setup_indices))
     obs = Observation(y, Select(list(setup_indices)), isotropic_noise(0.25))
-    _Counted.calls = 0
     with _Patched(safeguard):
         em.sample_posterior(x.float(), obs, generator=torch.Generator().manual_seed(1))
-    return _Counted.calls / em.denoiser.forwards
+    return counting.backwards / counting.forwards
 
 
 def main(pairs: int) -> None:

@@ -20,11 +20,11 @@ import math
 
 import pytest
 import torch
-from azula.denoise import Denoiser, DiracPosterior
 from azula.guidance import MMPSDenoiser
 from azula.noise import VPSchedule
 from conftest import make_lg_model
 
+from genfilter.emulators.counting import PassCountingDenoiser
 from genfilter.emulators.guidance import (
     DPSDenoiser,
     KrylovMMPSDenoiser,
@@ -176,35 +176,6 @@ def test_dps_denoiser_equals_its_closed_form(scale, t):
     assert not torch.allclose(got.mean, x_hat, atol=1e-3)  # the guidance does something
 
 
-class _Counted(torch.autograd.Function):
-    """Identity whose backward counts the passes that go through it."""
-
-    calls = 0
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        _Counted.calls += 1
-        return g
-
-
-class _CountingDenoiser(Denoiser):
-    def __init__(self, base):
-        super().__init__()
-        self.base, self.forwards = base, 0
-
-    @property
-    def schedule(self):
-        return self.base.schedule
-
-    def forward(self, x_t, t, **kwargs):
-        self.forwards += 1
-        return DiracPosterior(mean=_Counted.apply(self.base(x_t, t, **kwargs).mean))
-
-
 @pytest.mark.parametrize(
     "make, backward",
     [
@@ -220,12 +191,11 @@ def test_network_passes_per_call(make, backward):
     """The cost quoted in docs/core.md: one forward pass per call, and one backward pass for
     DPS, 1 + k for GMRES / CG with k iterations, 1 + 2k for BiCGStab (batched over particles)."""
     base, *_ = _gaussian()
-    den = _CountingDenoiser(base)
+    den = PassCountingDenoiser(base)
     H, R, y, x_t, cond = _problem()
     guided = make(den, y, lambda x: x @ H.T, full_noise(R))
-    _Counted.calls = 0
     guided(x_t, torch.tensor(0.5, dtype=F64), cond=cond)
-    assert (den.forwards, _Counted.calls) == (1, backward)
+    assert (den.forwards, den.backwards) == (1, backward)
 
 
 # ---------------------------------------------------------------------------- sampling

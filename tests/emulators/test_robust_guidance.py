@@ -22,6 +22,7 @@ from azula.linalg.covariance import IsotropicCovariance
 from azula.noise import VESchedule
 from conftest import make_lg_model
 
+from genfilter.emulators.counting import PassCountingDenoiser
 from genfilter.emulators.guidance import (
     KrylovMMPSDenoiser,
     ObservedMMPSDenoiser,
@@ -306,31 +307,6 @@ def test_observed_filter():
 
 
 # ---------------------------------------------------------------------------- cost, options
-class _Counted(torch.autograd.Function):
-    calls = 0
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        _Counted.calls += 1
-        return g
-
-
-class _Counting(Denoiser):
-    def __init__(self, base):
-        super().__init__()
-        self.base, self.forwards = base, 0
-
-    @property
-    def schedule(self):
-        return self.base.schedule
-
-    def forward(self, x_t, t, **kwargs):
-        self.forwards += 1
-        return DiracPosterior(mean=_Counted.apply(self.base(x_t, t, **kwargs).mean))
 
 
 @pytest.mark.parametrize("rank, backward", [(None, 4), (1, 2), (2, 3), (7, 4)])
@@ -340,11 +316,10 @@ def test_network_passes_per_call(rank, backward):
     D, idx = 9, (1, 4, 8)
     den, *_ = _gaussian(D)
     H, R, y, x_t, cond = _problem(D, idx)
-    counting = _Counting(den)
+    counting = PassCountingDenoiser(den)
     guided = ObservedMMPSDenoiser(counting, y, lambda u: u @ H.T, R, rank=rank)
-    _Counted.calls = 0
     guided(x_t, torch.tensor(0.5, dtype=F64), cond=cond)
-    assert (counting.forwards, _Counted.calls) == (1, backward)
+    assert (counting.forwards, counting.backwards) == (1, backward)
 
 
 def test_emulator_options_and_bad_values():

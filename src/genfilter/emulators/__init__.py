@@ -1,6 +1,7 @@
 """Emulators of the transition p(x^{k+1} | x^k) (docs/method.md#diffusion-emulator)."""
 
 from .base import Emulator
+from .counting import PassCountingDenoiser
 from .diffusion import SAMPLERS, DiffusionEmulator
 from .guidance import DPSDenoiser, GuidanceWindow, KrylovMMPSDenoiser, ProjectedMMPSDenoiser
 from .interpolant import Interpolant, StochasticInterpolantEmulator
@@ -22,4 +23,5 @@ __all__ = [
     "ConditionalGaussianDenoiser",
     "SimulatorEmulator",
     "Jittered",
+    "PassCountingDenoiser",
 ]
