@@ -65,6 +65,7 @@ def test_a_batch_of_cotangents_under_vmap_is_one_pass():
     base, W, x, t = _setup()
     counting = PassCountingDenoiser(base)
     mean, pullback = torch.func.vjp(lambda u: counting(u, t).mean, x)
+    assert torch.equal(mean, base(x, t).mean)
     basis = torch.eye(3, dtype=x.dtype).unsqueeze(1).expand(3, *x.shape)
     (rows,) = torch.vmap(pullback)(basis)  # rows[d, i] = e_dᵀ J_i
     J = W.unsqueeze(0) + torch.diag_embed(2 * x)  # (N, D, D)

@@ -16,8 +16,15 @@ for :math:`g(x) = \varepsilon x` reads
 
 .. math:: x \leftarrow x + f(x)\Delta t + \varepsilon x \Delta W + \tfrac12 \varepsilon^2 x (\Delta W^2 - \Delta t),
 
-run by ``torchsde.sdeint(..., method="milstein")`` (:func:`milstein_step` is the same step in
-plain torch, used as a reference by the tests).
+the step of ``torchsde.sdeint(..., method="milstein")`` (Li, Wong, Chen & Duvenaud 2020).
+:meth:`StochasticLorenz63.integrate` writes torchsde's arithmetic out, operation for
+operation (:func:`milstein_torchsde` is the torchsde call itself; the tests check that the
+two agree bit for bit in float32 and float64), because torchsde computes the correction
+term by automatic differentiation at every internal step and so takes 1.9× the time at
+N = 64 and 2.7–3.4× at 10⁵ particles
+(``python benchmarks/l63_integrator.py``); the 10⁵-particle Bayes limits of
+docs/results/l63.md spend nearly all their time here.  :func:`milstein_step` is the
+textbook step in plain torch, the tests' independent reference.
 
 References:
     | Deterministic Nonperiodic Flow (Lorenz, 1963)
@@ -28,6 +35,9 @@ References:
 
     | Numerical Solution of Stochastic Differential Equations (Kloeden & Platen, 1992)
     | Springer
+
+    | Scalable Gradients for Stochastic Differential Equations (Li, Wong, Chen & Duvenaud,
+    | 2020), AISTATS, arXiv:2001.01328 (torchsde)
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ __all__ = [
     "euler_maruyama_step",
     "lorenz63_drift",
     "milstein_step",
+    "milstein_torchsde",
 ]
 
 import math
@@ -168,6 +179,19 @@ class _StepTimeSDE:
         return (self.noise_scale * y).unsqueeze(-1)
 
 
+def milstein_torchsde(system: StochasticLorenz63, x: Tensor, xi: Tensor) -> Tensor:
+    r""":meth:`StochasticLorenz63.integrate` by ``torchsde.sdeint(method="milstein")`` in step
+    units (:class:`_StepTimeSDE`, :class:`_StepBrownian`): the reference the written-out
+    integrator reproduces bit for bit (tests, ``benchmarks/l63_integrator.py``)."""
+    steps = xi.shape[1]
+    ts = torch.tensor([0.0, float(steps)], dtype=x.dtype, device=x.device)
+    with torch.no_grad():  # torchsde would otherwise keep a graph through every step
+        ys = torchsde.sdeint(
+            _StepTimeSDE(system), x, ts, bm=_StepBrownian(xi), method="milstein", dt=1.0
+        )
+    return ys[-1]
+
+
 class StochasticLorenz63(StochasticSystem):
     r"""Stochastic Lorenz-63 with multiplicative noise (docs/method.md#test-systems); states
     ``(N, 3)``.
@@ -231,15 +255,41 @@ class StochasticLorenz63(StochasticSystem):
 
     def integrate(self, x: Tensor, xi: Tensor) -> Tensor:
         r"""Milstein integration of ``x`` ``(N, 3)`` over ``xi.shape[1]`` internal steps driven by
-        the standard normals ``xi`` ``(N, S)`` (:math:`\Delta W_s = \sqrt{\Delta t}\,\xi_s`),
-        with ``torchsde.sdeint(method="milstein")``; deterministic given ``xi``."""
-        steps = xi.shape[1]
-        ts = torch.tensor([0.0, float(steps)], dtype=x.dtype, device=x.device)
-        with torch.no_grad():  # torchsde would otherwise keep a graph through every step
-            ys = torchsde.sdeint(
-                _StepTimeSDE(self), x, ts, bm=_StepBrownian(xi), method="milstein", dt=1.0
+        the standard normals ``xi`` ``(N, S)`` (:math:`\Delta W_s = \sqrt{\Delta t}\,\xi_s`);
+        deterministic given ``xi``, and bit for bit :func:`milstein_torchsde` (module
+        docstring).
+
+        torchsde's step in step units :math:`\tau = t/\Delta t` (:class:`_StepTimeSDE`),
+        with :math:`c = \varepsilon\sqrt{\Delta t}` and :math:`I = \xi_s`, is
+        :math:`((x + f(x)\Delta t) + (c x) I) + ((c x)\,\tfrac12 (I^2 - 1))\,c` — the last
+        product is autograd's vector–Jacobian product of :math:`g = c x` with cotangent
+        :math:`g \cdot \tfrac12 (I^2 - 1)` — evaluated here in the same order, on the
+        components as contiguous rows.  Elementwise operations round the same whatever the
+        layout, so only the order matters."""
+        if x.ndim != 2 or x.shape[-1] != 3 or xi.ndim != 2 or xi.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"x must be (N, 3) and xi (N, S), got {tuple(x.shape)} and {tuple(xi.shape)}"
             )
-        return ys[-1]
+        c = self.noise_scale
+        dt, sigma, rho, beta = self.dt, self.sigma, self.rho, self.beta
+        with torch.no_grad():
+            noise = xi.T.contiguous()  # (S, N): row s is step s
+            half_v = 0.5 * (noise**2 - torch.ones((), dtype=xi.dtype, device=xi.device))
+            a, b, z = x.T.contiguous().unbind(0)
+            for i, h in zip(noise, half_v):
+                fa = (sigma * (b - a)) * dt
+                fb = (a * (rho - z) - b) * dt
+                fz = (a * b - beta * z) * dt
+                ga, gb, gz = c * a, c * b, c * z
+                a = a + fa + ga * i + (ga * h) * c
+                b = b + fb + gb * i + (gb * h) * c
+                z = z + fz + gz * i + (gz * h) * c
+            return torch.stack((a, b, z), dim=-1)
+
+    @property
+    def noise_scale(self) -> float:
+        r""":math:`\varepsilon\sqrt{\Delta t}`, the diffusion coefficient in step units."""
+        return self.epsilon * math.sqrt(self.dt)
 
     def advance(self, x: Tensor, noise: Tensor) -> Tensor:
         return self.integrate(x, noise)
