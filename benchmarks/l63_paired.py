@@ -17,10 +17,11 @@ prints when the sweep ends).
 ``--reference``: every finished cell of the setups (any row of the experiments, the Bayes
 limit included) minus the reference row at the same N.
 
-``--grid`` (setups (c) and (d)): the sweep's table, one line per row and one column per N:
+``--grid``: the sweep's table of each setup, one line per row and one column per N:
 skill mean ± s.e. over the runs and, in brackets, the paired difference to FA-APF and the
 runs in which the row is worse; empty where the cell has not run (the tables of
-docs/results/l63.md, "Skill against N on (c) and (d)").
+docs/results/l63.md, "Skill against N on (c) and (d)" and Figure 1's FA-APF against the EnKF
+on (a) and (b)).
 
     python benchmarks/l63_paired.py outputs/l63-ensemble-size-full-d/cells --setups d --grid
 """
@@ -64,7 +65,7 @@ def _skills(path: Path):
 
 
 def finished_cells(cells: Path, setup: str) -> list[tuple[str, str, int, Path]]:
-    """``(setup, label, N, path)`` of the finished (c)/(d) sweep cells of :data:`ROWS_CD` and
+    """``(setup, label, N, path)`` of the finished sweep cells of ``setup`` of :data:`ROWS_CD` and
     the Bayes limit, row by row."""
     order = (*ROWS_CD, BAYES)
     mine = [c for c in all_finished_cells(cells) if c[0] == setup and c[1] in order]
@@ -75,7 +76,7 @@ SIZES = (16, 32, 64, 128, 256, 512)
 
 
 def grid(cells: Path, setup: str, reference: str = "FA-APF") -> str:
-    """Markdown table of the (c)/(d) sweep: rows of :data:`ROWS_CD` that have a finished cell
+    """Markdown table of a setup's sweep: rows of :data:`ROWS_CD` that have a finished cell
     (in that order), columns N = 16 … 512; the reference row in bold."""
     found = {(label, n): path for _, label, n, path in finished_cells(cells, setup)}
     paired = {
@@ -116,14 +117,10 @@ def main() -> None:
     )
     p.add_argument("--setups", default="ab", help="letters among a, b, c, d")
     p.add_argument("--reference", default=None, help=f"a row among {list(ROWS)}")
-    p.add_argument(
-        "--grid", action="store_true", help="setups c, d: the rows × N table of the sweep"
-    )
+    p.add_argument("--grid", action="store_true", help="the rows × N table of each setup's sweep")
     args = p.parse_args()
     if args.grid:
         for setup in args.setups:
-            if setup not in "cd":
-                raise SystemExit(f"--grid covers setups c and d, got --setups {args.setups!r}")
             print(f"Setup ({setup})\n\n{grid(args.cells, setup, args.reference or 'FA-APF')}\n")
         return
     if args.reference is not None:
