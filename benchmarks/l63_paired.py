@@ -34,7 +34,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from genfilter.experiments.l63_results import BAYES, ROWS, paired_differences
+from genfilter.experiments.l63_results import BAYES, ROWS, SCALES, paired_differences
 from genfilter.experiments.l63_results import finished_cells as all_finished_cells
 
 PAIRS = (
@@ -72,26 +72,22 @@ def finished_cells(cells: Path, setup: str) -> list[tuple[str, str, int, Path]]:
     return sorted(mine, key=lambda c: order.index(c[1]))  # stable: N ascending within a row
 
 
-SIZES = (16, 32, 64, 128, 256, 512)
-
-
 def grid(cells: Path, setup: str, reference: str = "FA-APF") -> str:
     """Markdown table of a setup's sweep: rows of :data:`ROWS_CD` that have a finished cell
     (in that order), columns N = 16 … 512; the reference row in bold."""
-    found = {(label, n): path for _, label, n, path in finished_cells(cells, setup)}
-    paired = {
-        (d["filter"], d["N"]): d
-        for d in paired_differences(finished_cells(cells, setup), reference=reference)
-    }
+    mine = finished_cells(cells, setup)
+    found = {(label, n): path for _, label, n, path in mine}
+    paired = {(d["filter"], d["N"]): d for d in paired_differences(mine, reference=reference)}
+    sizes = SCALES["full"].sizes
     lines = [
-        "| filter | " + " | ".join(f"N = {n}" for n in SIZES) + " |",
-        "|---|" + "---|" * len(SIZES),
+        "| filter | " + " | ".join(f"N = {n}" for n in sizes) + " |",
+        "|---|" + "---|" * len(sizes),
     ]
     for label in ROWS_CD:
-        if not any((label, n) in found for n in SIZES):
+        if not any((label, n) in found for n in sizes):
             continue
         entries = []
-        for n in SIZES:
+        for n in sizes:
             if (label, n) not in found:
                 entries.append("")
                 continue

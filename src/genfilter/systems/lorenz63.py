@@ -65,8 +65,15 @@ def lorenz63_drift(
     x: Tensor, sigma: float = 10.0, rho: float = 28.0, beta: float = 8.0 / 3.0
 ) -> Tensor:
     r"""Lorenz-63 vector field :math:`f(x)`; ``(N, 3) -> (N, 3)``."""
-    x1, x2, x3 = x.unbind(-1)
-    return torch.stack((sigma * (x2 - x1), x1 * (rho - x3) - x2, x1 * x2 - beta * x3), dim=-1)
+    return torch.stack(_drift_components(*x.unbind(-1), sigma, rho, beta), dim=-1)
+
+
+def _drift_components(
+    x1: Tensor, x2: Tensor, x3: Tensor, sigma: float, rho: float, beta: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The three components of :func:`lorenz63_drift` from the three components of the state
+    (any equal shapes)."""
+    return sigma * (x2 - x1), x1 * (rho - x3) - x2, x1 * x2 - beta * x3
 
 
 def milstein_step(
@@ -170,7 +177,7 @@ class _StepTimeSDE:
     def __init__(self, system: StochasticLorenz63):
         self.system = system
         self.dt = system.dt
-        self.noise_scale = system.epsilon * math.sqrt(system.dt)
+        self.noise_scale = system.noise_scale
 
     def f(self, t, y: Tensor) -> Tensor:
         return self.system.drift(y) * self.dt
@@ -277,13 +284,11 @@ class StochasticLorenz63(StochasticSystem):
             half_v = 0.5 * (noise**2 - torch.ones((), dtype=xi.dtype, device=xi.device))
             a, b, z = x.T.contiguous().unbind(0)
             for i, h in zip(noise, half_v):
-                fa = (sigma * (b - a)) * dt
-                fb = (a * (rho - z) - b) * dt
-                fz = (a * b - beta * z) * dt
+                fa, fb, fz = _drift_components(a, b, z, sigma, rho, beta)
                 ga, gb, gz = c * a, c * b, c * z
-                a = a + fa + ga * i + (ga * h) * c
-                b = b + fb + gb * i + (gb * h) * c
-                z = z + fz + gz * i + (gz * h) * c
+                a = a + fa * dt + ga * i + (ga * h) * c
+                b = b + fb * dt + gb * i + (gb * h) * c
+                z = z + fz * dt + gz * i + (gz * h) * c
             return torch.stack((a, b, z), dim=-1)
 
     @property
