@@ -128,3 +128,61 @@ def test_fused_guidance_needs_an_affine_map_and_the_clip():
         ProjectedMMPSDenoiser(
             em.denoiser, y=y, A=lambda u: u[:, :2], cov_y=cov, fused=projected_mmps_mean
         )
+
+
+def _guided_call_inputs(n: int, compile: bool = False):
+    """The shipped denoiser and the arguments of one projected guided call on setup (a)'s
+    observation, for ``n`` particles at a noise level where some rows get clipped."""
+    from genfilter.observations import Observation, Select, isotropic_noise, noise_matrix
+
+    em = load_shipped_emulator(0.1, compile=compile)
+    g = torch.Generator().manual_seed(0)
+    x_prev = 5.0 * torch.randn(n, 3, generator=g)
+    obs = Observation(torch.tensor([1.0, 20.0]), Select([0, 2]), isotropic_noise(0.25))
+    _, H = em._linear_observation(obs, x_prev, matrix=True)
+    t = torch.tensor(0.9)
+    alpha, sigma = em.schedule(t)
+    x_t = alpha * torch.randn(n, 3, generator=g) + sigma * torch.randn(n, 3, generator=g)
+    with torch.no_grad():
+        offset = obs.predict(em.from_target(torch.zeros_like(x_t), x_prev)).double()
+    cov = noise_matrix(obs.noise, 2).double()
+    return em, (em.denoiser, x_t, t, em.condition(x_prev), obs.y.double(), H, cov, offset)
+
+
+def test_compiled_guided_call_runs_whole_up_to_its_threshold_and_split_above(monkeypatch):
+    """CompiledProjectedMMPS (compile=True's guided call; torch.compile replaced by the
+    identity here) runs projected_mmps_mean up to max_fused_rows particles and, above, the
+    network with its rows by separate products and projected_update: the same mean."""
+    from genfilter.emulators import guidance
+
+    monkeypatch.setattr(torch, "compile", lambda f, **kwargs: f)
+    em, args = _guided_call_inputs(24)
+    used = []
+    call = guidance.CompiledProjectedMMPS(em.denoiser, max_fused_rows=16)
+    whole, update = call.whole, call.update
+    call.whole = lambda *a: used.append("whole") or whole(*a)
+    call.update = lambda *a: used.append("update") or update(*a)
+    split = call(*args)
+    assert used == ["update"]
+    fused = call(args[0], args[1][:16], args[2], args[3][:16], *args[4:7], args[7][:16])
+    assert used == ["update", "whole"]
+    want = guidance.projected_mmps_mean(*args)
+    assert torch.allclose(split, want, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(fused, want[:16], rtol=1e-5, atol=1e-5)
+    # and the emulator builds it with its threshold
+    compiled = load_shipped_emulator(0.1, compile=True)
+    assert compiled.fused_guidance.max_fused_rows == compiled.FUSED_MAX_ROWS
+    assert compiled.fused_guidance.net is compiled.net
+    assert em.fused_guidance is None
+
+
+@pytest.mark.slow
+def test_compiled_guided_call_split_and_whole_agree():
+    """Compiled for real (~30 s on 2 cores): the two forms of CompiledProjectedMMPS give
+    the same mean to floating-point tolerance."""
+    from genfilter.emulators.guidance import CompiledProjectedMMPS
+
+    em, args = _guided_call_inputs(24, compile=True)
+    whole = CompiledProjectedMMPS(em.net, max_fused_rows=24)(*args)
+    split = CompiledProjectedMMPS(em.net, max_fused_rows=16)(*args)
+    assert torch.allclose(whole, split, rtol=1e-6, atol=1e-6)

@@ -56,6 +56,7 @@ from .._utils import check_count, chunks
 from ..observations import Observation, Select, isotropic_noise, linear_matrix, noise_matrix
 from .base import check_states
 from .guidance import (
+    CompiledProjectedMMPS,
     DPSDenoiser,
     GuidanceWindow,
     KrylovMMPSDenoiser,
@@ -65,7 +66,6 @@ from .guidance import (
     check_dps_scale,
     deconvolved_covariance,
     projected_covariance,
-    projected_mmps_mean,
     time_of_log_ratio,
 )
 
@@ -357,7 +357,8 @@ class DiffusionEmulator(_Normalisation):
             With the projected covariance and a linear observation operator the whole
             guided call is compiled
             (:func:`~genfilter.emulators.guidance.projected_mmps_mean`: the ``D`` Jacobian
-            rows in one batched backward pass).  The module and its checkpoints are
+            rows in one batched backward pass; above :attr:`FUSED_MAX_ROWS` particles the
+            network and the update as two compiled functions).  The module and its checkpoints are
             unchanged; results agree with the eager ones to floating-point tolerance, not
             bitwise (docs/performance.md).
     """
@@ -472,18 +473,24 @@ class DiffusionEmulator(_Normalisation):
 
     @property
     def fused_guidance(self) -> Callable[..., Tensor] | None:
-        """With ``compile=True``: :func:`~genfilter.emulators.guidance.projected_mmps_mean`
-        through ``torch.compile`` (static shapes), which the projected guidance runs as one
-        compiled graph per call when the observation operator is linear; ``None``
+        """With ``compile=True``: the compiled guided call
+        (:class:`~genfilter.emulators.guidance.CompiledProjectedMMPS`, static shapes), which
+        the projected guidance runs when the observation operator is linear; ``None``
         otherwise (docs/performance.md)."""
         if not self.compile:
             return None
         fused = self.__dict__.get("_fused")
-        if fused is None:
-            self.net  # noqa: B018 (sets the compiler options the guidance needs)
-            fused = torch.compile(projected_mmps_mean, dynamic=False)
+        if fused is None or fused.net is not self.net:
+            # self.net sets the compiler options the guidance needs
+            fused = CompiledProjectedMMPS(self.net, self.FUSED_MAX_ROWS)
             self.__dict__["_fused"] = fused
         return fused
+
+    FUSED_MAX_ROWS = 512
+    """With ``compile=True``: the largest batch whose projected guided call is compiled as
+    one graph (:class:`~genfilter.emulators.guidance.CompiledProjectedMMPS`); larger
+    batches run the compiled network and the compiled update separately, faster there
+    (docs/performance.md)."""
 
     PROJECTED_MAX_DIM = 64
     """Largest state size for which ``covariance="auto"`` picks ``"projected"`` (it costs

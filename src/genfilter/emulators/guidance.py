@@ -34,8 +34,9 @@ Jacobian (azula's ``MMPSDenoiser``).
 
 :func:`projected_mmps_mean` is the same computation as one traceable function, for
 ``torch.compile`` (``DiffusionEmulator(compile=True)``): the ``D`` Jacobian rows come from one
-batched vector–Jacobian product, and the compiler turns a guided call into two graphs around
-the projection's branch (docs/performance.md).
+batched vector–Jacobian product; :class:`CompiledProjectedMMPS` runs it compiled whole for
+batches up to 512 particles and, above, the compiled network with the compiled
+:func:`projected_update` (docs/performance.md).
 
 :class:`GuidanceWindow` applies a guided denoiser only where :math:`\sigma_t` is small.
 
@@ -92,6 +93,8 @@ __all__ = [
     "bicgstab",
     "projected_covariance",
     "projected_mmps_mean",
+    "projected_update",
+    "CompiledProjectedMMPS",
     "psd_projection_3x3",
     "deconvolved_covariance",
     "time_of_log_ratio",
@@ -274,14 +277,71 @@ def projected_mmps_mean(
         x_hat, vjp = torch.func.vjp(mean, x_t.detach())
         eye = torch.eye(D, dtype=x_hat.dtype, device=x_hat.device)
         (rows,) = torch.func.vmap(vjp)(eye.reshape(D, 1, *x_t.shape[1:]).expand(D, *x_t.shape))
-    x_hat = x_hat.detach()
     J = rows.detach().reshape(D, n, D).transpose(0, 1)  # J[n, d, e] = d x_hat_d / d x_e
     alpha, sigma = denoiser.schedule(t)
-    # its branch on the Cholesky test splits the compiled graph in two (faster, in a
-    # one-off measurement at N = 64 and 1024, than eigendecomposing every row in one graph)
-    C = projected_covariance(J, sigma**2 / alpha)
+    return projected_update(x_hat.detach(), J, sigma**2 / alpha, y, H, cov_y, offset)
+
+
+def projected_update(
+    x_hat: Tensor, J: Tensor, gamma: Tensor, y: Tensor, H: Tensor, cov_y: Tensor, offset: Tensor
+) -> Tensor:
+    r"""What :func:`projected_mmps_mean` does after the network passes: the projected
+    covariance of the Tweedie mean ``x_hat (N, *S)`` and its Jacobian ``J (N, D, D)``
+    (:math:`J_{n,d,e} = \partial \hat x_d / \partial x_{t,e}`, :math:`\gamma =
+    \sigma_t^2/\alpha_t`) and the Gaussian update with the affine map
+    :math:`\mathrm{offset} + H \hat x` (arguments as in :func:`projected_mmps_mean`)."""
+    n, D = J.shape[0], J.shape[-1]
+    # for D != 3 its branch on the Cholesky test splits a compiled graph in two (faster, in
+    # a one-off measurement at N = 64 and 1024, than eigendecomposing every row in one graph)
+    C = projected_covariance(J, gamma)
     r = y - offset - x_hat.reshape(n, D).to(torch.float64) @ H.transpose(0, 1)
     return _gaussian_update(x_hat, C, H, cov_y, r)
+
+
+class CompiledProjectedMMPS:
+    r"""The guided call of ``DiffusionEmulator(compile=True)`` for the projected covariance
+    and an affine observation map (the ``fused`` argument of :class:`ProjectedMMPSDenoiser`).
+
+    Up to ``max_fused_rows`` particles it runs :func:`projected_mmps_mean` compiled whole
+    (the network's forward pass, the ``D`` Jacobian rows as one batched backward pass, the
+    covariance and the solve in one graph); above, the compiled network ``net`` with its
+    ``D`` rows by separate vector–Jacobian products, then :func:`projected_update`
+    compiled. On the shipped Lorenz-63 denoiser (one CPU thread) the whole graph is faster
+    up to N = 512 (0.85–1.06× the time of the network passes it makes, against 1.14–1.27×
+    split) and slower at N = 1024 (1.28× against 1.13×): its batched backward pass over
+    ``D N`` rows outgrows the cache (docs/performance.md, ``python
+    benchmarks/compiled_guidance.py``). Both give the same mean to floating-point
+    tolerance (bitwise on that machine, not guaranteed elsewhere).
+
+    Arguments:
+        net: The compiled denoiser (``DiffusionEmulator.net``), used above the threshold.
+        max_fused_rows: The largest batch run as one graph.
+    """
+
+    def __init__(self, net: Denoiser, max_fused_rows: int = 512) -> None:
+        self.net, self.max_fused_rows = net, int(max_fused_rows)
+        self.whole = torch.compile(projected_mmps_mean, dynamic=False)
+        self.update = torch.compile(projected_update, dynamic=False)
+
+    def __call__(
+        self,
+        denoiser: Denoiser,
+        x_t: Tensor,
+        t: Tensor,
+        cond: Tensor,
+        y: Tensor,
+        H: Tensor,
+        cov_y: Tensor,
+        offset: Tensor,
+    ) -> Tensor:
+        if x_t.shape[0] <= self.max_fused_rows:
+            return self.whole(denoiser, x_t, t, cond, y, H, cov_y, offset)
+        with torch.enable_grad():
+            x_in = x_t.detach().requires_grad_()
+            x_hat = self.net(x_in, t, cond=cond).mean
+            J = _rows(x_hat, x_in)
+        alpha, sigma = denoiser.schedule(t)
+        return self.update(x_hat.detach(), J.detach(), sigma**2 / alpha, y, H, cov_y, offset)
 
 
 def _gaussian_update(x_hat: Tensor, C: Tensor, H: Tensor, cov_y: Tensor, r: Tensor) -> Tensor:
