@@ -1,5 +1,6 @@
-"""How far each estimate of the predictive mean E[x^{k+1} | x^k] of the shipped Lorenz-63
-diffusion emulators is from the mean of the emulator's own draws (docs/method.md#tweedie-mean).
+"""How far each estimate of the predictive mean E[x^{k+1} | x^k] of the shipped diffusion
+emulators (Lorenz-63, or Lorenz-96 with ``--system lorenz96``) is from the mean of the
+emulator's own draws (docs/method.md#tweedie-mean).
 
 For clouds of particles around attractor states (sd 0.3 around each of ``--states``
 states, ``--particles`` per state), the reference is the mean of ``--draws`` unguided
@@ -9,6 +10,8 @@ t = 1 from x_1 = sigma_1 z, the same with z = 0 (the fixed point's start), and t
 point ``DiffusionEmulator(mean_sigma=s, mean_iterations=2)`` for each ``s`` of ``--sigmas``.
 
     .venv/bin/python benchmarks/predictive_mean.py          # about 2 minutes on one core
+    .venv/bin/python benchmarks/predictive_mean.py --system lorenz96 --intervals 0.05 \
+        --sigmas 1 0.3 0.1 0.03 --states 4 --draws 256
 """
 
 from __future__ import annotations
@@ -17,20 +20,25 @@ import argparse
 
 import torch
 
-from genfilter.experiments.l63 import load_shipped_emulator
+from genfilter.experiments.l63 import load_shipped_emulator as load_shipped
 from genfilter.systems.lorenz63 import StochasticLorenz63
+from genfilter.systems.lorenz96 import Lorenz96
 
 
 def errors(interval: float, args) -> dict[str, float]:
     g = torch.Generator().manual_seed(args.seed)
-    states = StochasticLorenz63().attractor_states(
-        args.states, generator=torch.Generator().manual_seed(123)
-    )
-    cloud = states.float()[:, None] + 0.3 * torch.randn(args.states, args.particles, 3, generator=g)
-    cloud = cloud.reshape(-1, 3)
+    system = StochasticLorenz63() if args.system == "lorenz63" else Lorenz96(interval=interval)
+    states = system.attractor_states(args.states, generator=torch.Generator().manual_seed(123))
+    D = states.shape[-1]
+    cloud = states.float()[:, None] + 0.3 * torch.randn(args.states, args.particles, D, generator=g)
+    cloud = cloud.reshape(-1, D)
     n, K = cloud.shape[0], args.draws
+
+    def load_shipped_emulator(interval, **kwargs):
+        return load_shipped(interval, system=args.system, **kwargs)
+
     paper = load_shipped_emulator(interval)
-    draws = paper.sample(cloud.repeat_interleave(K, 0), generator=g).reshape(n, K, 3).double()
+    draws = paper.sample(cloud.repeat_interleave(K, 0), generator=g).reshape(n, K, D).double()
     ref, sd = draws.mean(1), draws.std(1)
 
     def err(mu):
@@ -47,6 +55,7 @@ def errors(interval: float, args) -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--system", choices=["lorenz63", "lorenz96"], default="lorenz63")
     p.add_argument("--intervals", type=float, nargs="+", default=[0.1, 0.5])
     p.add_argument("--sigmas", type=float, nargs="+", default=[1.0, 0.5, 0.3, 0.2, 0.1])
     p.add_argument("--states", type=int, default=8)
