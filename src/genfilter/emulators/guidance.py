@@ -307,11 +307,10 @@ class CompiledProjectedMMPS:
     covariance and the solve in one graph); above, the compiled network ``net`` with its
     ``D`` rows by separate vector–Jacobian products, then :func:`projected_update`
     compiled. On the shipped Lorenz-63 denoiser (one CPU thread) the whole graph is faster
-    up to N = 512 (0.85–1.06× the time of the network passes it makes, against 1.14–1.27×
-    split) and slower at N = 1024 (1.28× against 1.13×): its batched backward pass over
-    ``D N`` rows outgrows the cache (docs/performance.md, ``python
+    up to N = 512 (0.80–1.04× the time of the network passes it makes, against 1.12–1.24×
+    split) and slower at N = 1024 (1.15× against 1.08×; docs/performance.md, ``python
     benchmarks/compiled_guidance.py``). Both give the same mean to floating-point
-    tolerance (bitwise on that machine, not guaranteed elsewhere).
+    tolerance (bitwise in those measurements, not guaranteed elsewhere).
 
     Arguments:
         net: The compiled denoiser (``DiffusionEmulator.net``), used above the threshold.
