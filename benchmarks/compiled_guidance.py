@@ -16,7 +16,7 @@ forms' means.
 :class:`~genfilter.emulators.guidance.CompiledProjectedMMPS` picks *whole* up to
 ``DiffusionEmulator.FUSED_MAX_ROWS`` particles and *split* above.
 
-    python benchmarks/compiled_guidance.py                     # ~4 min (compilation included)
+    python benchmarks/compiled_guidance.py                     # ~1-2 min (compilation included)
     python benchmarks/compiled_guidance.py --sizes 512 1024 --rounds 60
 
 Run it on an otherwise idle machine.
