@@ -60,8 +60,15 @@ SETUP = "l63-a"
 """The named setup every table runs (``--setup``)."""
 
 
-def make(method: str, n: int, emulator_options: dict | None = None, options: dict | None = None):
-    """Filter, ensemble after its first step, twin and emulator of setup (a)."""
+def make(
+    method: str,
+    n: int,
+    emulator_options: dict | None = None,
+    options: dict | None = None,
+    horizon: int = 20,
+):
+    """Filter, ensemble after its first step, twin (``horizon`` observations, at least 20)
+    and emulator of setup (a)."""
     from genfilter.experiments.config import parse_config
     from genfilter.experiments.runner import build_emulator, build_filter, build_twin_setup
     from genfilter.experiments.twin import make_twin
@@ -73,7 +80,7 @@ def make(method: str, n: int, emulator_options: dict | None = None, options: dic
             "emulator": "shipped",
             "emulator_options": dict(emulator_options or {}),
             "filter": {"method": method, "particles": n, "options": dict(options or {})},
-            "steps": 20,
+            "steps": max(20, horizon),
             "burn_in": 0,
             "runs": 1,
             "seed": 0,
@@ -264,7 +271,7 @@ def table_floor(n: int, steps: int, compile_: bool = False) -> tuple[list[str], 
     counts: dict[str, dict[str, float]] = {}
     for label, method, opts in rows:
         compiled = bool(opts.get("compile"))
-        f, ens, twin, em = make(method, n, opts)
+        f, ens, twin, em = make(method, n, opts, horizon=steps + 1)
         if compiled:
             # the compiled graphs hide their passes from the counter; the algorithm (and
             # so the count) is the eager default's
