@@ -50,6 +50,7 @@ ROWS_CD = (
     "FA-APF (moments_sigma 0.1)",
     "FA-APF (dirac w.)",
     "FA-APF (paper)",
+    "FA-APF (exact)",
     "FlowDAS",
     "EnKF",
     "ETKF",

@@ -183,8 +183,9 @@ def test_interpolant_rows_run_on_request_only():
     for exp in ("l63-table1", "l63-ensemble-size"):
         rows = default_rows(exp)
         assert "FA-APF" in rows and not any("interpolant" in r for r in rows)
-    assert "FA-APF (oracle)" in default_rows("l63-table1")
-    assert "FA-APF (oracle)" not in default_rows("l63-ensemble-size")
+    assert "FA-APF (exact)" in default_rows("l63-table1")
+    assert "FA-APF (exact)" not in default_rows("l63-ensemble-size")
+    assert "FA-APF (oracle)" not in default_rows("l63-table1")
     cfg = cell_config("a", "FA-APF (interpolant; gaussian w.)", 16, TINY)
     assert cfg.emulator == "shipped-interpolant"
     assert cfg.filter.options["weights"] == "gaussian"
@@ -279,8 +280,12 @@ def test_cell_configs_of_the_paper_experiments():
     for setup in "abcd":
         for label in ROWS:
             cell_config(setup, label, 16, full)
-    oracle = cell_config("c", "FA-APF (oracle)", 64, full)
-    assert oracle.emulator == "oracle" and oracle.filter.options == {"weights": "exact"}
+    oracle = cell_config("c", "FA-APF (exact)", 64, full)
+    assert oracle.emulator == "oracle" and oracle.emulator_options == {"moves": 32}
+    assert oracle.filter.options == {"weights": "exact", "ess_interval": None}
+    first = cell_config("c", "FA-APF (oracle)", 64, full)
+    assert first.filter.options == {"weights": "exact"}
+    assert first.emulator_options == {"shared_draws": False}
 
 
 def test_one_fa_apf_configuration_for_lorenz63_everywhere():

@@ -229,8 +229,14 @@ class FAAPF(EnsembleFilter):
 
     def _exact_log_likelihoods(self, particles: Tensor, obs: Observation) -> Tensor:
         r"""Monte-Carlo :math:`\log p(y \mid x_i^k)` from ``exact_samples`` forecasts of
-        every particle (one batched ``sample`` call of ``N K`` states)."""
+        every particle (one batched ``sample`` call of ``N K`` states). An emulator with
+        its own ``exact_log_likelihoods`` (the oracle's
+        :class:`~genfilter.emulators.oracle.ImportanceSampledEmulator`, which keeps the
+        draws for its proposal) computes them itself, in one process."""
         N, K = particles.shape[0], self.exact_samples
+        own = getattr(self.emulator, "exact_log_likelihoods", None)
+        if own is not None and self.sharding is None:
+            return own(particles, obs, K, generator=self.generator)
         draws = self._emulator().sample(
             particles.repeat_interleave(K, dim=0), generator=self.generator
         )
