@@ -78,6 +78,17 @@ class _Draws:
         return torch.tensor([keys.get(bytes(r), -1) for r in _row_bytes(x)], dtype=torch.long)
 
 
+def _resample_draws(
+    log_likelihoods: Tensor, states: Tensor, noise: Tensor | None, generator
+) -> tuple[Tensor, Tensor | None]:
+    """One of each row's draws ``(n, K, *S)`` by its likelihood (sampling importance
+    resampling), and the noise that drove it."""
+    pick = torch.multinomial(torch.softmax(log_likelihoods, dim=1), 1, generator=generator)
+    rows = torch.arange(states.shape[0])
+    pick = pick.squeeze(1)
+    return states[rows, pick], None if noise is None else noise[rows, pick]
+
+
 def _row_bytes(x: Tensor):
     return x.detach().reshape(x.shape[0], -1).cpu().contiguous().numpy()
 
@@ -192,24 +203,25 @@ class ImportanceSampledEmulator:
         old = torch.empty(0, dtype=torch.long) if idx is None else (idx >= 0).nonzero().flatten()
         if old.numel():
             src = idx[old]
-            pick = torch.multinomial(
-                torch.softmax(kept.log_likelihoods[src], dim=1), 1, generator=generator
-            ).squeeze(1)
-            new[old] = kept.states[src, pick]
-            if kept.noise is not None:
-                noise = kept.noise.new_empty((n, *kept.noise.shape[2:]))
-                noise[old] = kept.noise[src, pick]
+            new[old], xi = _resample_draws(
+                kept.log_likelihoods[src],
+                kept.states[src],
+                None if kept.noise is None else kept.noise[src],
+                generator,
+            )
+            if xi is not None:
+                noise = xi.new_empty((n, *xi.shape[1:]))
+                noise[old] = xi
         if fresh.numel():
             states, xi = self._transitions(x_prev[fresh], self.draws, generator)
             m = fresh.numel()
             flat = states.reshape(m * self.draws, *self.state_shape)
             ll = obs.log_likelihood(flat).double().reshape(m, self.draws)
-            pick = torch.multinomial(torch.softmax(ll, dim=1), 1, generator=generator).squeeze(1)
-            new[fresh] = states[torch.arange(m), pick]
+            new[fresh], xi = _resample_draws(ll, states, xi, generator)
             if xi is not None:
                 if noise is None:
-                    noise = xi.new_empty((n, *xi.shape[2:]))
-                noise[fresh] = xi[torch.arange(m), pick]
+                    noise = xi.new_empty((n, *xi.shape[1:]))
+                noise[fresh] = xi
         if self.moves:
             new = self._move(x_prev, new, noise, obs, generator)
         return new
