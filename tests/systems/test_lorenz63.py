@@ -65,6 +65,26 @@ def test_integrate_is_torchsde_milstein_bit_for_bit(attractor64, dtype, interval
     assert torch.equal(system.integrate(columns, xi), milstein_torchsde(system, x, xi))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_integrate_numpy_and_torch_paths_agree_bit_for_bit(monkeypatch, dtype):
+    # integrate() runs small CPU batches through numpy (less overhead per operation) and the
+    # rest through torch: the same operations in the same order, so the same bits, also
+    # where a member blows up (inf / NaN) and for an input that requires grad.
+    from genfilter.systems import lorenz63
+
+    system = StochasticLorenz63(interval=0.5)
+    x = system.attractor_states(40, generator=_gen(3)).to(dtype)
+    x[0] = torch.tensor([1e30, -1e30, 1e30], dtype=dtype)  # overflows within the interval
+    xi = system.draw_noise(40, generator=_gen(4), dtype=dtype)
+    assert lorenz63._numpy_path(x, xi)
+    fast = system.integrate(x.clone().requires_grad_(), xi)
+    monkeypatch.setattr(lorenz63, "_numpy_path", lambda x, xi: False)
+    slow = system.integrate(x, xi)
+    assert not torch.isfinite(slow[0]).all() and torch.isfinite(slow[1:]).all()
+    assert fast.dtype == dtype and not fast.requires_grad
+    torch.testing.assert_close(fast, slow, rtol=0, atol=0, equal_nan=True)  # NaN where NaN
+
+
 def test_integrate_rejects_bad_shapes(system):
     with pytest.raises(ValueError, match=r"x must be \(N, 3\) and xi \(N, S\)"):
         system.integrate(torch.zeros(4, 2), torch.zeros(4, 100))
