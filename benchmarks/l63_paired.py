@@ -24,6 +24,13 @@ docs/results/l63.md, "Skill against N on (c) and (d)" and Figure 1's FA-APF agai
 on (a) and (b)).
 
     python benchmarks/l63_paired.py outputs/l63-ensemble-size-full-d/cells --setups d --grid
+
+``--ancestors N``: for FA-APF and the oracle (``FA-APF (exact)``) at N, run by run: the
+skill, the mean number of distinct ancestors per step (the run files' ``unique_ancestors``,
+every step), the steps whose copies all come from one ancestor, and the run's worst step
+(its error, ESS and ancestors): where a particle filter with few particles breaks down.
+
+    python benchmarks/l63_paired.py outputs/l63-ensemble-size-full-c/cells --setups c --ancestors 16
 """
 
 from __future__ import annotations
@@ -107,6 +114,33 @@ def grid(cells: Path, setup: str, reference: str = "FA-APF") -> str:
     return "\n".join(lines)
 
 
+def ancestors(cells: Path, setup: str, n: int, rows=("FA-APF", "FA-APF (exact)")) -> str:
+    """Markdown table, run by run, of the collapse diagnostics of ``rows`` at ``N = n``."""
+    found = {label: path for _, label, size, path in finished_cells(cells, setup) if size == n}
+    lines = [
+        "| filter | run | skill | mean ancestors per step | steps with one ancestor "
+        "| worst step: error, ESS, ancestors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label in rows:
+        if label not in found:
+            continue
+        with xr.open_dataset(found[label], engine="h5netcdf") as ds:
+            skill, step_error = ds["summary_skill"].values, ds["skill"].values
+            ess, anc = ds["ess"].values, ds["unique_ancestors"].values
+        for r in range(skill.size):
+            k = int(step_error[r].argmax())
+            lines.append(
+                f"| {label} | {r} | {skill[r]:.3f} | {anc[r].mean():.1f} | "
+                f"{int((anc[r] == 1).sum())} | step {k}: {step_error[r, k]:.2f}, "
+                f"{ess[r, k]:.1f}, {int(anc[r, k])} |"
+            )
+        lines.append(
+            f"| {label} | all | {skill.mean():.3f} | {anc.mean():.1f} | {int((anc == 1).sum())} | |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -115,7 +149,19 @@ def main() -> None:
     p.add_argument("--setups", default="ab", help="letters among a, b, c, d")
     p.add_argument("--reference", default=None, help=f"a row among {list(ROWS)}")
     p.add_argument("--grid", action="store_true", help="the rows × N table of each setup's sweep")
+    p.add_argument(
+        "--ancestors",
+        type=int,
+        default=None,
+        metavar="N",
+        help="FA-APF's and the oracle's collapse diagnostics at N, run by run",
+    )
     args = p.parse_args()
+    if args.ancestors is not None:
+        for setup in args.setups:
+            print(f"Setup ({setup}), N = {args.ancestors}\n")
+            print(ancestors(args.cells, setup, args.ancestors) + "\n")
+        return
     if args.grid:
         for setup in args.setups:
             print(f"Setup ({setup})\n\n{grid(args.cells, setup, args.reference or 'FA-APF')}\n")
