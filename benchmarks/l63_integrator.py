@@ -4,8 +4,9 @@ copy of its arithmetic (``StochasticLorenz63.integrate``), one thread, in one pr
 For each N and interval: seconds per interval of torchsde, of the written-out loop in torch
 and of the same loop in numpy (what ``integrate`` runs on CPU with one thread or
 N <= 4096; median over rounds that alternate the three, so the machine's drift cancels),
-the ratios, and whether the three results are equal bit for bit.  The 10⁵-particle row is what a Bayes-limit cell (a bootstrap PF with 10⁵
-particles on the true model, docs/results/l63.md) does at every observation step.
+the ratios, and whether the three results are equal bit for bit.  The 10⁵-particle row is
+what a Bayes-limit cell (a bootstrap PF with 10⁵ particles on the true model,
+docs/results/l63.md) does at every observation step.
 
     python benchmarks/l63_integrator.py            # about 2 minutes on one core
 """

@@ -284,7 +284,7 @@ class StochasticLorenz63(StochasticSystem):
             half_v = 0.5 * (noise**2 - torch.ones((), dtype=xi.dtype, device=xi.device))
             if _numpy_path(x, xi):
                 params = (c, dt, sigma, rho, beta)
-                rows = x.detach().T.contiguous().numpy()
+                rows = x.detach().numpy().T  # a view; _milstein_numpy makes the one copy
                 out = _milstein_numpy(rows, noise.numpy(), half_v.numpy(), *params)
                 return torch.from_numpy(out.T.copy())
             a, b, z = x.T.contiguous().unbind(0)
@@ -353,8 +353,8 @@ def _milstein_numpy(
     beta: float,
 ) -> np.ndarray:
     r"""The loop of :meth:`StochasticLorenz63.integrate` in numpy, in place on preallocated
-    arrays: ``x`` ``(3, N)`` (components as rows), ``noise`` and ``half_v`` ``(S, N)``;
-    returns the final ``(3, N)``.
+    arrays: ``x`` ``(3, N)`` (components as rows, any layout; copied once, never written),
+    ``noise`` and ``half_v`` ``(S, N)``; returns the final ``(3, N)``.
 
     Every operation is the torch loop's, in the same order and the same precision (the
     parameters rounded to the arrays' dtype as torch rounds a Python scalar), and
