@@ -41,7 +41,7 @@ Rows (every filter uses the shipped emulator as its forecast model, as in the pa
   approximate weights). The method's own ceiling at each N, without the costs of the
   emulator and of its approximations. ``l63-table1`` only unless asked for (``--rows``):
   each step integrates N × 256 transitions and 32 moves of N (a 10-run cell of setup (c)
-  or (d) takes 5–12 min at N = 16–128 and about 50 min at N = 512 on a shared core);
+  or (d) takes 5–16 min at N = 16–128 and about 50 min at N = 512 on a shared core);
 - ``FA-APF (oracle)``: the first oracle row (separate draws for the weights and a
   200-draw proposal, with inflation), kept for its recorded numbers: its proposal is wider
   than the optimal one where the likelihood is narrow (docs/results/l63.md);
