@@ -98,6 +98,10 @@ and, for FA-APF, ``probe`` runs on the training twins of seeds 10000-10003
 PAPER_MEAN_TUNED = {**TUNED["fa-apf"], "jitter_scale": 0.25}
 """FA-APF's settings with the paper's predictive mean (the earlier table's row)."""
 
+ADAPTIVE = {**TUNED["fa-apf"], "jitter_adaptive": True}
+"""FA-APF at its tuned settings with the bandwidth raised by the innovation
+(docs/method.md#model-noise): no new parameter (h = 0.4 is the floor)."""
+
 ISOTROPIC = {"localization": 4.0, "ess_interval": [0.5, 0.6], "jitter": 0.5}
 """FA-APF with isotropic model noise and the paper's mean: the best setting of the earlier
 probes (docs/results/l96.md, "Model noise"), the comparison for the spread-scaled noise."""
@@ -111,6 +115,7 @@ ROWS = [  # label, method, emulator ("shipped" or the true model), options (None
     ("LETKF (true model)", "letkf", "true", None, None),
     ("FA-APF", "fa-apf", "shipped", None, None),
     ("FA-APF (paper's mean)", "fa-apf", "shipped", PAPER_MEAN_TUNED, PAPER_MEAN),
+    ("FA-APF (adaptive noise)", "fa-apf", "shipped", ADAPTIVE, None),
     ("FA-APF (isotropic noise)", "fa-apf", "shipped", ISOTROPIC, PAPER_MEAN),
     ("FlowDAS-style", "flowdas", "shipped", None, None),
 ]
@@ -182,7 +187,7 @@ def run_probe(args) -> None:
         opts = dict(base)
         for item in spec.split(","):
             key, value = item.split("=")
-            if key == "jitter_shrink":
+            if key in ("jitter_shrink", "jitter_adaptive"):
                 opts[key] = value == "true"
             elif ":" in value:  # ess_interval=0.3:0.4
                 opts[key] = [float(v) for v in value.split(":")]

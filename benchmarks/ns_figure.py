@@ -7,9 +7,11 @@ field as its observed points (grey elsewhere).
 
     python benchmarks/ns_figure.py outputs/ns32-cell --out docs/results/ns/fields_ns32.png
     python benchmarks/ns_figure.py outputs/ns32-cell --table cell.json cell_local.json
+    python benchmarks/ns_figure.py outputs/ns32-fp16 --table cell.json "cell_mean.json=fixed-point mean"
 
 ``--table`` prints instead the skill of every filter at every observation level (rows:
-filters; columns: levels), from the ``cell*.json`` files of the folder.
+filters; columns: levels), from the ``cell*.json`` files of the folder; ``NAME=label``
+appends `` (label)`` to the filters of that file (e.g. a second FA-APF row).
 """
 
 from __future__ import annotations
@@ -45,10 +47,13 @@ def table(folder: Path, names: list[str], metric: str = "skill") -> str:
     """Markdown table of ``metric`` ± its standard error: filters × observation levels."""
     rows: dict[str, dict[str, str]] = {}
     levels: list[str] = []
-    for name in names:
+    for spec in names:
+        name, _, suffix = spec.partition("=")
         for r in json.loads((folder / name).read_text())["rows"]:
             if metric not in r:
                 continue
+            if suffix:
+                r = {**r, "method": f"{r['method']} ({suffix})"}
             obs = r["observation"]
             levels += [obs] if obs not in levels else []
             se = r.get(f"{metric}_se", math.nan)

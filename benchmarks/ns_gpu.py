@@ -261,6 +261,8 @@ def cell(args) -> None:
             options=options,
         )
         tag = "".join(f"-{k}{v}" for k, v in options.items())
+        if args.mean_sigma is not None and method == "fa-apf":
+            tag += f"-mean_sigma{args.mean_sigma:g}"
         path = Path(args.out) / folder / f"{cfg.name}-{method}{tag}-N{args.particles}.nc"
         path.parent.mkdir(parents=True, exist_ok=True)
         run_config(cfg, path, progress=False, device=device, resume=True)
@@ -394,10 +396,20 @@ def main() -> None:
     p.add_argument("--resolution", type=int, default=64, help="grid of the emulator")
     p.add_argument("--factor", type=int, default=4, help="perf: coarsening factor")
     p.add_argument("--iterations", type=int, default=None, help="Krylov dimension of the guidance")
+    p.add_argument(
+        "--mean-sigma",
+        type=float,
+        default=None,
+        help="FA-APF's predictive mean: the fixed point at this noise level (emulator option "
+        "mean_sigma; default: the paper's one denoiser call at t = 1)",
+    )
     args = p.parse_args()
     OPTIONS.update(emulator=args.emulator, resolution=args.resolution, factor=args.factor)
+    OPTIONS["guidance"] = {}
     if args.iterations is not None:
-        OPTIONS["guidance"] = {"iterations": args.iterations}
+        OPTIONS["guidance"]["iterations"] = args.iterations
+    if args.mean_sigma is not None:
+        OPTIONS["guidance"]["mean_sigma"] = args.mean_sigma
     torch.set_num_threads(args.threads)
     if math.isfinite(args.budget_s) and args.budget_s <= 0:
         raise SystemExit("--budget-s must be positive")

@@ -326,3 +326,123 @@ def test_a_config_gives_fa_apf_spread_noise():
     del raw["filter"]["options"]["jitter"], raw["filter"]["options"]["jitter_scale"]
     with pytest.raises(ConfigError, match="needs filter.options.jitter_scale"):
         parse_config(raw)
+    # the bandwidth raised by the innovation
+    raw["filter"]["options"] = {"jitter_scale": 0.3, "jitter_adaptive": True}
+    cfg = parse_config(raw)
+    assert build_filter(cfg, build_emulator(cfg, setup), setup, torch.Generator()).emulator.adaptive
+    raw["filter"]["options"]["jitter_shrink"] = True
+    with pytest.raises(ConfigError, match="jitter_adaptive.*cannot be combined"):
+        parse_config(raw)
+    raw["filter"]["options"] = {"jitter_adaptive": True}
+    with pytest.raises(ConfigError, match="needs filter.options.jitter_scale"):
+        parse_config(raw)
+    raw["filter"]["options"] = {"jitter_scale": 0.3, "jitter_adaptive": "yes"}
+    with pytest.raises(ConfigError, match="jitter_adaptive.*true or false"):
+        parse_config(raw)
+
+
+# ------------------------------------------------------- bandwidth raised by the innovation
+
+
+def _ring_identity(D=12):
+    """An emulator whose predictive mean is the particle itself, on a ring of D points."""
+    return type(
+        "Ring", (), {"state_shape": (D,), "predict_mean": lambda self, x, generator=None: x}
+    )()
+
+
+def test_adaptive_bandwidth_is_the_innovation_excess_with_the_scale_as_floor():
+    """h_k² = max(h², (dᵀd − tr Σ_y) / tr(H P Hᵀ) − 1 − 2 √(2 tr S²) / tr(H P Hᵀ)),
+    d = y − H μ̄, S = (1 + h²) H P Hᵀ + Σ_y, against numpy; Q_k is h_k² times the tapered
+    covariance; without the observation, or with an innovation the spread explains, h_k = h."""
+    import numpy as np
+
+    from genfilter.emulators.jittered import SpreadJittered
+
+    g = torch.Generator().manual_seed(4)
+    ens = 0.5 * torch.randn(40, 12, generator=g, dtype=torch.float64) + 1.0
+    H = Select(list(range(0, 12, 2)))
+    mean = ens.mean(0).numpy()
+    P = np.cov(ens.numpy().T)
+    trHPH = float(np.trace(P[::2, ::2]))
+    plain = SpreadJittered(_ring_identity(), 0.4, 4.0)
+    plain.adapt(ens)
+    for y, expect_floor in ((mean[::2] + 0.01, True), (mean[::2] + 3.0, False)):
+        obs = Observation(torch.from_numpy(y.copy()), H, isotropic_noise(0.7))
+        jit = SpreadJittered(_ring_identity(), 0.4, 4.0, adaptive=True)
+        jit.adapt(ens, obs=obs)
+        d = y - mean[::2]
+        S = (1 + 0.4**2) * P[::2, ::2] + 0.7**2 * np.eye(6)
+        sd = np.sqrt(2 * np.trace(S @ S)) / trHPH
+        h2 = max(0.4**2, (d @ d - 6 * 0.7**2) / trHPH - 1 - 2 * sd)
+        assert jit.last_scale == pytest.approx(h2**0.5, rel=1e-6)  # Σ_y in float32
+        assert (jit.last_scale == 0.4) is expect_floor
+        # the same taper and covariance, scaled by (h_k / h)²
+        assert torch.allclose(jit._cov, plain._cov * h2 / 0.4**2, rtol=1e-5, atol=1e-12)
+        assert jit.last_scale > 2.0 or expect_floor
+    jit.adapt(ens)  # no observation: the floor
+    assert jit.last_scale == 0.4
+    with pytest.raises(ValueError, match="cannot be combined"):
+        SpreadJittered(_ring_identity(), 0.4, shrink=True, adaptive=True)
+
+
+def test_adaptive_bandwidth_recovers_the_spread_deficit_on_average():
+    """When the truth is drawn from N(μ̄, (1 + c²) P) and observed with noise Σ_y, the
+    innovation excess (dᵀd − tr Σ_y)/tr(H P Hᵀ) − 1 that the bandwidth is read from averages
+    c² (a bound of four standard errors over 2 000 fixed-seed replicates), and h_k² is it
+    less twice its standard deviation, floored at h²."""
+    from genfilter.emulators.jittered import SpreadJittered
+
+    c2 = 1.5
+    g = torch.Generator().manual_seed(9)
+    ens = torch.randn(200, 12, generator=g, dtype=torch.float64) @ torch.diag(
+        torch.linspace(0.5, 1.5, 12, dtype=torch.float64)
+    )
+    mean, A = ens.mean(0), ens - ens.mean(0)
+    P = A.T @ A / (ens.shape[0] - 1)
+    L = torch.linalg.cholesky((1 + c2) * P)
+    H = Select(list(range(0, 12, 2)))
+    jit = SpreadJittered(_ring_identity(), 0.01, adaptive=True)
+    trHPH = float(P.diagonal()[::2].sum())
+    noise = isotropic_noise(0.7)
+    raw, used = [], []
+    for _ in range(2000):
+        x = mean + L @ torch.randn(12, generator=g, dtype=torch.float64)
+        y = x[::2] + 0.7 * torch.randn(6, generator=g, dtype=torch.float64)
+        jit.adapt(ens, obs=Observation(y, H, noise))
+        d = y - mean[::2]
+        raw.append((float(d @ d) - float(noise_matrix(noise, 6).trace())) / trHPH - 1)
+        used.append(jit.last_scale**2)
+    raw = torch.tensor(raw, dtype=torch.float64)
+    S = (1 + 1e-4) * P[::2, ::2] + 0.49 * torch.eye(6, dtype=torch.float64)
+    sd = float((2 * (S @ S).trace()).sqrt()) / trHPH
+    assert sd > 0.1  # the discount is not negligible here
+    expected = (raw - 2 * sd).clamp_min(1e-4)
+    assert torch.allclose(torch.tensor(used, dtype=torch.float64), expected, rtol=1e-6)
+    se = float(raw.std() / len(raw) ** 0.5)
+    assert abs(float(raw.mean()) - c2) < 4 * se
+
+
+def test_fa_apf_gives_the_observation_to_the_adaptive_noise_and_records_its_bandwidth():
+    """FA-APF calls adapt() with the step's observation: the bandwidth in the step's
+    diagnostics is the innovation formula's for the particles it was given."""
+    from genfilter.emulators.jittered import SpreadJittered
+
+    _, em, _, ens, _ = _spread()
+    jit = SpreadJittered(em, 0.3, 2.0, adaptive=True)
+    f = FAAPF(jit, generator=3, localization=2.0)
+    obs = Observation(
+        torch.tensor([5.0, -5.0], dtype=torch.float64), Select([0, 2]), isotropic_noise(0.5)
+    )
+    _, info = f.step(f.init(ens), obs)
+    mu = jit._means[1].reshape(ens.shape[0], -1)  # the means adapt() drew for these particles
+    assert torch.equal(jit._means[0], ens)
+    mean, A = mu.mean(0), mu - mu.mean(0)
+    P = A.T @ A / (ens.shape[0] - 1)
+    d = obs.y - mean[[0, 2]]
+    HPH = P[[0, 2]][:, [0, 2]]
+    S = (1 + 0.09) * HPH + 0.25 * torch.eye(2, dtype=torch.float64)
+    sd = float((2 * (S @ S).trace()).sqrt() / HPH.trace())
+    h2 = max(0.09, (float(d @ d) - 2 * 0.25) / float(HPH.trace()) - 1 - 2 * sd)
+    assert info.extra["jitter_scale"] == pytest.approx(h2**0.5, rel=1e-9)
+    assert info.extra["jitter_scale"] > 0.3

@@ -175,9 +175,33 @@ class SpreadJittered(Jittered):
     guides :math:`z` with the observation :math:`(y - H(1 - a)\bar\mu)/a` of noise
     :math:`(\Sigma_y + H Q_k H^\top)/a^2`.
 
-    :math:`Q_k` is set by :meth:`adapt` from the particles about to be weighted; FA-APF
-    calls it at the start of every step, so the weights and the proposal of one step see
-    the same :math:`Q_k`. A filter that does not call it cannot use this wrapper.
+    With ``adaptive=True`` the bandwidth of each step is raised when the observation says
+    the ensemble is too narrow (adaptive inflation from the innovation statistics,
+    Desroziers, Berre, Chapnik & Poli 2005; Li, Kalnay & Miyoshi 2009): with the innovation
+    :math:`d = y - H\bar\mu` of the mean of the predictive means, whose expectation is
+    :math:`\mathbb{E}\,d^\top d = (1 + h_k^2)\operatorname{tr}(H P_k H^\top) +
+    \operatorname{tr}\Sigma_y` when the forecast ensemble is drawn from the same
+    distribution as the truth,
+
+    .. math:: h_k^2 = \max\!\Big(h^2,\ \frac{d^\top d - \operatorname{tr}\Sigma_y}
+        {\operatorname{tr}(H P_k H^\top)} - 1 - 2\,\frac{\sqrt{2\operatorname{tr}S^2}}
+        {\operatorname{tr}(H P_k H^\top)}\Big), \qquad
+        S = (1 + h^2) H P_k H^\top + \Sigma_y,
+
+    so :math:`h` is the floor and the noise grows with the excess of the innovation over
+    what the ensemble's spread and the observation noise explain, once that excess is
+    larger than twice its own standard deviation under consistency
+    (:attr:`SIGNIFICANCE`; :math:`\operatorname{Var} d^\top d = 2\operatorname{tr}S^2`
+    for :math:`d \sim \mathcal N(0, S)`). Without that discount one step's estimate is
+    mostly observation noise when :math:`\Sigma_y` dominates :math:`H P_k H^\top`. An ensemble that has
+    collapsed away from the truth (its spread small, its error large) then gets the model
+    noise that lets the proposal's Gaussian conditional pull it back; a consistent ensemble
+    keeps :math:`h`. Needs a linear observation operator; not with ``shrink``.
+
+    :math:`Q_k` is set by :meth:`adapt` from the particles about to be weighted (and, with
+    ``adaptive``, the observation); FA-APF calls it at the start of every step, so the
+    weights and the proposal of one step see the same :math:`Q_k`. A filter that does not
+    call it cannot use this wrapper.
 
     References:
         | Improving Regularized Particle Filters (Musso, Oudjane & Le Gland, 2001), in
@@ -185,6 +209,14 @@ class SpreadJittered(Jittered):
 
         | Combined Parameter and State Estimation in Simulation-Based Filtering (Liu &
         | West, 2001), in Sequential Monte Carlo Methods in Practice, Springer, 197-223
+
+        | Diagnosis of observation, background and analysis-error statistics in
+        | observation space (Desroziers, Berre, Chapnik & Poli, 2005), Quarterly Journal
+        | of the Royal Meteorological Society 131, 3385-3396
+
+        | Simultaneous estimation of covariance inflation and observation errors within an
+        | ensemble Kalman filter (Li, Kalnay & Miyoshi, 2009), Quarterly Journal of the
+        | Royal Meteorological Society 135, 523-533
     """
 
     def __init__(
@@ -194,6 +226,7 @@ class SpreadJittered(Jittered):
         radius: float = math.inf,
         periodic: bool | tuple[float, ...] = True,
         shrink: bool = False,
+        adaptive: bool = False,
     ) -> None:
         super().__init__(emulator, 0.0)
         scale, radius = float(scale), float(radius)
@@ -203,8 +236,11 @@ class SpreadJittered(Jittered):
             raise ValueError(f"jitter_radius must be > 0, got {radius}")
         if shrink and not scale < 1:
             raise ValueError(f"jitter_scale must be < 1 with shrinkage, got {scale}")
+        if shrink and adaptive:
+            raise ValueError("jitter_adaptive cannot be combined with jitter_shrink")
         self.scale, self.radius, self.periodic = scale, radius, periodic
-        self.shrink = bool(shrink)
+        self.shrink, self.adaptive = bool(shrink), bool(adaptive)
+        self.last_scale = scale  # h_k of the last adapt()
         # the kernel centres a z + shift (Liu & West 2001): a = sqrt(1 - h^2) with shrinkage
         self.a = math.sqrt(1.0 - scale**2) if self.shrink else 1.0
         self._shift: Tensor | None = None  # (1 - a) * mean of the predictive means, (*S)
@@ -216,7 +252,7 @@ class SpreadJittered(Jittered):
     def __repr__(self) -> str:
         return (
             f"SpreadJittered({self.emulator!r}, scale={self.scale}, radius={self.radius}, "
-            f"shrink={self.shrink})"
+            f"shrink={self.shrink}, adaptive={self.adaptive})"
         )
 
     def _zero(self) -> bool:
@@ -242,10 +278,17 @@ class SpreadJittered(Jittered):
             self._taper = gaspari_cohn(dist / self.radius).to(torch.float64)
         return self._taper
 
-    def adapt(self, particles: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        r"""Sets :math:`Q_k` from ``particles`` ``(N, *S)`` (the class docstring) and returns
-        their predictive means, which :meth:`predict_mean` then returns for the same tensor
-        without another network pass."""
+    def adapt(
+        self,
+        particles: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        obs: Observation | None = None,
+    ) -> Tensor:
+        r"""Sets :math:`Q_k` from ``particles`` ``(N, *S)`` (and, with ``adaptive``, the
+        innovation of ``obs``; the class docstring) and returns their predictive means, which
+        :meth:`predict_mean` then returns for the same tensor without another network pass.
+        The bandwidth used is kept in :attr:`last_scale`."""
         N = particles.shape[0]
         if N < 2:
             raise ValueError(f"SpreadJittered needs at least 2 particles, got {N}")
@@ -254,9 +297,13 @@ class SpreadJittered(Jittered):
         mean = flat.mean(0)
         A = flat - mean
         P = A.T @ A / (N - 1)
+        h = self.scale
+        if self.adaptive and obs is not None:
+            h = self._adaptive_scale(mean, P, obs)
+        self.last_scale = h
         if math.isfinite(self.radius):
             P = P * self._tapering(P.shape[0])
-        Q = self.scale**2 * P
+        Q = h**2 * P
         evals, evecs = torch.linalg.eigh(Q)  # a taper on a torus may leave small negatives
         self._factor = evecs * evals.clamp_min(0.0).sqrt()
         self._cov = self._factor @ self._factor.T
@@ -266,6 +313,31 @@ class SpreadJittered(Jittered):
             mu = self._centres(mu)
         self._means = (particles, mu)
         return mu
+
+    SIGNIFICANCE = 2.0
+    """How many of its standard deviations the innovation excess must exceed before the
+    bandwidth is raised above ``scale`` (and by how much it is discounted)."""
+
+    def _adaptive_scale(self, mean: Tensor, P: Tensor, obs: Observation) -> float:
+        r""":math:`h_k` from the innovation of the mean of the predictive means ``mean``
+        ``(D,)`` and their (untapered) covariance ``P`` ``(D, D)`` (class docstring)."""
+        obs = obs.observed()
+        M = obs.y.shape[0]
+        if M == 0:
+            return self.scale
+        H = self._matrix(obs).to(device="cpu", dtype=torch.float64)
+        d = obs.y.to(device="cpu", dtype=torch.float64) - H @ mean
+        R = noise_matrix(obs.noise, M).to(device="cpu", dtype=torch.float64)
+        HPH = H @ P @ H.T
+        spread = float(HPH.trace())
+        if not spread > 0:
+            return self.scale
+        excess = (float(d @ d) - float(R.diagonal().sum())) / spread - 1.0
+        # its standard deviation when the ensemble is consistent with bandwidth h:
+        # Var(d^T d) = 2 tr(S^2) for d ~ N(0, S), S = (1 + h^2) H P H^T + Sigma_y
+        S = (1.0 + self.scale**2) * HPH + R
+        sd = math.sqrt(2.0 * float((S * S.T).sum())) / spread
+        return math.sqrt(max(self.scale**2, excess - self.SIGNIFICANCE * sd))
 
     def _centres(self, z: Tensor) -> Tensor:
         r"""The kernel centres :math:`a z + (1 - a)\bar\mu` (``z`` itself without shrinkage)."""

@@ -75,15 +75,15 @@ SAVES = ("particles", "moments")
 DTYPES = ("float32", "float64")
 WRAPPER_OPTIONS = {
     "bpf": ("jitter",),
-    "fa-apf": ("jitter", "jitter_scale", "jitter_radius", "jitter_shrink"),
+    "fa-apf": ("jitter", "jitter_scale", "jitter_radius", "jitter_shrink", "jitter_adaptive"),
 }
 """Filter options that wrap the forecast model rather than go to the filter's constructor:
 the BPF's and FA-APF's ``jitter`` (std of additive Gaussian model noise,
 :class:`~genfilter.emulators.jittered.Jittered`; for deterministic models; FA-APF then
 weights and proposes with the jittered transition, docs/method.md#model-noise), and
-FA-APF's ``jitter_scale`` / ``jitter_radius`` / ``jitter_shrink`` (model noise scaled to the
-ensemble's tapered covariance, kernel centres shrunk towards the mean,
-:class:`~genfilter.emulators.jittered.SpreadJittered`)."""
+FA-APF's ``jitter_scale`` / ``jitter_radius`` / ``jitter_shrink`` / ``jitter_adaptive`` (model
+noise scaled to the ensemble's tapered covariance, kernel centres shrunk towards the mean,
+the bandwidth raised by the innovation, :class:`~genfilter.emulators.jittered.SpreadJittered`)."""
 
 
 class ConfigError(ValueError):
@@ -490,7 +490,7 @@ def parse_config(raw: Any) -> ExperimentConfig:
             )
     wrapper = {k: v for k, v in options.items() if k in WRAPPER_OPTIONS.get(method, ())}
     for key, value in wrapper.items():
-        if key == "jitter_shrink":
+        if key in ("jitter_shrink", "jitter_adaptive"):
             if not isinstance(value, bool):
                 _fail(f"filter.options.{key}", "must be true or false", value)
         elif (
@@ -502,9 +502,13 @@ def parse_config(raw: Any) -> ExperimentConfig:
             _fail(f"filter.options.{key}", "must be a finite number >= 0", value)
     if "jitter" in wrapper and "jitter_scale" in wrapper:
         _fail("filter.options.jitter_scale", "cannot be combined with filter.options.jitter")
-    for key in ("jitter_radius", "jitter_shrink"):
+    for key in ("jitter_radius", "jitter_shrink", "jitter_adaptive"):
         if key in wrapper and "jitter_scale" not in wrapper:
             _fail(f"filter.options.{key}", "needs filter.options.jitter_scale")
+    if wrapper.get("jitter_adaptive") and wrapper.get("jitter_shrink"):
+        _fail(
+            "filter.options.jitter_adaptive", "cannot be combined with filter.options.jitter_shrink"
+        )
     _check_option_types(
         {k: v for k, v in options.items() if k not in wrapper},
         filter_class(method).__init__,

@@ -222,6 +222,7 @@ def build_filter(cfg: ExperimentConfig, emulator, setup: TwinSetup, generator):
                 options.pop("jitter_scale"),
                 options.pop("jitter_radius", math.inf),
                 shrink=options.pop("jitter_shrink", False),
+                adaptive=options.pop("jitter_adaptive", False),
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"config field 'filter.options.jitter_scale': {exc}") from None
