@@ -1,6 +1,7 @@
-"""The one pipeline: the seed scheme reproduces the documented Lorenz-63 cells bit for bit,
-every command's run file opens in the one reader and in `genfilter report`, the named
-setups are the configs' setups, and the weighting core is shared by FA-APF and the BPF."""
+"""The one pipeline: the seed scheme reproduces the documented Lorenz-63 cells (bit for bit
+on the CPU that pinned them, to 1e-4 elsewhere), every command's run file opens in the one
+reader and in `genfilter report`, the named setups are the configs' setups, and the
+weighting core is shared by FA-APF and the BPF."""
 
 from __future__ import annotations
 
@@ -23,7 +24,11 @@ from genfilter.io import RunFileError, open_run
 # summary skills (float.hex) of a 2-run, 6-step, N = 8 cell of setup (a), computed with the
 # code that produced docs/results/l63.md (commit 6cfa716; the FA-APF rows were then named
 # "FA-APF" and "FA-APF (gaussian w.)"): the seed scheme, the twins, the filters and the
-# shipped emulator must reproduce them to the last bit
+# shipped emulator must reproduce them. Bit for bit on the CPU that pinned them (Intel Xeon,
+# AVX-512); float32 kernels round differently on other CPUs (an AMD EPYC gives them to
+# 2e-6 relative), so the test allows 1e-4: a change of seed, twin or filter moves a skill
+# by percents.
+RTOL = 1e-4
 PINNED = {
     "FA-APF (paper)": ("0x1.ebfa815165b32p-2", "0x1.d998465d3811ep-2"),
     "BPF": ("0x1.19f84bb7a0a52p+1", "0x1.8feab325dc478p+0"),
@@ -33,13 +38,14 @@ PINNED = {
 
 
 @pytest.mark.parametrize("label", list(PINNED))
-def test_the_documented_cells_reproduce_bit_for_bit(label, tmp_path):
+def test_the_documented_cells_reproduce(label, tmp_path):
     torch.set_num_threads(1)
     sc = Scale(runs=2, steps=6, burn_in=1, table_n=8, sizes=(8,), bayes_n=1000)
     path = run_config(cell_config("a", label, 8, sc), tmp_path / "cell.nc", progress=False)
     with open_run(path) as ds:
-        got = tuple(float(v).hex() for v in ds["summary_skill"].values)
-    assert got == PINNED[label]
+        got = [float(v) for v in ds["summary_skill"].values]
+    want = [float.fromhex(h) for h in PINNED[label]]
+    assert got == pytest.approx(want, rel=RTOL, abs=0.0), [v.hex() for v in got]
 
 
 @pytest.mark.slow
