@@ -208,8 +208,7 @@ def test_spread_noise_is_the_tapered_covariance_of_the_predictive_means():
     assert torch.allclose(jit._cov, Q, rtol=1e-10, atol=1e-12)
     assert jit.predict_mean(ens) is jit._means[1]
     # on a ring of 12 with radius 2, points 4 or more apart are uncorrelated in Q_k
-    ident = type("E", (), {"state_shape": (12,), "predict_mean": lambda self, x, generator=None: x})
-    ring = SpreadJittered(ident(), 1.0, 2.0)
+    ring = SpreadJittered(_ring_identity(12), 1.0, 2.0)
     ring.adapt(torch.randn(200, 12, generator=torch.Generator().manual_seed(0)))
     off = (torch.arange(12)[:, None] - torch.arange(12)[None, :]).abs()
     far = torch.minimum(off, 12 - off) >= 4

@@ -253,12 +253,11 @@ class FAAPF(EnsembleFilter):
         prior = self._global(ensemble.log_weights)
         N = prior.shape[0]
         reduced = obs.observed() if obs is not None else None
-        adapt = getattr(self._emulator(), "adapt", None)
+        em = self._emulator()
+        adaptive = getattr(em, "adaptive", False)  # model noise read from the innovation
+        adapt = getattr(em, "adapt", None)
         if adapt is not None:  # model noise set from this ensemble (SpreadJittered)
-            if getattr(self._emulator(), "adaptive", False):  # ... and from the innovation
-                adapt(x, generator=self.generator, obs=reduced)
-            else:
-                adapt(x, generator=self.generator)
+            adapt(x, generator=self.generator, **({"obs": reduced} if adaptive else {}))
         if reduced is None or reduced.y.shape[0] == 0:
             return self._forecast(ensemble, prior, t0)
         # 1. weights from one denoiser call per particle (the localised weights also need
@@ -295,8 +294,8 @@ class FAAPF(EnsembleFilter):
         # 4. the optimal proposal, guided with the un-inflated observation noise
         new = self._emulator().sample_posterior(source, reduced, generator=self.generator)
         info = StepInfo(**fields, resampled=True)
-        if getattr(self._emulator(), "adaptive", False):  # the model noise's bandwidth h_k
-            info.extra["jitter_scale"] = float(self._emulator().last_scale)
+        if adaptive:  # the model noise's bandwidth h_k
+            info.extra["jitter_scale"] = float(em.last_scale)
         info.seconds = time.perf_counter() - t0
         return Ensemble(new, self._local(uniform_log_weights(N))), info
 
