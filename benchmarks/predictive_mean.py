@@ -15,7 +15,7 @@ point ``DiffusionEmulator(mean_sigma=s, mean_iterations=2)`` for each ``s`` of `
         --sigmas 1 0.3 0.2 0.1 0.05 0.03 --states 4 --particles 8 --draws 256   # 30 s
     .venv/bin/python benchmarks/predictive_mean.py --system ns2d --resolution 32 \
         --emulator benchmarks/artifacts/ns2d-32-cpu-fp16.pt --intervals 0.5 \
-        --sigmas 1 0.5 0.3 0.2 0.1 0.03 --states 4 --particles 2 --draws 128   # 5 min
+        --sigmas 1 0.5 0.3 0.2 0.1 0.03 --states 4 --particles 2 --draws 128   # minutes (not timed)
 """
 
 from __future__ import annotations
