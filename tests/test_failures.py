@@ -1608,6 +1608,27 @@ _add(
     ["lorenz99"],
 )
 _add(
+    "train-channels-for-an-mlp-system",
+    _C,
+    "cli",
+    lambda tmp: ["train", "lorenz63", "--out", "m.pt", "--channels", "8,16", *TRAIN_FLAGS],
+    ["--channels", "lorenz63"],
+)
+_add(
+    "train-channels-not-integers",
+    _C,
+    "cli",
+    lambda tmp: ["train", "ns2d", "--out", "m.pt", "--channels", "16,x", "--no-progress"],
+    ["--channels", "'16,x'"],
+)
+_add(
+    "train-blocks-one-per-depth",
+    _C,
+    "cli",
+    lambda tmp: ["train", "ns2d", "--out", "m.pt", "--channels", "8,16", "--blocks", "1"],
+    ["--blocks", "[1]"],
+)
+_add(
     "train-dataset-missing",
     _C,
     "cli",

@@ -191,6 +191,14 @@ def train(
     hidden: int = typer.Option(None, help="MLP width (default per system)."),
     seed: int = typer.Option(0, min=0, help="Random seed."),
     quick: bool = typer.Option(False, help="Small network (U-Net) for a CPU run in minutes."),
+    channels: str = typer.Option(
+        None,
+        help="U-Net channels per depth, comma-separated, e.g. 16,32,64,128 (each depth "
+        "halves the resolution; default per system, or 16,32 with --quick).",
+    ),
+    blocks: str = typer.Option(
+        None, help="U-Net residual blocks per depth, comma-separated (default 2 per depth)."
+    ),
     resume: bool = typer.Option(True, help="Continue from --out if it exists."),
     device: str = typer.Option("cpu", help="Torch device (cpu, cuda)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -214,6 +222,8 @@ def train(
         hidden=hidden,
         seed=seed,
         quick=quick,
+        channels=channels,
+        blocks=blocks,
         resume=resume,
         device=device,
         progress=progress,

@@ -103,3 +103,32 @@ def test_loaded_emulator_matches_training_result(trained):
     a = em.predict_mean(x, generator=torch.Generator().manual_seed(1))
     b = ref.predict_mean(x, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(a, b)
+
+
+def test_train_system_builds_the_unet_of_channels_and_blocks(trained, tmp_path):
+    """`genfilter train ns2d --channels 8,16,32 --blocks 1,2,1`: the checkpoint records that
+    U-Net (three depths on the 24² grid), loads and samples finite fields; a grid that the
+    depths do not divide is a clear error before any training."""
+    from genfilter.experiments.emulator_jobs import train_system
+
+    out = tmp_path / "deep.pt"
+    train_system(
+        "ns2d",
+        trained["data"],
+        out,
+        epochs=1,
+        batch_size=8,
+        channels="8,16,32",
+        blocks=[1, 2, 1],
+        progress=False,
+        echo=lambda *a: None,
+    )
+    cfg = load_checkpoint(out)["denoiser_config"]
+    assert cfg["hidden_channels"] == [8, 16, 32] and cfg["hidden_blocks"] == [1, 2, 1]
+    em = load_emulator(out, steps=2)
+    x = trained["x_prev"][:2]
+    y = em.sample(x, generator=torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    with pytest.raises(ValueError, match=r"grid \(24, 24\) must be divisible by 16"):
+        train_system("ns2d", trained["data"], tmp_path / "x.pt", channels="4,4,4,4,4")
+    assert not (tmp_path / "x.pt").exists()

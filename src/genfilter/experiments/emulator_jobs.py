@@ -25,6 +25,8 @@ def train_system(
     hidden: int | None = None,
     seed: int = 0,
     quick: bool = False,
+    channels: str | list[int] | None = None,
+    blocks: str | list[int] | None = None,
     resume: bool = True,
     device: str = "cpu",
     progress: bool = True,
@@ -54,6 +56,29 @@ def train_system(
     if family not in FAMILIES:
         raise ValueError(f"--family must be one of {list(FAMILIES)}, got {family!r}")
     d = SYSTEMS[system].training
+    net = dict(d["net"])
+    if hidden is not None and d["kind"] == "mlp":
+        net["hidden"] = hidden
+    if quick and d["kind"] == "unet":
+        net["quick"] = True
+    for flag, value, key in (
+        ("--channels", channels, "hidden_channels"),
+        ("--blocks", blocks, "hidden_blocks"),
+    ):
+        if value is None:
+            continue
+        if d["kind"] != "unet":
+            raise ValueError(f"{flag} applies to U-Net systems (ns2d), not {system}")
+        if quick:
+            raise ValueError(f"{flag} and --quick exclude each other (--quick fixes the U-Net)")
+        net[key] = _positive_ints(flag, value)
+    if "hidden_blocks" in net and "hidden_channels" not in net:
+        raise ValueError("--blocks needs --channels (one block count per depth)")
+    if "hidden_blocks" in net and len(net["hidden_blocks"]) != len(net["hidden_channels"]):
+        raise ValueError(
+            f"--blocks {net['hidden_blocks']} needs one count per depth of --channels "
+            f"{net['hidden_channels']}"
+        )
     data_dir = Path(data_dir) if data_dir is not None else Path("data") / system
     if not (data_dir / "train.nc").exists():
         raise FileNotFoundError(f"no dataset in {data_dir}: run `genfilter data {system}` first")
@@ -64,11 +89,13 @@ def train_system(
     train_ds = load_split(data_dir, "train")
     x_prev, x_next = consecutive_pairs(train_ds)
     valid = consecutive_pairs(load_split(data_dir, "valid"))
-    net = dict(d["net"])
-    if hidden is not None and d["kind"] == "mlp":
-        net["hidden"] = hidden
-    if quick and d["kind"] == "unet":
-        net["quick"] = True
+    if "hidden_channels" in net:  # each further depth halves the grid
+        depth = 2 ** (len(net["hidden_channels"]) - 1)
+        if any(n % depth for n in x_prev.shape[-2:]):
+            raise ValueError(
+                f"--channels {net['hidden_channels']} has {len(net['hidden_channels'])} depths: "
+                f"the grid {tuple(x_prev.shape[-2:])} must be divisible by {depth}"
+            )
     make_config = denoiser_config if family == "diffusion" else velocity_config
     cfg = make_config(d["kind"], tuple(x_prev.shape[1:]), **net)
     tc = TrainingConfig(
@@ -109,6 +136,20 @@ def train_system(
         command=command,
     )
     return result
+
+
+def _positive_ints(flag: str, value: str | list[int]) -> list[int]:
+    """``"16,32,64"`` (or a list) -> ``[16, 32, 64]``, every entry a positive integer."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        out = [int(str(v).strip()) for v in items]
+    except ValueError:
+        raise ValueError(
+            f"{flag} must be comma-separated positive integers, got {value!r}"
+        ) from None
+    if not out or any(v < 1 for v in out):
+        raise ValueError(f"{flag} must be comma-separated positive integers, got {value!r}")
+    return out
 
 
 def validate_checkpoint(
