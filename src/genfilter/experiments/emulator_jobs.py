@@ -40,7 +40,11 @@ def train_system(
 
     ``family``: ``"diffusion"`` (a denoiser; default checkpoint ``checkpoints/<system>.pt``)
     or ``"interpolant"`` (the velocity of a stochastic interpolant, same backbone; default
-    checkpoint ``checkpoints/<system>-interpolant.pt``)."""
+    checkpoint ``checkpoints/<system>-interpolant.pt``).
+
+    ``channels``, ``blocks``: the U-Net's channels and residual blocks per depth (``"16,32,64"``
+    or a list; U-Net systems only, not with ``quick``; ``blocks`` defaults to 2 per depth);
+    checked before the dataset is read."""
     from ..emulators.interpolant import velocity_config
     from ..emulators.networks import denoiser_config
     from ..emulators.training import (
