@@ -118,7 +118,7 @@ def test_train_system_builds_the_unet_of_channels_and_blocks(trained, tmp_path):
         out,
         epochs=1,
         batch_size=8,
-        channels="8,16,32",
+        channels=[8, 16, 32],
         blocks=[1, 2, 1],
         progress=False,
         echo=lambda *a: None,
@@ -130,5 +130,5 @@ def test_train_system_builds_the_unet_of_channels_and_blocks(trained, tmp_path):
     y = em.sample(x, generator=torch.Generator().manual_seed(0))
     assert y.shape == x.shape and torch.isfinite(y).all()
     with pytest.raises(ValueError, match=r"grid \(24, 24\) must be divisible by 16"):
-        train_system("ns2d", trained["data"], tmp_path / "x.pt", channels="4,4,4,4,4")
+        train_system("ns2d", trained["data"], tmp_path / "x.pt", channels=[4, 4, 4, 4, 4])
     assert not (tmp_path / "x.pt").exists()

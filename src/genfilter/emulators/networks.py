@@ -208,7 +208,8 @@ class FieldUNet(nn.Module):
 
     Shapes: ``u (B, C, H, W)`` or ``(B, H, W)`` when ``C = 1`` (the channel axis is added
     and removed), ``cond`` likewise, ``c_time (B,)`` or ``()`` -> shape of ``u``.
-    ``H`` and ``W`` should be divisible by ``2 ** (len(hidden_channels) - 1)``.
+    ``H`` and ``W`` must be divisible by ``2 ** (len(hidden_channels) - 1)`` (checked by
+    :func:`denoiser_config`).
     """
 
     def __init__(
@@ -386,6 +387,18 @@ def denoiser_config(
     net.update(net_kwargs)
     if kind == "unet" and "hidden_blocks" not in net_kwargs and "hidden_channels" in net_kwargs:
         net["hidden_blocks"] = [2] * len(net["hidden_channels"])
+    if kind == "unet":
+        chans, blocks = list(net["hidden_channels"]), list(net["hidden_blocks"])
+        if not chans or any(int(v) < 1 for v in chans + blocks):
+            raise ValueError(
+                f"hidden_channels {chans} and hidden_blocks {blocks} must be positive integers"
+            )
+        depth = 2 ** (len(chans) - 1)  # each further depth halves the grid
+        if any(n % depth for n in shape[-2:]):
+            raise ValueError(
+                f"hidden_channels {chans} has {len(chans)} depths: the grid "
+                f"{tuple(shape[-2:])} must be divisible by {depth}"
+            )
     for key, value in net.items():
         config[key] = _plain(value, key)
     return config
