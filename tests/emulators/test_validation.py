@@ -67,3 +67,38 @@ def test_rollout_climatology_and_table():
         one_step_validation(SimulatorEmulator(system), system, states[:2], samples=50), roll
     )
     assert "energy distance" in text and "autocorrelation lag 1" in text
+
+
+class Evened:
+    """The true model's draws with each component's deviations rescaled to the mean variance
+    over the components: the right total spread in the wrong place."""
+
+    def __init__(self, system):
+        self.system = system
+        self.state_shape = (3,)
+
+    def sample(self, x, *, generator=None):
+        out = self.system.step(x, 1, generator)
+        dev = out - out.mean(0)
+        var = dev.var(0)
+        return out.mean(0) + dev * (var.mean() / var).sqrt()
+
+
+def test_the_two_variance_ratios_separate_total_spread_from_its_distribution():
+    system = StochasticLorenz63()
+    g = torch.Generator().manual_seed(1)
+    states = system.attractor_states(4, generator=g, burn_in=2.0).double()
+    perfect = one_step_validation(
+        SimulatorEmulator(system), system, states, samples=200, generator=2
+    )
+    evened = one_step_validation(Evened(system), system, states, samples=200, generator=2)
+    noisy = one_step_validation(Shifted(system, 0.0, 1.0), system, states, samples=200, generator=2)
+    # a perfect emulator: both ratios near 1, and the floor statistic near its own value
+    assert abs(perfect.total_variance_ratio - 1) < 0.15
+    assert abs(perfect.variance_ratio - perfect.variance_ratio_floor) < 0.2
+    assert abs(perfect.variance_ratio_floor - 1) < 0.2
+    # the evened spread keeps the total (up to sampling) but not the per-component ratio
+    assert abs(evened.total_variance_ratio - 1) < 0.15
+    assert evened.variance_ratio > perfect.variance_ratio_floor + 0.3
+    # extra noise raises both
+    assert noisy.total_variance_ratio > 1.3 and noisy.variance_ratio > 1.3

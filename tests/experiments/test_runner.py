@@ -76,8 +76,10 @@ def test_config_structure_errors():
     del raw["filter"]
     with pytest.raises(ConfigError, match="'filter'.*required"):
         parse_config(raw)
-    with pytest.raises(ConfigError, match="'emulator'.*no shipped emulator for 'ns2d'.*lorenz63"):
-        parse_config(_raw(system="ns2d", system_options={}))
+    with pytest.raises(
+        ConfigError, match="'emulator'.*no shipped emulator for 'linear-gaussian'.*lorenz63"
+    ):
+        parse_config(_raw(system="linear-gaussian", system_options={}))
     with pytest.raises(ConfigError, match="mapping"):
         parse_config([1, 2])
 

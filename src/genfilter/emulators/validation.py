@@ -5,9 +5,14 @@ Two kinds of checks, both comparing the emulator with a known stochastic system:
 
 * **one step**: from the same states :math:`x^k`, draw ``samples`` transitions from the
   emulator and from the true model; report the mean error (in units of the true
-  transition's standard deviation), the variance ratio, and the energy distance between the
+  transition's standard deviation), the variance ratios, and the energy distance between the
   two sample sets — next to the energy distance between two *independent* true-model sample
   sets of the same size, which is what a perfect emulator would score (its noise floor);
+  two variance ratios: the mean over components of :math:`s^2_{em} / s^2_{true}`, which a
+  spread in the wrong place raises (too much where the truth is quiet weighs more than too
+  little where it is active), reported next to the same statistic for two true sets (above
+  1 by sampling alone: :math:`\mathbb{E}[1/s^2] > 1/\sigma^2`); and the total ratio
+  :math:`\sum s^2_{em} / \sum s^2_{true}`, which measures the overall spread only;
 * **free rollout**: run both from attractor states for a long time and compare the
   climatology (mean, standard deviation per component) and the autocorrelation at a few lags.
 
@@ -57,6 +62,12 @@ class OneStepResult:
     #  squared state spread, i.e. the emulator's spurious spread relative to climatology)
     energy_distance: float  # mean over states: emulator vs true model
     energy_distance_floor: float  # mean over states: true model vs independent true model
+    # the same mean of per-component ratios for an independent true-model sample set: the
+    # statistic's own bias (E[1/s^2] > 1/sigma^2) and spread for a perfect emulator
+    variance_ratio_floor: float
+    # mean over states of sum(var_em) / sum(var_true): the total spread, insensitive to
+    # where over the components it sits
+    total_variance_ratio: float
     states: int
     samples: int
 
@@ -70,7 +81,7 @@ def one_step_validation(
 ) -> OneStepResult:
     """Compares one emulator transition with the true model's from each of ``states (M, *S)``."""
     g = make_generator(generator)
-    errs, ratios, eds, floors = [], [], [], []
+    errs, ratios, eds, floors, ratio_floors, totals = [], [], [], [], [], []
     for x in states:
         xb = x.expand(samples, *x.shape).clone()
         true_a = system.step(xb, 1, g).flatten(1)
@@ -92,6 +103,8 @@ def one_step_validation(
         sd = torch.where(sd > 1e-6 * floor_sd, sd, floor_sd).clamp_min(1e-12)
         errs.append(((em.mean(0) - true_a.mean(0)).abs() / sd).mean())
         ratios.append((em.var(0) / sd**2).mean())
+        ratio_floors.append((true_b.var(0) / sd**2).mean())
+        totals.append(em.var(0).sum() / (sd**2).sum())
         eds.append(energy_distance(em / sd, true_a / sd))
         floors.append(energy_distance(true_b / sd, true_a / sd))
     return OneStepResult(
@@ -99,6 +112,8 @@ def one_step_validation(
         variance_ratio=float(torch.stack(ratios).mean()),
         energy_distance=float(torch.tensor(eds).mean()),
         energy_distance_floor=float(torch.tensor(floors).mean()),
+        variance_ratio_floor=float(torch.stack(ratio_floors).mean()),
+        total_variance_ratio=float(torch.stack(totals).mean()),
         states=int(states.shape[0]),
         samples=samples,
     )
@@ -173,7 +188,9 @@ def validation_table(one: OneStepResult, roll: RolloutResult | None = None) -> s
         "|---|---|",
         f"| states × samples | {one.states} × {one.samples} |",
         f"| mean error / true sd | {one.mean_error:.3f} |",
-        f"| variance ratio emulator / true | {one.variance_ratio:.3f} |",
+        f"| variance ratio emulator / true (mean over components) | {one.variance_ratio:.3f} |",
+        f"| variance ratio true / true (same statistic, floor) | {one.variance_ratio_floor:.3f} |",
+        f"| total variance ratio emulator / true | {one.total_variance_ratio:.3f} |",
         f"| energy distance emulator vs true | {one.energy_distance:.4f} |",
         f"| energy distance true vs true (floor) | {one.energy_distance_floor:.4f} |",
     ]

@@ -10,7 +10,7 @@ A config describes a twin experiment (docs/experiments.md)::
                                      # initial and dtype; fields given here replace its own
     system: lorenz63                 # a registered system (genfilter.systems.datasets.SYSTEMS)
     system_options: {}               # its constructor arguments (e.g. epsilon: 0.3)
-    emulator: shipped                # "shipped" (Lorenz-63, Lorenz-96), "shipped-interpolant"
+    emulator: shipped                # "shipped" (Lorenz-63, Lorenz-96, Navier–Stokes 32²), "shipped-interpolant"
                                      # (Lorenz-63, intervals 0.1, 0.5), "true" (the system
                                      # itself), "oracle" (the true model with its optimal
                                      # proposal by importance sampling; option draws) or

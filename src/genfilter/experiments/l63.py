@@ -15,6 +15,7 @@ __all__ = [
     "SHIPPED",
     "SHIPPED_INTERPOLANT",
     "SHIPPED_LORENZ96",
+    "SHIPPED_NS2D",
     "shipped_checkpoint",
     "load_shipped_emulator",
     "has_shipped",
@@ -38,6 +39,10 @@ docs/systems.md): a velocity network of the same size, sampled with
 SHIPPED_LORENZ96 = {0.05: "lorenz96.pt"}
 """The same for Lorenz-96 (D = 40, F = 8, deterministic; diffusion family)."""
 
+SHIPPED_NS2D = {0.5: "ns2d-32.pt"}
+"""The same for 2D Navier–Stokes on the 32² grid (the constants of docs/systems.md; diffusion
+family, a four-depth U-Net trained on one CPU core: docs/results/ns.md, "A deeper U-Net")."""
+
 INTERPOLANT_STEPS = 200
 """Default SDE steps of the shipped interpolants: the one-step energy distance to the true
 model of the interval-0.5 one is 0.035 with 64 steps and 0.008 with 200 (docs/systems.md)."""
@@ -49,13 +54,14 @@ REGISTRY = {
     ("lorenz63", "diffusion"): SHIPPED,
     ("lorenz63", "interpolant"): SHIPPED_INTERPOLANT,
     ("lorenz96", "diffusion"): SHIPPED_LORENZ96,
+    ("ns2d", "diffusion"): SHIPPED_NS2D,
 }
 """(system, family) -> {interval: file}."""
 
 SHIPPED_FAMILIES = {"shipped": "diffusion", "shipped-interpolant": "interpolant"}
 """The config's ``emulator`` value that selects a shipped file -> its family."""
 
-_NAMES = {"lorenz63": "Lorenz-63", "lorenz96": "Lorenz-96"}
+_NAMES = {"lorenz63": "Lorenz-63", "lorenz96": "Lorenz-96", "ns2d": "Navier–Stokes"}
 
 
 def has_shipped(system: str, family: str = "diffusion") -> bool:
