@@ -6,6 +6,8 @@ The observation is drawn on the grid: a coarsened field as its block averages, a
 field as its observed points (grey elsewhere).
 
     python benchmarks/ns_figure.py outputs/ns32-cell --out docs/results/ns/fields_ns32.png
+    python benchmarks/ns_figure.py benchmarks/artifacts/ns32_cpu/deep --tag mean_sigma0.5 \
+        --out docs/results/ns/fields_ns32_deep.png
     python benchmarks/ns_figure.py outputs/ns32-cell --table cell.json cell_local.json
     python benchmarks/ns_figure.py outputs/ns32-fp16 --table cell.json "cell_mean.json=fixed-point mean"
 
@@ -29,7 +31,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-NAME = re.compile(r"ns(\d+)-(coarsen|subsample)(\d+)-fa-apf-N\d+\.nc$")
+NAME = re.compile(r"ns(\d+)-(coarsen|subsample)(\d+)-fa-apf(.*)-N\d+\.nc$")
 
 
 def observation_image(obs: np.ndarray, kind: str, level: int, size: int) -> np.ndarray:
@@ -73,6 +75,12 @@ def main() -> None:
     p.add_argument("--run", type=int, default=0)
     p.add_argument("--table", nargs="+", help="cell*.json files of the folder")
     p.add_argument("--metric", default="skill", help="with --table: skill, crps, spread")
+    p.add_argument(
+        "--tag",
+        default="",
+        help="figure: the FA-APF run files' tag between 'fa-apf-' and '-N' "
+        "(e.g. mean_sigma0.5; default: none, the paper's mean)",
+    )
     args = p.parse_args()
     if args.table:
         print(table(args.folder, args.table, args.metric))
@@ -80,12 +88,12 @@ def main() -> None:
     if args.out is None:
         raise SystemExit("--out is required for the figure")
     cells = []
-    for path in sorted((args.folder / "runs").glob("*-fa-apf-N*.nc")):
+    for path in sorted((args.folder / "runs").glob("*-fa-apf*-N*.nc")):
         m = NAME.search(path.name)
-        if m:
+        if m and m.group(4).removeprefix("-") == args.tag:
             cells.append((m.group(2), int(m.group(3)), int(m.group(1)), path))
     if not cells:
-        raise SystemExit(f"no FA-APF run files under {args.folder / 'runs'}")
+        raise SystemExit(f"no FA-APF run files tagged {args.tag!r} under {args.folder / 'runs'}")
     cells.sort(key=lambda c: (c[1], c[0]))
     fig, axes = plt.subplots(len(cells), 4, figsize=(10, 2.6 * len(cells)), squeeze=False)
     for row, (kind, level, size, path) in zip(axes, cells):
