@@ -11,6 +11,10 @@ field as its observed points (grey elsewhere).
     python benchmarks/ns_figure.py outputs/ns32-cell --table cell.json cell_local.json
     python benchmarks/ns_figure.py outputs/ns32-fp16 --table cell.json "cell_mean.json=fixed-point mean"
 
+``--pool [FOLDER ...]`` prints the same table from the run files of the folder and of further
+folders, pooling their twins (``python benchmarks/ns_figure.py benchmarks/artifacts/ns32_cpu/deep
+--pool benchmarks/artifacts/ns32_cpu/deep-t2``).
+
 ``--table`` prints instead the skill of every filter at every observation level (rows:
 filters; columns: levels), from the ``cell*.json`` files of the folder; ``NAME=label``
 appends `` (label)`` to the filters of that file (e.g. a second FA-APF row).
@@ -68,12 +72,55 @@ def table(folder: Path, names: list[str], metric: str = "skill") -> str:
     return "\n".join(lines)
 
 
+RUN = re.compile(r"ns\d+-(coarsen|subsample)(\d+)-(.+)-N\d+\.nc$")
+
+
+def pooled_table(folders: list[Path], metric: str = "skill") -> str:
+    """Markdown table of ``metric`` pooled over the twins of the run files of several
+    folders (``runs/*.nc`` of each, e.g. a first table and a further twin run with
+    ``ns_gpu.py cell --seed``): the mean of the runs' ``summary_<metric>`` ± its standard
+    error (sd over all twins, ddof 1, / √n), and the number of twins per cell."""
+    values: dict[str, dict[str, list[float]]] = {}
+    levels: list[str] = []
+    for folder in folders:
+        for path in sorted((folder / "runs").glob("*.nc")):
+            m = RUN.search(path.name)
+            if not m:
+                continue
+            obs, method = f"{m.group(1)} {m.group(2)}", m.group(3)
+            levels += [obs] if obs not in levels else []
+            with xr.open_dataset(path) as ds:
+                runs = [float(v) for v in ds[f"summary_{metric}"].values]
+            values.setdefault(method, {}).setdefault(obs, []).extend(runs)
+    key = {"coarsen": 0, "subsample": 1}
+    levels.sort(key=lambda o: (key[o.split()[0]], int(o.split()[1])))
+    lines = ["| filter | " + " | ".join(levels) + " |", "|---" * (len(levels) + 1) + "|"]
+    for method, cells in values.items():
+        out = []
+        for o in levels:
+            v = np.array(cells.get(o, []))
+            if v.size == 0:
+                out.append("—")
+                continue
+            se = v.std(ddof=1) / math.sqrt(v.size) if v.size > 1 else math.nan
+            out.append(f"{v.mean():.3f} ± {se:.3f} ({v.size})")
+        lines.append(f"| {method} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folder", type=Path)
     p.add_argument("--out", type=Path)
     p.add_argument("--run", type=int, default=0)
     p.add_argument("--table", nargs="+", help="cell*.json files of the folder")
+    p.add_argument(
+        "--pool",
+        nargs="*",
+        type=Path,
+        help="table pooled over the twins of the run files of the folder and of these "
+        "further folders (n twins per cell in brackets)",
+    )
     p.add_argument("--metric", default="skill", help="with --table: skill, crps, spread")
     p.add_argument(
         "--tag",
@@ -84,6 +131,9 @@ def main() -> None:
     args = p.parse_args()
     if args.table:
         print(table(args.folder, args.table, args.metric))
+        return
+    if args.pool is not None:
+        print(pooled_table([args.folder, *args.pool], args.metric))
         return
     if args.out is None:
         raise SystemExit("--out is required for the figure")

@@ -293,7 +293,7 @@ def cell(args) -> None:
                 s = one(
                     method.removesuffix("-local"),
                     op,
-                    seed=0,
+                    seed=args.seed,
                     runs=args.runs,
                     options=options,
                     folder="runs",
@@ -373,6 +373,13 @@ def main() -> None:
     p.add_argument("--particles", type=int, default=32, help="cell: N")
     p.add_argument("--cycles", type=int, default=10, help="cell: assimilation cycles")
     p.add_argument("--runs", type=int, default=2, help="cell: twins")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="cell: twin seed of the first run (run r is the twin of seed + r, as in every "
+        "config: --seed 2 --runs 1 is the third twin of a --runs 3 table)",
+    )
     p.add_argument("--budget-s", type=float, default=240.0, help="cell: time budget")
     p.add_argument(
         "--operators", type=int, default=2, help="cell: coarsening (1) + subsampling (2)"
