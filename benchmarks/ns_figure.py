@@ -64,8 +64,13 @@ def table(folder: Path, names: list[str], metric: str = "skill") -> str:
             levels += [obs] if obs not in levels else []
             se = r.get(f"{metric}_se", math.nan)
             rows.setdefault(r["method"], {})[obs] = f"{r[metric]:.3f} ± {se:.3f}"
+    return markdown(rows, levels)
+
+
+def markdown(rows: dict[str, dict[str, str]], levels: list[str]) -> str:
+    """Filters × observation levels (sorted: coarsening first, then by level)."""
     key = {"coarsen": 0, "subsample": 1}
-    levels.sort(key=lambda o: (key[o.split()[0]], int(o.split()[1])))
+    levels = sorted(levels, key=lambda o: (key[o.split()[0]], int(o.split()[1])))
     lines = ["| filter | " + " | ".join(levels) + " |", "|---" * (len(levels) + 1) + "|"]
     for method, cells in rows.items():
         lines.append(f"| {method} | " + " | ".join(cells.get(o, "—") for o in levels) + " |")
@@ -92,20 +97,13 @@ def pooled_table(folders: list[Path], metric: str = "skill") -> str:
             with xr.open_dataset(path) as ds:
                 runs = [float(v) for v in ds[f"summary_{metric}"].values]
             values.setdefault(method, {}).setdefault(obs, []).extend(runs)
-    key = {"coarsen": 0, "subsample": 1}
-    levels.sort(key=lambda o: (key[o.split()[0]], int(o.split()[1])))
-    lines = ["| filter | " + " | ".join(levels) + " |", "|---" * (len(levels) + 1) + "|"]
+    rows: dict[str, dict[str, str]] = {}
     for method, cells in values.items():
-        out = []
-        for o in levels:
-            v = np.array(cells.get(o, []))
-            if v.size == 0:
-                out.append("—")
-                continue
+        for o, runs in cells.items():
+            v = np.array(runs)
             se = v.std(ddof=1) / math.sqrt(v.size) if v.size > 1 else math.nan
-            out.append(f"{v.mean():.3f} ± {se:.3f} ({v.size})")
-        lines.append(f"| {method} | " + " | ".join(out) + " |")
-    return "\n".join(lines)
+            rows.setdefault(method, {})[o] = f"{v.mean():.3f} ± {se:.3f} ({v.size})"
+    return markdown(rows, levels)
 
 
 def main() -> None:
