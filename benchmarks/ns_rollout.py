@@ -17,9 +17,8 @@ import argparse
 import time
 
 import torch
+from ns_spread import load_ns2d  # a sibling script: benchmarks/ is on sys.path when run
 
-from genfilter.emulators.training import checkpoint_system, load_emulator
-from genfilter.systems.datasets import make_system
 from genfilter.systems.navier_stokes import energy_spectrum, rms_vorticity
 
 
@@ -37,11 +36,7 @@ def main() -> None:
         raise SystemExit(f"--length must be at least 2, got {args.length}")
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    name, kwargs = checkpoint_system(args.checkpoint)
-    if name != "ns2d":
-        raise SystemExit(f"{args.checkpoint} emulates {name!r}, not ns2d")
-    system = make_system(name, **kwargs)
-    em = load_emulator(args.checkpoint, steps=args.steps)
+    system, em = load_ns2d(args.checkpoint, args.steps)
     g = torch.Generator().manual_seed(args.seed)
     x_t = system.attractor_states(args.members, generator=g)
     x_e = x_t.clone()

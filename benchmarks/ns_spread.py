@@ -29,6 +29,16 @@ from genfilter.emulators.training import checkpoint_system, load_emulator
 from genfilter.systems.datasets import make_system
 
 
+def load_ns2d(checkpoint: str, steps: int):
+    """``(system, emulator)`` of an ns2d checkpoint: the true model with the constants the
+    checkpoint records, and the emulator with ``steps`` sampler steps (also used by
+    ``ns_rollout.py``)."""
+    name, kwargs = checkpoint_system(checkpoint)
+    if name != "ns2d":
+        raise SystemExit(f"{checkpoint} emulates {name!r}, not ns2d")
+    return make_system(name, **kwargs), load_emulator(checkpoint, steps=steps)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoint")
@@ -40,11 +50,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    name, kwargs = checkpoint_system(args.checkpoint)
-    if name != "ns2d":
-        raise SystemExit(f"{args.checkpoint} emulates {name!r}, not ns2d")
-    system = make_system(name, **kwargs)
-    em = load_emulator(args.checkpoint, steps=args.steps)
+    system, em = load_ns2d(args.checkpoint, args.steps)
     g = torch.Generator().manual_seed(args.seed)
     x0 = system.attractor_states(args.states, generator=g)
     n = system.resolution
