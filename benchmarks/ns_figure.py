@@ -35,7 +35,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-NAME = re.compile(r"ns(\d+)-(coarsen|subsample)(\d+)-fa-apf(.*)-N\d+\.nc$")
+RUN = re.compile(r"ns(\d+)-(coarsen|subsample)(\d+)-(.+)-N\d+\.nc$")
+"""A run file of ``ns_gpu.py cell``: grid size, operator, level, method and its tag."""
 
 
 def observation_image(obs: np.ndarray, kind: str, level: int, size: int) -> np.ndarray:
@@ -77,9 +78,6 @@ def markdown(rows: dict[str, dict[str, str]], levels: list[str]) -> str:
     return "\n".join(lines)
 
 
-RUN = re.compile(r"ns\d+-(coarsen|subsample)(\d+)-(.+)-N\d+\.nc$")
-
-
 def pooled_table(folders: list[Path], metric: str = "skill") -> str:
     """Markdown table of ``metric`` pooled over the twins of the run files of several
     folders (``runs/*.nc`` of each, e.g. a first table and a further twin run with
@@ -92,7 +90,7 @@ def pooled_table(folders: list[Path], metric: str = "skill") -> str:
             m = RUN.search(path.name)
             if not m:
                 continue
-            obs, method = f"{m.group(1)} {m.group(2)}", m.group(3)
+            obs, method = f"{m.group(2)} {m.group(3)}", m.group(4)
             levels += [obs] if obs not in levels else []
             with xr.open_dataset(path) as ds:
                 runs = [float(v) for v in ds[f"summary_{metric}"].values]
@@ -135,10 +133,11 @@ def main() -> None:
         return
     if args.out is None:
         raise SystemExit("--out is required for the figure")
+    want = "fa-apf" + (f"-{args.tag}" if args.tag else "")
     cells = []
     for path in sorted((args.folder / "runs").glob("*-fa-apf*-N*.nc")):
-        m = NAME.search(path.name)
-        if m and m.group(4).removeprefix("-") == args.tag:
+        m = RUN.search(path.name)
+        if m and m.group(4) == want:
             cells.append((m.group(2), int(m.group(3)), int(m.group(1)), path))
     if not cells:
         raise SystemExit(f"no FA-APF run files tagged {args.tag!r} under {args.folder / 'runs'}")
