@@ -209,9 +209,11 @@ def test_shipped_navier_stokes_emulator_is_chosen_by_resolution_and_matches_the_
         "observations": {"operator": "coarsen", "factor": 4, "noise_std": 0.115},
         "filter": {"method": "fa-apf", "particles": 4},
     }
-    cfg = parse_config({**raw, "system_options": {"resolution": 32}})
+    cfg = parse_config(
+        {**raw, "system_options": {"resolution": 32}, "emulator_options": {"steps": 32}}
+    )
     em = build_emulator(cfg, build_twin_setup(cfg))
-    assert em.state_shape == (32, 32)
+    assert em.state_shape == (32, 32) and em.steps == 32
     cfg64 = parse_config(raw)
     with pytest.raises(ConfigError, match=r"ns2d-32\.pt.*\(32, 32\).*\(64, 64\)"):
         build_emulator(cfg64, build_twin_setup(cfg64))
@@ -219,9 +221,7 @@ def test_shipped_navier_stokes_emulator_is_chosen_by_resolution_and_matches_the_
     system = NavierStokes2D(resolution=32)
     g = torch.Generator().manual_seed(0)
     states = system.attractor_states(1, generator=g, burn_in=10.0)
-    one = one_step_validation(
-        load_shipped_emulator(0.5, system="ns2d", steps=32), system, states, samples=32, generator=1
-    )
+    one = one_step_validation(em, system, states, samples=32, generator=1)
     print(one)
     assert 0.7 < one.total_variance_ratio < 1.3
     assert one.mean_error < 0.5

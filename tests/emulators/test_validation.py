@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from genfilter.emulators.simulator import SimulatorEmulator
@@ -41,13 +42,21 @@ def test_energy_distance_properties():
     assert abs(energy_distance(a, a + 3.0) - 6.0) < 1e-12
 
 
-def test_perfect_emulator_sits_at_the_noise_floor_and_a_wrong_one_does_not():
+@pytest.fixture(scope="module")
+def lorenz63_check():
+    """Lorenz-63, 4 attractor states, and the one-step check of the true model against
+    itself (200 samples per state, generator 2): shared by the tests below."""
     system = StochasticLorenz63()
     g = torch.Generator().manual_seed(1)
     states = system.attractor_states(4, generator=g, burn_in=2.0).double()
     perfect = one_step_validation(
         SimulatorEmulator(system), system, states, samples=200, generator=2
     )
+    return system, states, perfect
+
+
+def test_perfect_emulator_sits_at_the_noise_floor_and_a_wrong_one_does_not(lorenz63_check):
+    system, states, perfect = lorenz63_check
     wrong = one_step_validation(Shifted(system, 0.5, 0.5), system, states, samples=200, generator=2)
     assert perfect.energy_distance < 3 * perfect.energy_distance_floor + 0.02
     assert wrong.energy_distance > 5 * perfect.energy_distance
@@ -84,13 +93,8 @@ class Evened:
         return out.mean(0) + dev * (var.mean() / var).sqrt()
 
 
-def test_the_two_variance_ratios_separate_total_spread_from_its_distribution():
-    system = StochasticLorenz63()
-    g = torch.Generator().manual_seed(1)
-    states = system.attractor_states(4, generator=g, burn_in=2.0).double()
-    perfect = one_step_validation(
-        SimulatorEmulator(system), system, states, samples=200, generator=2
-    )
+def test_the_two_variance_ratios_separate_total_spread_from_its_distribution(lorenz63_check):
+    system, states, perfect = lorenz63_check
     evened = one_step_validation(Evened(system), system, states, samples=200, generator=2)
     noisy = one_step_validation(Shifted(system, 0.0, 1.0), system, states, samples=200, generator=2)
     # a perfect emulator: both ratios near 1, and the floor statistic near its own value
