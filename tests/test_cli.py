@@ -70,6 +70,22 @@ def test_data_train_validate(tmp_path):
         "--no-progress",
     )
     assert "energy distance true vs true (floor)" in out and "autocorrelation lag 1" in out
+    # fine-tuning: the architecture comes from --init (no --hidden), recorded in meta
+    tuned = tmp_path / "l63-tuned.pt"
+    out = invoke(
+        "train", "lorenz63", "--data", data, "--out", tuned, "--epochs", 1,
+        "--batch-size", 32, "--init", ckpt, "--no-progress",
+    )  # fmt: skip
+    first = torch.load(ckpt, weights_only=True)
+    second = torch.load(tuned, weights_only=True)
+    assert second["denoiser_config"] == first["denoiser_config"]
+    assert second["meta"]["init"] == str(ckpt)
+    for extra, flag in ((["--hidden", "32"], "--hidden"), ([], "'lorenz96'")):
+        system = "lorenz63" if extra else "lorenz96"
+        result = runner.invoke(
+            app, ["train", system, "--data", str(data), "--init", str(ckpt), *extra]
+        )
+        assert result.exit_code != 0 and flag in result.output, result.output
 
 
 def test_train_without_data_is_a_clear_error(tmp_path):

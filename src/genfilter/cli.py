@@ -207,6 +207,13 @@ def train(
         help="Emulator family: diffusion (a denoiser) or interpolant (the velocity of a "
         "stochastic interpolant; default --out checkpoints/<system>-interpolant.pt).",
     ),
+    init: Path = typer.Option(
+        None,
+        exists=True,
+        dir_okay=False,
+        help="Fine-tune: start from this checkpoint's weights, keeping its architecture "
+        "and normalisation.",
+    ),
 ) -> None:
     """Train a diffusion (or stochastic-interpolant) emulator on a dataset made by
     `genfilter data` (docs/training.md)."""
@@ -228,6 +235,7 @@ def train(
         device=device,
         progress=progress,
         family=family,
+        init=init,
         command=" ".join(sys.argv),
         echo=typer.echo,
     )

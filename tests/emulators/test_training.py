@@ -328,3 +328,62 @@ def test_resume_on_other_data_is_refused(tmp_path):
             resume=True,
             progress=False,
         )
+
+
+def test_init_starts_from_the_checkpoint_weights_and_keeps_its_normalisation(trained, tmp_path):
+    """Fine-tuning (``init=``): before the first step the EMA network is the checkpoint's, so
+    the epoch-0 validation loss equals the checkpoint's last one bit for bit (same weights,
+    statistics, times and noises); the checkpoint's statistics are kept although the new
+    data's differ, and a fine-tuning run resumed half-way gives the same weights as a straight
+    one."""
+    result, path = trained
+    x, y = _pairs(512, 3)
+    x, y = 1.5 * x + 2.0, 1.5 * y + 2.0  # other units: other statistics
+    base = load_checkpoint(path)
+    assert normalisation_stats(x, y, stats="per_component")["mean"] != pytest.approx(
+        base["emulator_config"]["mean"]
+    )
+
+    def run(epochs, out, resume=False):
+        return train_emulator(
+            x,
+            y,
+            valid=_pairs(512, 2),
+            denoiser_config=MLP,
+            config=TrainingConfig(epochs=epochs, batch_size=128, lr=1e-4, seed=0),
+            out=out,
+            resume=resume,
+            init=path,
+            progress=False,
+        )
+
+    straight = run(2, tmp_path / "a.pt")
+    assert straight.history["valid_loss"][0] == result.history["valid_loss"][-1]
+    fresh = train_emulator(
+        x,
+        y,
+        valid=_pairs(512, 2),
+        denoiser_config=MLP,
+        config=TrainingConfig(epochs=1, batch_size=128, seed=0),
+        progress=False,
+    )
+    assert fresh.history["valid_loss"][0] > 1.5 * straight.history["valid_loss"][0]
+    a = load_checkpoint(tmp_path / "a.pt")
+    assert a["emulator_config"] == base["emulator_config"]
+    assert a["meta"]["init"] == str(path)
+    run(1, tmp_path / "b.pt")
+    run(2, tmp_path / "b.pt", resume=True)
+    b = load_checkpoint(tmp_path / "b.pt")
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+
+
+def test_init_refuses_another_architecture(trained, tmp_path):
+    with pytest.raises(ValueError, match="cannot start from .*denoiser_config"):
+        train_emulator(
+            *_pairs(64, 3),
+            denoiser_config=denoiser_config("mlp", (D,), hidden=32, layers=2),
+            config=TrainingConfig(epochs=1, batch_size=32),
+            init=trained[1],
+            progress=False,
+        )

@@ -560,6 +560,37 @@ def save_emulator(
 
 
 # ---------------------------------------------------------------------------- training
+def _check_compatible(
+    ckpt: dict,
+    family: str,
+    icfg: dict | None,
+    dcfg: dict[str, Any],
+    residual: bool,
+    stats: str,
+    action: str,
+) -> None:
+    """Raises ``ValueError`` (``"cannot <action>: ..."``) unless a loaded checkpoint has the
+    given family, interpolant, denoiser config, residual flag and normalisation reduction."""
+    if checkpoint_family(ckpt) != family or ckpt.get("interpolant") != icfg:
+        raise ValueError(
+            f"cannot {action}: family/interpolant differ from the checkpoint's "
+            f"({checkpoint_family(ckpt)}, {ckpt.get('interpolant')} vs {family}, {icfg})"
+        )
+    if ckpt["denoiser_config"] != dcfg:
+        raise ValueError(
+            f"cannot {action}: denoiser_config differs from the checkpoint's "
+            f"({ckpt['denoiser_config']} vs {dcfg})"
+        )
+    if bool(ckpt["emulator_config"]["residual"]) != bool(residual) or ckpt.get("meta", {}).get(
+        "stats"
+    ) != stats:
+        raise ValueError(
+            f"cannot {action}: residual/stats differ from the checkpoint's "
+            f"(residual={ckpt['emulator_config']['residual']}, "
+            f"stats={ckpt.get('meta', {}).get('stats')})"
+        )
+
+
 def _same_normalisation(a: dict[str, Any], b: dict[str, Any], rtol: float = 1e-4) -> bool:
     """Whether two emulator configs have the same shape, flags and statistics (to ``rtol``)."""
     if a.keys() != b.keys():
@@ -609,6 +640,7 @@ def train_emulator(
     emulator_kwargs: dict[str, Any] | None = None,
     family: str = "diffusion",
     interpolant: Interpolant | None = None,
+    init: str | os.PathLike | None = None,
 ) -> TrainResult:
     r"""Trains a diffusion emulator of :math:`p(x^{k+1} \mid x^k)` on consecutive pairs
     (Savary et al. 2026, Eq. 14; docs/method.md#diffusion-emulator).
@@ -638,6 +670,14 @@ def train_emulator(
         interpolant: The :class:`~genfilter.emulators.interpolant.Interpolant` of the
             interpolant family (default ``Interpolant()``: :math:`\beta_s = s^2`,
             :math:`\varepsilon = 1`).
+        init: Start from the weights of this checkpoint (fine-tuning, e.g. a shipped
+            emulator on more data): its EMA weights initialise the trained and the EMA
+            network, and its normalisation statistics are kept (the weights were fitted in
+            those units; statistics recomputed from other data would shift them). Its
+            family, ``denoiser_config``, ``residual`` and ``stats`` must be the ones given.
+            The optimiser, learning-rate schedule and EMA count start afresh. A resumed
+            run (``resume=True`` with ``out`` present) continues from ``out`` instead and
+            checks it against the same statistics.
 
     Returns:
         A :class:`TrainResult`.
@@ -680,31 +720,20 @@ def train_emulator(
     out_path = None if out is None else Path(out)
     device = torch.device(config.device)
 
-    # ---- normalisation and state: fresh or from the checkpoint
-    ecfg = normalisation_stats(x_prev, x_next, stats=stats, residual=residual)
+    # ---- normalisation and state: fresh, from the init checkpoint or from out (resume)
+    start = None
+    if init is not None:
+        start = load_checkpoint(init)
+        _check_compatible(start, family, icfg, dcfg, residual, stats, f"start from {init}")
+        ecfg = start["emulator_config"]
+    else:
+        ecfg = normalisation_stats(x_prev, x_next, stats=stats, residual=residual)
     ckpt = None
     if resume and out_path is not None and out_path.is_file():
         ckpt = load_checkpoint(out_path)
         if ckpt.get("train_state") is None:
             raise ValueError(f"checkpoint {out_path} has no training state to resume from")
-        if checkpoint_family(ckpt) != family or ckpt.get("interpolant") != icfg:
-            raise ValueError(
-                f"cannot resume: family/interpolant differ from the checkpoint's "
-                f"({checkpoint_family(ckpt)}, {ckpt.get('interpolant')} vs {family}, {icfg})"
-            )
-        if ckpt["denoiser_config"] != dcfg:
-            raise ValueError(
-                f"cannot resume: denoiser_config differs from the checkpoint's "
-                f"({ckpt['denoiser_config']} vs {dcfg})"
-            )
-        if (
-            bool(ckpt["emulator_config"]["residual"]) != bool(residual)
-            or ckpt["meta"].get("stats") != stats
-        ):
-            raise ValueError(
-                "cannot resume: residual/stats differ from the checkpoint's "
-                f"(residual={ckpt['emulator_config']['residual']}, stats={ckpt['meta'].get('stats')})"
-            )
+        _check_compatible(ckpt, family, icfg, dcfg, residual, stats, "resume")
         if not _same_normalisation(ckpt["emulator_config"], ecfg):
             raise ValueError(
                 f"cannot resume from {out}: the training data's normalisation differs from the "
@@ -738,6 +767,9 @@ def train_emulator(
     if valid is not None:
         history.update(valid_epoch=[], valid_loss=[])
     epoch = step = ema_updates = 0
+    if start is not None and ckpt is None:
+        model.load_state_dict(start["state_dict"])
+        ema.load_state_dict(start["state_dict"])
     if ckpt is not None:
         ts = ckpt["train_state"]
         model.load_state_dict(ts["model"])
@@ -786,6 +818,7 @@ def train_emulator(
             if icfg is None
             else "velocity (Chen et al. 2024, arXiv:2403.13724)",
             "versions": _versions(),
+            **({} if init is None else {"init": str(init)}),
         }
 
     def save() -> None:

@@ -31,6 +31,7 @@ def train_system(
     device: str = "cpu",
     progress: bool = True,
     family: str = "diffusion",
+    init: str | Path | None = None,
     command: str = "",
     echo=print,
 ):
@@ -45,13 +46,18 @@ def train_system(
     ``channels``, ``blocks``: the U-Net's channels and residual blocks per depth (U-Net
     systems only, not with ``quick``; ``blocks`` defaults to 2 per depth); the flags are
     checked before the dataset is read, the architecture by
-    :func:`~genfilter.emulators.networks.denoiser_config`."""
+    :func:`~genfilter.emulators.networks.denoiser_config`.
+
+    ``init``: a checkpoint of the same system and family to fine-tune (its architecture and
+    normalisation are kept, so ``hidden``, ``quick``, ``channels`` and ``blocks`` must be
+    left out; :func:`~genfilter.emulators.training.train_emulator`)."""
     from ..emulators.interpolant import velocity_config
     from ..emulators.networks import denoiser_config
     from ..emulators.training import (
         FAMILIES,
         TrainingConfig,
         annotate_checkpoint,
+        load_checkpoint,
         train_emulator,
     )
     from ..systems.datasets import SYSTEMS, consecutive_pairs, load_split
@@ -84,6 +90,27 @@ def train_system(
             f"--blocks {net['hidden_blocks']} needs one count per depth of --channels "
             f"{net['hidden_channels']}"
         )
+    start = None
+    if init is not None:
+        given = [
+            flag
+            for flag, value in (
+                ("--hidden", hidden),
+                ("--quick", quick or None),
+                ("--channels", channels),
+                ("--blocks", blocks),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} and --init exclude each other (the architecture is the "
+                f"checkpoint's)"
+            )
+        start = load_checkpoint(init)
+        recorded = start.get("meta", {}).get("system")
+        if recorded is not None and recorded != system:
+            raise ValueError(f"--init {init} emulates {recorded!r}, not {system!r}")
     data_dir = Path(data_dir) if data_dir is not None else Path("data") / system
     if not (data_dir / "train.nc").exists():
         raise FileNotFoundError(f"no dataset in {data_dir}: run `genfilter data {system}` first")
@@ -95,7 +122,11 @@ def train_system(
     x_prev, x_next = consecutive_pairs(train_ds)
     valid = consecutive_pairs(load_split(data_dir, "valid"))
     make_config = denoiser_config if family == "diffusion" else velocity_config
-    cfg = make_config(d["kind"], tuple(x_prev.shape[1:]), **net)
+    cfg = (
+        make_config(d["kind"], tuple(x_prev.shape[1:]), **net)
+        if start is None
+        else start["denoiser_config"]
+    )
     tc = TrainingConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -125,6 +156,7 @@ def train_system(
         resume=resume,
         progress=progress,
         family=family,
+        init=init,
     )
     annotate_checkpoint(
         out,
