@@ -581,9 +581,10 @@ def _check_compatible(
             f"cannot {action}: denoiser_config differs from the checkpoint's "
             f"({ckpt['denoiser_config']} vs {dcfg})"
         )
-    if bool(ckpt["emulator_config"]["residual"]) != bool(residual) or ckpt.get("meta", {}).get(
-        "stats"
-    ) != stats:
+    if (
+        bool(ckpt["emulator_config"]["residual"]) != bool(residual)
+        or ckpt.get("meta", {}).get("stats") != stats
+    ):
         raise ValueError(
             f"cannot {action}: residual/stats differ from the checkpoint's "
             f"(residual={ckpt['emulator_config']['residual']}, "
