@@ -13,7 +13,14 @@ true model (a and b), then prints:
   of the independent set b, so that the binning does not select on set a's noise);
 * the spread per wavenumber shell |k| (sum of the Fourier coefficients' variances), which
   shows whether the emulator puts spread where the true model has none (the mean mode and
-  the modes the de-aliasing keeps at zero).
+  the modes the de-aliasing keeps at zero);
+* the energy distance of ``genfilter validate`` (draws in units of set a's standard deviation
+  per grid point) split into what the mean and the spread contribute: the emulator's draws
+  against set a, set b against set a (the floor), the emulator's deviations around set b's
+  mean (the emulator's spread, the true mean), set b's deviations around the emulator's mean
+  (the true spread, the emulator's mean), and the emulator's draws rescaled per grid point to
+  set b's standard deviation (the emulator's mean and correlations, the true spread per
+  point).
 
     .venv/bin/python benchmarks/ns_spread.py benchmarks/artifacts/ns2d-32-deep-fp16.pt
 """
@@ -26,6 +33,7 @@ import time
 import torch
 
 from genfilter.emulators.training import checkpoint_system, load_emulator
+from genfilter.emulators.validation import energy_distance
 from genfilter.systems.datasets import make_system
 
 
@@ -59,6 +67,7 @@ def main() -> None:
     shells = int(shell.max()) + 1
     var = {"em": [], "a": [], "b": []}
     spectra = {key: torch.zeros(shells, dtype=torch.float64) for key in var}
+    energy = []
     for x in x0:
         xb = x.expand(args.samples, *x.shape).clone()
         a = system.step(xb, 1, g)
@@ -69,6 +78,17 @@ def main() -> None:
             f = torch.fft.rfft2(draws.double())
             v = (f - f.mean(0)).abs().pow(2).mean(0).flatten()
             spectra[key] += torch.zeros(shells, dtype=torch.float64).index_add_(0, shell, v)
+        sd = a.flatten(1).std(0)
+        ea, eb, ee = a.flatten(1) / sd, b.flatten(1) / sd, e.flatten(1) / sd
+        energy.append(
+            [
+                energy_distance(ee, ea),
+                energy_distance(eb, ea),
+                energy_distance(ee - ee.mean(0) + eb.mean(0), ea),
+                energy_distance(eb - eb.mean(0) + ee.mean(0), ea),
+                energy_distance((ee - ee.mean(0)) / ee.std(0) * eb.std(0) + ee.mean(0), ea),
+            ]
+        )
     ve, va, vb = (torch.cat(var[key]) for key in ("em", "a", "b"))
     print(f"{args.checkpoint}: {args.states} states x {args.samples} samples, seed {args.seed}")
     print("| statistic | emulator / true a | true b / true a |")
@@ -107,6 +127,19 @@ def main() -> None:
         )
         rb = f"{tb / ta:.3f}" if ta > 1e-9 * float(total) else "≈ 0"
         print(f"| {s} | {ta / float(total):.2e} | {ratio} | {rb} |")
+    labels = (
+        "emulator vs true a (validate's)",
+        "true b vs true a (the floor)",
+        "emulator's spread around true b's mean",
+        "true b's spread around the emulator's mean",
+        "emulator rescaled to true b's sd per grid point",
+    )
+    per_state = torch.tensor(energy, dtype=torch.float64)
+    print("\n| energy distance (units of true a's sd per grid point) | per state | mean |")
+    print("|---|---|---|")
+    for label, column in zip(labels, per_state.T, strict=True):
+        states = ", ".join(f"{float(v):.3f}" for v in column)
+        print(f"| {label} | {states} | {float(column.mean()):.3f} |")
     print(f"\n{time.perf_counter() - t0:.0f} s")
 
 
