@@ -79,7 +79,7 @@ def main() -> None:
             v = (f - f.mean(0)).abs().pow(2).mean(0).flatten()
             spectra[key] += torch.zeros(shells, dtype=torch.float64).index_add_(0, shell, v)
         sd = a.flatten(1).std(0)
-        ea, eb, ee = a.flatten(1) / sd, b.flatten(1) / sd, e.flatten(1) / sd
+        ea, eb, ee = (draws.flatten(1) / sd for draws in (a, b, e))
         energy.append(
             [
                 energy_distance(ee, ea),

@@ -747,6 +747,8 @@ def train_emulator(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = build(dcfg)
+    if start is not None and ckpt is None:
+        model.load_state_dict(start["state_dict"])
     ema = copy.deepcopy(model)
     model.to(device).train()
     ema.to(device).eval().requires_grad_(False)
@@ -768,9 +770,6 @@ def train_emulator(
     if valid is not None:
         history.update(valid_epoch=[], valid_loss=[])
     epoch = step = ema_updates = 0
-    if start is not None and ckpt is None:
-        model.load_state_dict(start["state_dict"])
-        ema.load_state_dict(start["state_dict"])
     if ckpt is not None:
         ts = ckpt["train_state"]
         model.load_state_dict(ts["model"])
