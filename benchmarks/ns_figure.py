@@ -13,7 +13,9 @@ field as its observed points (grey elsewhere).
 
 ``--pool [FOLDER ...]`` prints the same table from the run files of the folder and of further
 folders, pooling their twins (``python benchmarks/ns_figure.py benchmarks/artifacts/ns32_cpu/deep
---pool benchmarks/artifacts/ns32_cpu/deep-t2``).
+--pool benchmarks/artifacts/ns32_cpu/deep-t2``); with ``--paired A B`` it prints instead
+the per-twin values of methods A and B (e.g. ``fa-apf-mean_sigma0.5 flowdas``) and their
+paired differences.
 
 ``--table`` prints instead the skill of every filter at every observation level (rows:
 filters; columns: levels), from the ``cell*.json`` files of the folder; ``NAME=label``
@@ -78,30 +80,71 @@ def markdown(rows: dict[str, dict[str, str]], levels: list[str]) -> str:
     return "\n".join(lines)
 
 
-def pooled_table(folders: list[Path], metric: str = "skill") -> str:
-    """Markdown table of ``metric`` pooled over the twins of the run files of several
-    folders (``runs/*.nc`` of each, e.g. a first table and a further twin run with
-    ``ns_gpu.py cell --seed``): the mean of the runs' ``summary_<metric>`` ± its standard
-    error (sd over all twins, ddof 1, / √n), and the number of twins per cell."""
+def pooled_values(folders: list[Path], metric: str = "skill") -> dict[str, dict[str, list]]:
+    """``summary_<metric>`` of every twin, by method and observation level, from the run
+    files of several folders (``runs/*.nc`` of each, e.g. a first table and a further twin
+    run with ``ns_gpu.py cell --seed``), in the order of the folders and of the runs: the
+    lists of two methods are paired twin by twin when every folder ran both."""
     values: dict[str, dict[str, list[float]]] = {}
-    levels: list[str] = []
     for folder in folders:
         for path in sorted((folder / "runs").glob("*.nc")):
             m = RUN.search(path.name)
             if not m:
                 continue
             obs, method = f"{m.group(2)} {m.group(3)}", m.group(4)
-            levels += [obs] if obs not in levels else []
             with xr.open_dataset(path) as ds:
                 runs = [float(v) for v in ds[f"summary_{metric}"].values]
             values.setdefault(method, {}).setdefault(obs, []).extend(runs)
+    return values
+
+
+def _mean_se(v: np.ndarray) -> tuple[float, float]:
+    return float(v.mean()), (float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan)
+
+
+def pooled_table(folders: list[Path], metric: str = "skill") -> str:
+    """Markdown table of ``metric`` pooled over the twins of :func:`pooled_values`: the
+    mean of the runs ± its standard error (sd over all twins, ddof 1, / √n), and the number
+    of twins per cell."""
     rows: dict[str, dict[str, str]] = {}
-    for method, cells in values.items():
+    levels: list[str] = []
+    for method, cells in pooled_values(folders, metric).items():
         for o, runs in cells.items():
-            v = np.array(runs)
-            se = v.std(ddof=1) / math.sqrt(v.size) if v.size > 1 else math.nan
-            rows.setdefault(method, {})[o] = f"{v.mean():.3f} ± {se:.3f} ({v.size})"
+            levels += [o] if o not in levels else []
+            mean, se = _mean_se(np.array(runs))
+            rows.setdefault(method, {})[o] = f"{mean:.3f} ± {se:.3f} ({len(runs)})"
     return markdown(rows, levels)
+
+
+def paired_table(folders: list[Path], a: str, b: str, metric: str = "skill") -> str:
+    """Per level, the twins' ``metric`` of methods ``a`` and ``b`` and their paired
+    difference ``a − b`` (mean ± standard error over the twins, and in how many twins
+    ``a`` is lower); last line, the same over every twin-level."""
+    values = pooled_values(folders, metric)
+    for name in (a, b):
+        if name not in values:
+            raise SystemExit(f"--paired: no run files of method {name!r} (have {sorted(values)})")
+    key = {"coarsen": 0, "subsample": 1}
+    levels = sorted(
+        set(values[a]) & set(values[b]), key=lambda o: (key[o.split()[0]], int(o.split()[1]))
+    )
+    lines = [f"| level | {a} | {b} | {a} − {b} | {a} lower |", "|---|---|---|---|---|"]
+    every = []
+    for o in levels:
+        va, vb = np.array(values[a][o]), np.array(values[b][o])
+        if va.size != vb.size:
+            raise SystemExit(f"--paired: {o}: {va.size} twins of {a}, {vb.size} of {b}")
+        d = va - vb
+        every.append(d)
+        mean, se = _mean_se(d)
+        lines.append(
+            f"| {o} | {', '.join(f'{v:.3f}' for v in va)} | {', '.join(f'{v:.3f}' for v in vb)} "
+            f"| {mean:+.3f} ± {se:.3f} | {int((d < 0).sum())} of {d.size} |"
+        )
+    d = np.concatenate(every)
+    mean, se = _mean_se(d)
+    lines.append(f"| every level | | | {mean:+.3f} ± {se:.3f} | {int((d < 0).sum())} of {d.size} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -117,6 +160,12 @@ def main() -> None:
         help="table pooled over the twins of the run files of the folder and of these "
         "further folders (n twins per cell in brackets)",
     )
+    p.add_argument(
+        "--paired",
+        nargs=2,
+        metavar=("A", "B"),
+        help="with --pool: per-twin values of methods A and B and their paired difference",
+    )
     p.add_argument("--metric", default="skill", help="with --table: skill, crps, spread")
     p.add_argument(
         "--tag",
@@ -129,7 +178,11 @@ def main() -> None:
         print(table(args.folder, args.table, args.metric))
         return
     if args.pool is not None:
-        print(pooled_table([args.folder, *args.pool], args.metric))
+        folders = [args.folder, *args.pool]
+        if args.paired:
+            print(paired_table(folders, *args.paired, args.metric))
+        else:
+            print(pooled_table(folders, args.metric))
         return
     if args.out is None:
         raise SystemExit("--out is required for the figure")
