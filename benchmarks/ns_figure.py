@@ -70,10 +70,16 @@ def table(folder: Path, names: list[str], metric: str = "skill") -> str:
     return markdown(rows, levels)
 
 
+def level_order(obs: str) -> tuple[int, int]:
+    """Sort key of an observation level such as ``"coarsen 4"``: coarsening first, then by
+    level."""
+    kind, level = obs.split()
+    return {"coarsen": 0, "subsample": 1}[kind], int(level)
+
+
 def markdown(rows: dict[str, dict[str, str]], levels: list[str]) -> str:
-    """Filters × observation levels (sorted: coarsening first, then by level)."""
-    key = {"coarsen": 0, "subsample": 1}
-    levels = sorted(levels, key=lambda o: (key[o.split()[0]], int(o.split()[1])))
+    """Filters × observation levels (sorted by :func:`level_order`)."""
+    levels = sorted(levels, key=level_order)
     lines = ["| filter | " + " | ".join(levels) + " |", "|---" * (len(levels) + 1) + "|"]
     for method, cells in rows.items():
         lines.append(f"| {method} | " + " | ".join(cells.get(o, "—") for o in levels) + " |")
@@ -124,10 +130,7 @@ def paired_table(folders: list[Path], a: str, b: str, metric: str = "skill") -> 
     for name in (a, b):
         if name not in values:
             raise SystemExit(f"--paired: no run files of method {name!r} (have {sorted(values)})")
-    key = {"coarsen": 0, "subsample": 1}
-    levels = sorted(
-        set(values[a]) & set(values[b]), key=lambda o: (key[o.split()[0]], int(o.split()[1]))
-    )
+    levels = sorted(set(values[a]) & set(values[b]), key=level_order)
     lines = [f"| level | {a} | {b} | {a} − {b} | {a} lower |", "|---|---|---|---|---|"]
     every = []
     for o in levels:
