@@ -24,6 +24,7 @@ Three stages (the table's cells are netCDF run files under ``--out``, resumable)
     python benchmarks/l96_table.py probe "jitter_scale=0.25" --emulator-option mean_sigma=null
     python benchmarks/l96_table.py table                     # hours: cheap rows first
     python benchmarks/l96_table.py table --rows LETKF,EnKF --particles 40
+    python benchmarks/l96_table.py table --rows LETKF --particles 40 --seed 100 --out outputs/l96-fresh
     python benchmarks/l96_table.py report                    # results.md from finished cells
     python benchmarks/l96_table.py intervals                 # LETKF vs a 10^4 PF at 0.05-0.4
 """
@@ -249,7 +250,13 @@ def run_table(args) -> None:
             path = cell_path(cells, label, n)
             opts = TUNED[method] if options is None else options
             cfg = config(
-                method, emulator, n, opts, seed=0, runs=args.runs, emulator_options=emulator_options
+                method,
+                emulator,
+                n,
+                opts,
+                seed=args.seed,
+                runs=args.runs,
+                emulator_options=emulator_options,
             )
             run_config(cfg, path, resume=True, progress=False, label=label)
             print(f"done: {label} N = {n}", flush=True)
@@ -310,6 +317,13 @@ def main() -> None:
     r.add_argument("--particles", type=int, nargs="+", default=[10, 20, 40, 80])
     r.add_argument("--runs", type=int, default=10)
     r.add_argument("--rows", default=None, help="comma-separated subset of the row labels")
+    r.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="twin seed of the first run (run r is the twin of seed + r); the table's twins "
+        "are 0..9, other seeds give fresh twins (use another --out)",
+    )
     r.add_argument("--out", default="outputs/l96-table")
     rp = sub.add_parser("report", help="results.md from the finished cells, running nothing")
     rp.add_argument("--particles", type=int, nargs="+", default=[10, 20, 40, 80])

@@ -19,8 +19,8 @@ Cells that would overrun ``--budget-s`` are skipped and listed as such. ``--leve
 ``--kinds`` and ``--methods`` make it a whole Table 2 (factors and strides 4, 8, 16;
 ``letkf`` among the methods first picks the LETKF's radius and inflation on a training twin,
 seed 1000, of the first level, then uses them at every level; ``fa-apf-local`` is FA-APF
-with localised weights of radius ``--localization``). Every cell is a run file under
-``--out``/runs, resumed if it exists.
+with localised weights of radius ``--localization``; ``--weights`` picks FA-APF's weights,
+e.g. ``pooled``). Every cell is a run file under ``--out``/runs, resumed if it exists.
 
     python benchmarks/ns_gpu.py perf --device cuda --out /tmp/ns_gpu
     python benchmarks/ns_gpu.py cell --device cuda --out /tmp/ns_gpu --budget-s 240
@@ -289,6 +289,8 @@ def cell(args) -> None:
             options = letkf if method == "letkf" else {}
             if method == "fa-apf-local":  # localised weights, docs/method.md#localised-weights
                 options = {"localization": args.localization}
+            if method == "fa-apf" and args.weights is not None:
+                options = {"weights": args.weights}
             try:
                 s = one(
                     method.removesuffix("-local"),
@@ -393,6 +395,12 @@ def main() -> None:
     )
     p.add_argument(
         "--localization", type=float, default=8.0, help="cell: radius of method fa-apf-local"
+    )
+    p.add_argument(
+        "--weights",
+        choices=["dirac", "gaussian", "pooled", "exact"],
+        default=None,
+        help="cell: FA-APF's weights (docs/method.md#fa-apf-weights; default: the filter's, dirac)",
     )
     p.add_argument("--letkf-radii", type=float, nargs="+", default=[4.0, 8.0, 16.0])
     p.add_argument("--letkf-inflations", type=float, nargs="+", default=[1.0, 1.1])

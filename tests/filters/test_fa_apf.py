@@ -235,3 +235,56 @@ def test_exact_weights_equal_the_kalman_predictive_likelihood():
     # far fewer draws are visibly noisier: the test can tell the estimate from the truth
     rough = FAAPF(em, weights="exact", exact_samples=4, generator=1).log_likelihoods(x, obs)
     assert (rough - exact).abs().max() > (est - exact).abs().max()
+
+
+def test_pooled_weights_match_the_exact_predictive_likelihood():
+    """ "pooled" weights: with a transition covariance that is the same for every particle
+    and diagonal in observation space (diagonal Q, H = Select), log N(y; H μ_i, Σ_y +
+    diag(v̄)) is the predictive log-likelihood at the emulator's means up to the error of
+    v̄: Monte Carlo over N = 4000 forecasts (relative sd sqrt(2/N) ≈ 2 % per component) and
+    the sampler's discretisation (64 steps, ≤ 2 %). A relative error ε of the variance s =
+    σ_y² + v moves a log-likelihood by about (r²/s + 1) ε/2, at most ≈ 0.45 nat for the
+    largest residual here (r²/s ≈ 17) at ε = 5 % (measured 0.22); the normalised weights
+    are within a total variation of 0.02 of the exact ones (measured 0.006), while the
+    Dirac weights (no v̄) are at 0.71."""
+    D = 4
+    g = torch.Generator().manual_seed(0)
+    A = 0.9 * torch.linalg.qr(torch.randn(D, D, generator=g, dtype=torch.float64))[0]
+    b = 0.1 * torch.randn(D, generator=g, dtype=torch.float64)
+    Q = torch.diag(torch.tensor([0.8, 0.3, 1.5, 0.5], dtype=torch.float64))
+    em = LinearGaussianEmulator(A, b, Q, steps=64, iterations=4)
+    N = 4000
+    x = torch.randn(N, D, generator=g, dtype=torch.float64)
+    obs = Observation(
+        torch.tensor([0.4, -0.7], dtype=torch.float64), Select([0, 2]), isotropic_noise(0.25)
+    )
+    H = torch.zeros(2, D, dtype=torch.float64)
+    H[0, 0] = H[1, 2] = 1.0
+    # the emulator's own predictive means (the filter's first draw from its generator), so
+    # that the comparison isolates the pooled variance from the t = 1 mean's error
+    mean = em.predict_mean(x, generator=torch.Generator().manual_seed(1))
+    cov = 0.25**2 * torch.eye(2, dtype=torch.float64) + H @ Q @ H.T
+    exact = torch.distributions.MultivariateNormal(mean @ H.T, cov).log_prob(obs.y)
+    pooled = FAAPF(em, weights="pooled", generator=1).log_likelihoods(x, obs)
+    dirac = FAAPF(em, weights="dirac", generator=1).log_likelihoods(x, obs)
+
+    def tv(a, b):
+        return 0.5 * (torch.softmax(a, 0) - torch.softmax(b, 0)).abs().sum().item()
+
+    err = (pooled - exact).abs().max().item()
+    print(
+        f"pooled: max |Δ log p| {err:.3f}, TV {tv(pooled, exact):.4f}; dirac TV {tv(dirac, exact):.3f}"
+    )
+    assert err < 0.45
+    assert tv(pooled, exact) < 0.02
+    assert tv(dirac, exact) > 0.5
+
+
+def test_pooled_weights_refuse_too_many_observations():
+    """ "pooled" weights form an M × M matrix: above max_obs_gaussian a one-line error."""
+    model = make_lg_model()
+    em = LinearGaussianEmulator(model.A, model.b, model.Q, steps=4, iterations=2)
+    f = FAAPF(em, weights="pooled", max_obs_gaussian=1, generator=1)
+    obs = Observation(torch.zeros(2, dtype=torch.float64), Select([0, 2]), isotropic_noise(0.5))
+    with pytest.raises(ValueError, match="M = 2 > max_obs_gaussian = 1"):
+        f.log_likelihoods(torch.zeros(8, model.D, dtype=torch.float64), obs)

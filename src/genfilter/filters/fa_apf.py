@@ -8,7 +8,8 @@ For a new observation :math:`y^{k+1}` and equally weighted particles :math:`x_i^
 2. weights :math:`\log \tilde w_i = \log \mathcal{N}(y; H(\mu_i), \Sigma_y)` (``"dirac"``,
    paper Eq. 23–26) or :math:`\log \mathcal{N}(y; H(\mu_i), \Sigma_y + H V_i H^\top)`
    (``"gaussian"``: moment-matched with the Tweedie covariance, exact for linear-Gaussian
-   models; docs/method.md#fa-apf-weights);
+   models; ``"pooled"``: with the transition's variance in observation space pooled over
+   one forecast per particle; docs/method.md#fa-apf-weights);
 3. inflation :math:`\beta` so that the ESS lies in :math:`[N_{\min}, N_{\max}]` (paper §3.1,
    :func:`~genfilter.filters.tempering.find_inflation`; docs/method.md#inflation);
 4. ancestors by resampling (systematic by default; docs/method.md#resampling);
@@ -65,7 +66,7 @@ from .local_weights import (
 from .resampling import SCHEMES, resample
 from .weighting import check_ess_interval, reweight
 
-WEIGHTS = ("dirac", "gaussian", "exact")
+WEIGHTS = ("dirac", "gaussian", "pooled", "exact")
 """The FA-APF weight approximations (docs/method.md#fa-apf-weights)."""
 
 
@@ -94,6 +95,11 @@ class FAAPF(EnsembleFilter):
             :class:`~genfilter.emulators.DiffusionEmulator`).
         weights: ``"dirac"`` (paper), ``"gaussian"`` (moment-matched; needs an emulator
             with ``predict_obs_moments`` and forms ``M×M`` matrices, so ``M ≤ max_obs_gaussian``)
+            ``"pooled"`` (moment-matched with one transition variance for all particles:
+            :math:`\log \mathcal{N}(y; H(\mu_i), \Sigma_y + \mathrm{diag}(\bar v))`,
+            :math:`\bar v` the mean over particles of :math:`(H(x'_i) - H(\mu_i))^2` for one
+            forecast :math:`x'_i` of each; one ``sample`` call more than ``"dirac"``, no
+            Jacobian, ``M ≤ max_obs_gaussian``)
             or ``"exact"``: the Monte-Carlo estimate
             :math:`\log \frac1K \sum_{m=1}^{K} \mathcal{N}(y; H(x'_m), \Sigma_y)`,
             :math:`x'_m \sim p(\cdot \mid x_i^k)` drawn with the emulator's ``sample``
@@ -108,7 +114,7 @@ class FAAPF(EnsembleFilter):
             initial state; official code).
         generator: ``torch.Generator``, int seed or ``None`` (seeded from the OS; see
             ``self.generator.initial_seed()``).
-        max_obs_gaussian: Largest ``M`` for ``"gaussian"`` weights.
+        max_obs_gaussian: Largest ``M`` for ``"gaussian"`` and ``"pooled"`` weights.
         exact_samples: Draws per particle ``K`` of the ``"exact"`` weights.
         localization: Gaspari–Cohn radius (grid cells) of localised weights: every grid
             point gets weights from the observations near it, its own inflation and its own
@@ -197,6 +203,8 @@ class FAAPF(EnsembleFilter):
         (paper Eq. 23–26; docs/method.md#fa-apf-weights)."""
         if self.weights == "exact":
             return self._exact_log_likelihoods(particles, obs)
+        if self.weights == "pooled":
+            return self._pooled_log_likelihoods(particles, obs)
         obs = self._seen_through_model_noise(obs)
         if self.weights == "dirac":
             return self._dirac(particles, obs)[1]
@@ -226,6 +234,31 @@ class FAAPF(EnsembleFilter):
         mu = self._emulator().predict_mean(particles, generator=self.generator)
         check_finite(mu, "FAAPF: the emulator's predict_mean")
         return mu, obs.log_likelihood(mu).double()
+
+    def _pooled_log_likelihoods(self, particles: Tensor, obs: Observation) -> Tensor:
+        r""":math:`\log \mathcal{N}(y; H(\mu_i), \Sigma_y + \mathrm{diag}(\bar v))` with
+        :math:`\bar v_m = \frac1N \sum_j (H(x'_j) - H(\mu_j))_m^2`, one forecast
+        :math:`x'_j` of every particle (all ranks' particles under ``torchrun``): the
+        transition's variance in observation space, pooled over the ensemble
+        (docs/method.md#fa-apf-weights). The forecasts come from the emulator's ``sample``,
+        model noise included, so ``obs`` is not widened."""
+        M = obs.y.shape[0]
+        if M > self.max_obs_gaussian:
+            raise ValueError(
+                f"weights='pooled' forms M×M matrices; M = {M} > max_obs_gaussian = "
+                f"{self.max_obs_gaussian}. Use weights='dirac' or raise max_obs_gaussian."
+            )
+        em = self._emulator()
+        mu = em.predict_mean(particles, generator=self.generator)
+        check_finite(mu, "FAAPF: the emulator's predict_mean")
+        draws = em.sample(particles, generator=self.generator)
+        check_finite(draws, "FAAPF: the emulator's forecasts for the pooled weights")
+        hmu = obs.predict(mu).double()
+        v = self._global((obs.predict(draws).double() - hmu) ** 2).mean(0)
+        cov = noise_matrix(obs.noise, M).to(torch.float64) + torch.diag(v.to(hmu.device))
+        cov = (cov + cov.T) / 2
+        y = obs.y.to(hmu)
+        return _gaussian_log_density(y - hmu, cov.expand(hmu.shape[0], M, M))
 
     def _exact_log_likelihoods(self, particles: Tensor, obs: Observation) -> Tensor:
         r"""Monte-Carlo :math:`\log p(y \mid x_i^k)` from ``exact_samples`` forecasts of
