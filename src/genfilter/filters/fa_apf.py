@@ -94,7 +94,7 @@ class FAAPF(EnsembleFilter):
         emulator: An emulator with ``predict_mean`` and ``sample_posterior`` (e.g. a
             :class:`~genfilter.emulators.DiffusionEmulator`).
         weights: ``"dirac"`` (paper), ``"gaussian"`` (moment-matched; needs an emulator
-            with ``predict_obs_moments`` and forms ``M×M`` matrices, so ``M ≤ max_obs_gaussian``)
+            with ``predict_obs_moments`` and forms ``M×M`` matrices, so ``M ≤ max_obs_gaussian``),
             ``"pooled"`` (moment-matched with one transition variance for all particles:
             :math:`\log \mathcal{N}(y; H(\mu_i), \Sigma_y + \mathrm{diag}(\bar v))`,
             :math:`\bar v` the mean over particles of :math:`(H(x'_i) - H(\mu_i))^2` for one
