@@ -363,6 +363,8 @@ def write(
 
 
 def main() -> None:
+    from genfilter.filters.fa_apf import WEIGHTS
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("part", choices=["perf", "cell", "floor"])
     p.add_argument("--json", default="outputs/ns_gpu_h200/perf.json", help="floor: perf JSON")
@@ -398,7 +400,7 @@ def main() -> None:
     )
     p.add_argument(
         "--weights",
-        choices=["dirac", "gaussian", "pooled", "exact"],
+        choices=WEIGHTS,
         default=None,
         help="cell: FA-APF's weights (docs/method.md#fa-apf-weights; default: the filter's, dirac)",
     )

@@ -40,6 +40,7 @@ def main() -> None:
         "| negative | draws' variance (median) |"
     )
     print("|---|---|---|---|---|---|---|")
+    em = None  # the same network at every level: loaded once
     for kind, key in (("coarsen", "factor"), ("subsample", "stride")):
         for level in (4, 8, 16):
             op = {"operator": kind, key: level}
@@ -47,7 +48,7 @@ def main() -> None:
                 "fa-apf", 8, op, cycles=8, runs=1, diffusion_steps=32, seed=args.seed
             )
             setup = build_twin_setup(cfg)
-            em = build_emulator(cfg, setup)
+            em = build_emulator(cfg, setup) if em is None else em
             twin = make_twin(setup, args.seed)
             for k in args.cycles:
                 x = twin.truth[k : k + 1]

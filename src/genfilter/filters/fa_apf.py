@@ -71,15 +71,20 @@ WEIGHTS = ("dirac", "gaussian", "pooled", "exact")
 
 
 def _gaussian_log_density(residual: Tensor, cov: Tensor) -> Tensor:
-    """:math:`\\log N(r; 0, C)` for residuals ``(N, M)`` and covariances ``(N, M, M)``."""
+    r""":math:`\log N(r; 0, C)` for residuals ``(N, M)`` and covariances ``(N, M, M)``, or
+    one covariance ``(M, M)`` for every particle (factorised once)."""
     M = residual.shape[-1]
     L, info = torch.linalg.cholesky_ex(cov)
     if bool((info != 0).any()):
         bad = (info != 0).nonzero().flatten()
+        which = (
+            "every particle"
+            if cov.dim() == 2
+            else f"{bad.numel()} particle(s) (first {bad[:5].tolist()})"
+        )
         raise FloatingPointError(
-            f"predictive covariance Σ_y + H V Hᵀ is not positive definite for {bad.numel()} "
-            f"particle(s) (first {bad[:5].tolist()}); the denoiser's Jacobian is not a valid "
-            "covariance here — use weights='dirac'"
+            f"predictive covariance Σ_y + H V Hᵀ is not positive definite for {which}; "
+            "the denoiser's Jacobian is not a valid covariance here — use weights='dirac'"
         )
     z = torch.linalg.solve_triangular(L, residual.unsqueeze(-1), upper=False).squeeze(-1)
     logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
@@ -208,18 +213,29 @@ class FAAPF(EnsembleFilter):
         obs = self._seen_through_model_noise(obs)
         if self.weights == "dirac":
             return self._dirac(particles, obs)[1]
+        self._check_matrix_size(obs)
+        _, hmu, hvh = self._emulator().predict_obs_moments(particles, obs, generator=self.generator)
+        check_finite(hmu, "FAAPF: the emulator's predicted observation mean")
+        return self._moment_matched(obs, hmu, hvh)
+
+    def _check_matrix_size(self, obs: Observation) -> None:
+        """The moment-matched weights form ``M×M`` matrices: ``M ≤ max_obs_gaussian``."""
         M = obs.y.shape[0]
         if M > self.max_obs_gaussian:
             raise ValueError(
-                f"weights='gaussian' forms M×M matrices; M = {M} > max_obs_gaussian = "
+                f"weights={self.weights!r} forms M×M matrices; M = {M} > max_obs_gaussian = "
                 f"{self.max_obs_gaussian}. Use weights='dirac' or raise max_obs_gaussian."
             )
-        _, hmu, hvh = self._emulator().predict_obs_moments(particles, obs, generator=self.generator)
-        check_finite(hmu, "FAAPF: the emulator's predicted observation mean")
-        R = noise_matrix(obs.noise, M).to(torch.float64)
-        cov = R + hvh.double()
+
+    @staticmethod
+    def _moment_matched(obs: Observation, hmu: Tensor, spread: Tensor) -> Tensor:
+        r""":math:`\log \mathcal{N}(y; H(\mu_i), \Sigma_y + S)` ``(N,)`` for ``hmu (N, M)``
+        and the transition's covariance in observation space ``spread``: ``(N, M, M)``, one
+        per particle, or ``(M, M)``, one for all (symmetrised)."""
+        spread = spread.double()
+        cov = noise_matrix(obs.noise, obs.y.shape[0]).to(spread) + spread
         cov = (cov + cov.transpose(-1, -2)) / 2
-        return _gaussian_log_density(obs.y.double() - hmu.double(), cov)
+        return _gaussian_log_density(obs.y.to(spread) - hmu.to(spread), cov)
 
     def _seen_through_model_noise(self, obs: Observation) -> Observation:
         """``obs`` with the emulator's additive model noise added to its noise, for weights
@@ -228,11 +244,16 @@ class FAAPF(EnsembleFilter):
         widen = getattr(self._emulator(), "widen", None)
         return obs if widen is None else widen(obs)
 
+    def _means(self, particles: Tensor) -> Tensor:
+        r"""The predictive means :math:`\mu_i` (checked finite)."""
+        mu = self._emulator().predict_mean(particles, generator=self.generator)
+        check_finite(mu, "FAAPF: the emulator's predict_mean")
+        return mu
+
     def _dirac(self, particles: Tensor, obs: Observation) -> tuple[Tensor, Tensor]:
         r"""The predictive means :math:`\mu_i` and the dirac log-likelihoods ``(N,)`` of
         ``obs`` as :meth:`_seen_through_model_noise` gives it."""
-        mu = self._emulator().predict_mean(particles, generator=self.generator)
-        check_finite(mu, "FAAPF: the emulator's predict_mean")
+        mu = self._means(particles)
         return mu, obs.log_likelihood(mu).double()
 
     def _pooled_log_likelihoods(self, particles: Tensor, obs: Observation) -> Tensor:
@@ -242,23 +263,13 @@ class FAAPF(EnsembleFilter):
         transition's variance in observation space, pooled over the ensemble
         (docs/method.md#fa-apf-weights). The forecasts come from the emulator's ``sample``,
         model noise included, so ``obs`` is not widened."""
-        M = obs.y.shape[0]
-        if M > self.max_obs_gaussian:
-            raise ValueError(
-                f"weights='pooled' forms M×M matrices; M = {M} > max_obs_gaussian = "
-                f"{self.max_obs_gaussian}. Use weights='dirac' or raise max_obs_gaussian."
-            )
-        em = self._emulator()
-        mu = em.predict_mean(particles, generator=self.generator)
-        check_finite(mu, "FAAPF: the emulator's predict_mean")
-        draws = em.sample(particles, generator=self.generator)
+        self._check_matrix_size(obs)
+        mu = self._means(particles)
+        draws = self._emulator().sample(particles, generator=self.generator)
         check_finite(draws, "FAAPF: the emulator's forecasts for the pooled weights")
         hmu = obs.predict(mu).double()
         v = self._global((obs.predict(draws).double() - hmu) ** 2).mean(0)
-        cov = noise_matrix(obs.noise, M).to(torch.float64) + torch.diag(v.to(hmu.device))
-        cov = (cov + cov.T) / 2
-        y = obs.y.to(hmu)
-        return _gaussian_log_density(y - hmu, cov.expand(hmu.shape[0], M, M))
+        return self._moment_matched(obs, hmu, torch.diag(v))
 
     def _exact_log_likelihoods(self, particles: Tensor, obs: Observation) -> Tensor:
         r"""Monte-Carlo :math:`\log p(y \mid x_i^k)` from ``exact_samples`` forecasts of
