@@ -2,7 +2,7 @@
 F = 8, every second component observed every 0.05 time units with noise std 1, climatological
 initial ensemble), every filter forecasting with the shipped Lorenz-96 emulator.
 
-Three stages (the table's cells are netCDF run files under ``--out``, resumable):
+The main stages (the table's cells are netCDF run files under ``--out``, resumable):
 
 ``tune``
     Each filter's small grid on *training* twins (seeds 10000, 10001; the table uses seeds
@@ -18,6 +18,12 @@ Three stages (the table's cells are netCDF run files under ``--out``, resumable)
     of 60 cycles scored after a burn-in of 20; prints skill (mean ± s.e. over runs), spread,
     CRPS, seconds per step, and the paired skill difference to FA-APF at the same N (same
     twins) with the number of runs in which the row is worse; writes ``<out>/results.md``.
+``pool``
+    Two rows (default FA-APF against the LETKF) over the twins of several cell folders,
+    paired by twin seed (a seed in two folders is refused): both means, the ratio of the
+    means with a 95 % bootstrap interval over twins (10 000 resamples, seed 0), the paired
+    difference, and the twins where the first row lost track (skill above the observation
+    noise std, 1).
 
     python benchmarks/l96_table.py tune                      # ~1.5 h of one core
     python benchmarks/l96_table.py probe "jitter_scale=0.25,jitter_radius=16" --seed 10000
@@ -26,6 +32,7 @@ Three stages (the table's cells are netCDF run files under ``--out``, resumable)
     python benchmarks/l96_table.py table --rows LETKF,EnKF --particles 40
     python benchmarks/l96_table.py table --rows LETKF --particles 40 --seed 100 --out outputs/l96-fresh
     python benchmarks/l96_table.py report                    # results.md from finished cells
+    python benchmarks/l96_table.py pool benchmarks/artifacts/l96-cells benchmarks/artifacts/l96-fresh
     python benchmarks/l96_table.py intervals                 # LETKF vs a 10^4 PF at 0.05-0.4
 """
 
@@ -305,6 +312,52 @@ def write_results(cells: Path, out_md: Path, sizes: list[int]) -> None:
     out_md.write_text(text)
 
 
+LOST = 1.0
+"""A run has lost track when its skill exceeds the observation noise std (1): the tuned
+LETKF's runs score 0.39-0.60 and FA-APF's tracking runs 0.43-0.62."""
+
+
+def run_pool(args) -> None:
+    """Pool the twins of several cell folders: the two rows' skills, paired by twin seed."""
+    label, ref = args.rows
+    twins: dict[str, dict[int, float]] = {label: {}, ref: {}}
+    for folder in args.folders:
+        for row in (label, ref):
+            path = cell_path(Path(folder), row, args.particles)
+            if not path.exists():
+                raise SystemExit(f"error: {folder} has no cell {path.name} for row {row!r}")
+            with xr.open_dataset(path, engine="h5netcdf") as ds:
+                seeds = [int(s) for s in ds["twin_seed"].values]
+                skills = ds["summary_skill"].values
+            for seed, skill in zip(seeds, skills, strict=True):
+                if seed in twins[row]:
+                    raise SystemExit(f"error: twin seed {seed} of row {row!r} is in two folders")
+                twins[row][seed] = float(skill)
+    seeds = sorted(twins[label])
+    if seeds != sorted(twins[ref]):
+        raise SystemExit(f"error: the rows {label!r} and {ref!r} hold different twins")
+    a = np.array([twins[label][s] for s in seeds])
+    b = np.array([twins[ref][s] for s in seeds])
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, a.size, size=(10_000, a.size))
+    ratios = a[idx].mean(axis=1) / b[idx].mean(axis=1)
+    lo, hi = np.quantile(ratios, [0.025, 0.975])
+    d = a - b
+    lost = [s for s, v in zip(seeds, a, strict=True) if v > LOST]
+    tracking = a <= LOST
+    se = lambda v: v.std(ddof=1) / math.sqrt(v.size)  # noqa: E731
+    print(
+        f"{a.size} twins (seeds {seeds[0]}..{seeds[-1]}), N = {args.particles}\n"
+        f"{label}: {a.mean():.3f} ± {se(a):.3f}; {ref}: {b.mean():.3f} ± {se(b):.3f}\n"
+        f"ratio of means {a.mean() / b.mean():.3f} (95 % bootstrap over twins "
+        f"{lo:.3f}-{hi:.3f}); paired {label} - {ref}: {d.mean():+.3f} ± {se(d):.3f}, "
+        f"{label} lower in {int((d < 0).sum())} of {d.size}\n"
+        f"{label} lost track (skill > {LOST:g}) in {len(lost)} of {a.size} twins {lost}; "
+        f"ratio over the twins where it tracks {a[tracking].mean() / b[tracking].mean():.3f}; "
+        f"its worst twin: seed {seeds[int(a.argmax())]} ({a.max():.3f})"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="stage", required=True)
@@ -333,6 +386,12 @@ def main() -> None:
     iv.add_argument("--bpf-particles", type=int, default=10_000)
     iv.add_argument("--jitters", type=float, nargs="+", default=[0.2, 0.5])
     iv.add_argument("--seed", type=int, default=TUNING_SEEDS[0])
+    po = sub.add_parser(
+        "pool", help="pool the twins of several cell folders (paired by twin seed), running nothing"
+    )
+    po.add_argument("folders", nargs="+", help="folders holding the cells (*_N<particles>.nc)")
+    po.add_argument("--particles", type=int, default=40)
+    po.add_argument("--rows", nargs=2, default=["FA-APF", "LETKF"], metavar=("ROW", "REFERENCE"))
     pr = sub.add_parser("probe", help="FA-APF option sets on one training twin")
     pr.add_argument("options", nargs="+", help='e.g. "jitter_scale=0.25,jitter_radius=16"')
     pr.add_argument("--seed", type=int, default=TUNING_SEEDS[0])
@@ -351,6 +410,7 @@ def main() -> None:
         "probe": run_probe,
         "report": run_report,
         "intervals": run_intervals,
+        "pool": run_pool,
     }
     stages[args.stage](args)
 
