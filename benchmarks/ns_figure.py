@@ -15,7 +15,10 @@ field as its observed points (grey elsewhere).
 folders, pooling their twins (``python benchmarks/ns_figure.py benchmarks/artifacts/ns32_cpu/deep
 --pool benchmarks/artifacts/ns32_cpu/deep-t2``); with ``--paired A B`` it prints instead
 the per-twin values of methods A and B (e.g. ``fa-apf-mean_sigma0.5 flowdas``) and their
-paired differences.
+paired differences; with ``--versus FOLDER ...`` each method and level against the same
+method in those folders, paired by twin seed (the same table run with another emulator:
+``python benchmarks/ns_figure.py benchmarks/artifacts/ns32_cpu/tuned2 --pool
+benchmarks/artifacts/ns32_cpu/tuned2-t1 --versus benchmarks/artifacts/ns32_cpu/deep``).
 
 ``--table`` prints instead the skill of every filter at every observation level (rows:
 filters; columns: levels), from the ``cell*.json`` files of the folder; ``NAME=label``
@@ -92,16 +95,57 @@ def pooled_values(folders: list[Path], metric: str = "skill") -> dict[str, dict[
     run with ``ns_gpu.py cell --seed``), in the order of the folders and of the runs: the
     lists of two methods are paired twin by twin when every folder ran both."""
     values: dict[str, dict[str, list[float]]] = {}
+    for method, obs, ds in _run_files(folders):
+        runs = [float(v) for v in ds[f"summary_{metric}"].values]
+        values.setdefault(method, {}).setdefault(obs, []).extend(runs)
+    return values
+
+
+def _run_files(folders: list[Path]):
+    """(method, observation level, open dataset) of every run file under ``<folder>/runs``."""
     for folder in folders:
         for path in sorted((folder / "runs").glob("*.nc")):
             m = RUN.search(path.name)
-            if not m:
-                continue
-            obs, method = f"{m.group(2)} {m.group(3)}", m.group(4)
-            with xr.open_dataset(path) as ds:
-                runs = [float(v) for v in ds[f"summary_{metric}"].values]
-            values.setdefault(method, {}).setdefault(obs, []).extend(runs)
+            if m:
+                with xr.open_dataset(path) as ds:
+                    yield m.group(4), f"{m.group(2)} {m.group(3)}", ds
+
+
+def seeded_values(folders: list[Path], metric: str = "skill") -> dict[str, dict[str, dict]]:
+    """``summary_<metric>`` by method, observation level and twin seed; a twin found twice
+    is refused."""
+    values: dict[str, dict[str, dict[int, float]]] = {}
+    for method, obs, ds in _run_files(folders):
+        cell = values.setdefault(method, {}).setdefault(obs, {})
+        for seed, v in zip(ds["twin_seed"].values, ds[f"summary_{metric}"].values, strict=True):
+            if int(seed) in cell:
+                raise SystemExit(f"{method} {obs}: twin seed {int(seed)} in two run files")
+            cell[int(seed)] = float(v)
     return values
+
+
+def versus_table(folders: list[Path], others: list[Path], metric: str = "skill") -> str:
+    """Per method and level, the twins that both sets of folders ran (matched by twin seed):
+    the mean in each set and the paired difference (this set − the other), e.g. the same
+    filters with another emulator."""
+    mine, theirs = seeded_values(folders, metric), seeded_values(others, metric)
+    lines = [
+        "| method | level | twins | these folders | the others | difference | lower |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method in sorted(set(mine) & set(theirs)):
+        for o in sorted(set(mine[method]) & set(theirs[method]), key=level_order):
+            seeds = sorted(set(mine[method][o]) & set(theirs[method][o]))
+            if not seeds:
+                continue
+            a = np.array([mine[method][o][t] for t in seeds])
+            b = np.array([theirs[method][o][t] for t in seeds])
+            mean, se = _mean_se(a - b)
+            lines.append(
+                f"| {method} | {o} | {', '.join(map(str, seeds))} | {a.mean():.3f} | "
+                f"{b.mean():.3f} | {mean:+.3f} ± {se:.3f} | {int((a < b).sum())} of {a.size} |"
+            )
+    return "\n".join(lines)
 
 
 def _mean_se(v: np.ndarray) -> tuple[float, float]:
@@ -169,6 +213,13 @@ def main() -> None:
         metavar=("A", "B"),
         help="with --pool: per-twin values of methods A and B and their paired difference",
     )
+    p.add_argument(
+        "--versus",
+        nargs="+",
+        type=Path,
+        help="with --pool: each method and level against the same method in these folders, "
+        "paired by twin seed (e.g. the same table with another emulator)",
+    )
     p.add_argument("--metric", default="skill", help="with --table: skill, crps, spread")
     p.add_argument(
         "--tag",
@@ -182,7 +233,9 @@ def main() -> None:
         return
     if args.pool is not None:
         folders = [args.folder, *args.pool]
-        if args.paired:
+        if args.versus:
+            print(versus_table(folders, args.versus, args.metric))
+        elif args.paired:
             print(paired_table(folders, *args.paired, args.metric))
         else:
             print(pooled_table(folders, args.metric))
