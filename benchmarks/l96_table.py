@@ -50,7 +50,7 @@ import xarray as xr
 from genfilter.cli import _key_values
 from genfilter.experiments.config import parse_config
 from genfilter.experiments.l63_results import paired_differences
-from genfilter.experiments.reporting import summarize_file
+from genfilter.experiments.reporting import summarize_file, twin_values
 from genfilter.experiments.runner import run_config, run_summary
 from genfilter.experiments.tuning import tune
 
@@ -320,19 +320,16 @@ the tuned LETKF's mean skill (0.45 over the forty twins of docs/results/l96.md).
 def run_pool(args) -> None:
     """Pool the twins of several cell folders: the two rows' skills, paired by twin seed."""
     label, ref = args.rows
-    twins: dict[str, dict[int, float]] = {label: {}, ref: {}}
-    for folder in args.folders:
-        for row in (label, ref):
-            path = cell_path(Path(folder), row, args.particles)
+    twins: dict[str, dict[int, float]] = {}
+    for row in (label, ref):
+        paths = [cell_path(Path(folder), row, args.particles) for folder in args.folders]
+        for folder, path in zip(args.folders, paths, strict=True):
             if not path.exists():
                 raise SystemExit(f"error: {folder} has no cell {path.name} for row {row!r}")
-            with xr.open_dataset(path, engine="h5netcdf") as ds:
-                seeds = [int(s) for s in ds["twin_seed"].values]
-                skills = ds["summary_skill"].values
-            for seed, skill in zip(seeds, skills, strict=True):
-                if seed in twins[row]:
-                    raise SystemExit(f"error: twin seed {seed} of row {row!r} is in two folders")
-                twins[row][seed] = float(skill)
+        try:
+            twins[row] = twin_values(paths)
+        except ValueError as e:
+            raise SystemExit(f"error: row {row!r}: {e}") from None
     seeds = sorted(twins[label])
     if seeds != sorted(twins[ref]):
         raise SystemExit(f"error: the rows {label!r} and {ref!r} hold different twins")

@@ -40,6 +40,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
+from genfilter.experiments.reporting import twin_values
+
 RUN = re.compile(r"ns(\d+)-(coarsen|subsample)(\d+)-(.+)-N\d+\.nc$")
 """A run file of ``ns_gpu.py cell``: grid size, operator, level, method and its tag."""
 
@@ -95,33 +97,35 @@ def pooled_values(folders: list[Path], metric: str = "skill") -> dict[str, dict[
     run with ``ns_gpu.py cell --seed``), in the order of the folders and of the runs: the
     lists of two methods are paired twin by twin when every folder ran both."""
     values: dict[str, dict[str, list[float]]] = {}
-    for method, obs, ds in _run_files(folders):
-        runs = [float(v) for v in ds[f"summary_{metric}"].values]
+    for method, obs, path in _run_files(folders):
+        with xr.open_dataset(path) as ds:
+            runs = [float(v) for v in ds[f"summary_{metric}"].values]
         values.setdefault(method, {}).setdefault(obs, []).extend(runs)
     return values
 
 
 def _run_files(folders: list[Path]):
-    """(method, observation level, open dataset) of every run file under ``<folder>/runs``."""
+    """(method, observation level, path) of every run file under ``<folder>/runs``."""
     for folder in folders:
         for path in sorted((folder / "runs").glob("*.nc")):
             m = RUN.search(path.name)
             if m:
-                with xr.open_dataset(path) as ds:
-                    yield m.group(4), f"{m.group(2)} {m.group(3)}", ds
+                yield m.group(4), f"{m.group(2)} {m.group(3)}", path
 
 
 def seeded_values(folders: list[Path], metric: str = "skill") -> dict[str, dict[str, dict]]:
-    """``summary_<metric>`` by method, observation level and twin seed; a twin found twice
-    is refused."""
-    values: dict[str, dict[str, dict[int, float]]] = {}
-    for method, obs, ds in _run_files(folders):
-        cell = values.setdefault(method, {}).setdefault(obs, {})
-        for seed, v in zip(ds["twin_seed"].values, ds[f"summary_{metric}"].values, strict=True):
-            if int(seed) in cell:
-                raise SystemExit(f"{method} {obs}: twin seed {int(seed)} in two run files")
-            cell[int(seed)] = float(v)
-    return values
+    """``summary_<metric>`` by method, observation level and twin seed
+    (:func:`genfilter.experiments.reporting.twin_values`; a twin found twice is refused)."""
+    paths: dict[str, dict[str, list[Path]]] = {}
+    for method, obs, path in _run_files(folders):
+        paths.setdefault(method, {}).setdefault(obs, []).append(path)
+    try:
+        return {
+            method: {obs: twin_values(files, metric) for obs, files in cells.items()}
+            for method, cells in paths.items()
+        }
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def versus_table(folders: list[Path], others: list[Path], metric: str = "skill") -> str:

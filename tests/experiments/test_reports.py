@@ -319,3 +319,20 @@ def test_one_fa_apf_configuration_for_lorenz63_everywhere():
     shipped = load_config("configs/l63-c.yaml")
     assert table.filter == shipped.filter and table.emulator_options == shipped.emulator_options
     assert table.runs == shipped.runs and table.steps == shipped.steps
+
+
+def test_twin_values_pair_runs_by_twin_seed(sweep):
+    """Each run's summary skill under its twin seed; a seed found twice is refused."""
+    import xarray as xr
+
+    from genfilter.experiments.reporting import twin_values
+
+    path = sweep / "cells" / "l63-a_enkf_N8.nc"
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        expected = dict(zip(ds["twin_seed"].values.tolist(), ds["summary_skill"].values.tolist()))
+        crps = ds["summary_crps"].values.tolist()
+    assert len(expected) == 2
+    assert twin_values([path]) == expected
+    assert list(twin_values([str(path)], "crps").values()) == crps
+    with pytest.raises(ValueError, match="twin seed .* is in .*l63-a_enkf_N8.nc and in"):
+        twin_values([path, path])

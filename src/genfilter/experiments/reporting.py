@@ -83,6 +83,22 @@ def summarize_file(path: str | Path) -> dict[str, Any]:
     return row
 
 
+def twin_values(paths, metric: str = "skill") -> dict[int, float]:
+    """``summary_<metric>`` of every run of the run files ``paths``, by twin seed (the run
+    files' ``twin_seed`` coordinate), to pair runs of other files on the same twins; a twin
+    seed in two files (or twice in one) raises ``ValueError`` naming it."""
+    values: dict[int, float] = {}
+    where: dict[int, Path] = {}
+    for path in map(Path, paths):
+        with _open(path) as ds:
+            seeds, v = ds["twin_seed"].values, ds[f"summary_{metric}"].values
+        for seed, value in zip(seeds.tolist(), v.tolist(), strict=True):
+            if seed in values:
+                raise ValueError(f"twin seed {seed} is in {where[seed]} and in {path}")
+            values[seed], where[seed] = float(value), path
+    return values
+
+
 def _table(rows: list[dict], out_md: Path, out_csv: Path, title: str) -> None:
     keys = (
         ["experiment", "filter", "N", "runs", "burn_in"]
