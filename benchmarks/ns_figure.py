@@ -107,10 +107,14 @@ def pooled_values(folders: list[Path], metric: str = "skill") -> dict[str, dict[
 def _run_files(folders: list[Path]):
     """(method, observation level, path) of every run file under ``<folder>/runs``."""
     for folder in folders:
-        for path in sorted((folder / "runs").glob("*.nc")):
-            m = RUN.search(path.name)
-            if m:
-                yield m.group(4), f"{m.group(2)} {m.group(3)}", path
+        found = [(RUN.search(path.name), path) for path in sorted((folder / "runs").glob("*.nc"))]
+        found = [(m, path) for m, path in found if m]
+        if not found:
+            raise SystemExit(
+                f"error: {folder} has no run files (runs/ns<resolution>-<kind><level>-<method>-N<particles>.nc)"
+            )
+        for m, path in found:
+            yield m.group(4), f"{m.group(2)} {m.group(3)}", path
 
 
 def seeded_values(folders: list[Path], metric: str = "skill") -> dict[str, dict[str, dict]]:
