@@ -64,6 +64,34 @@ def test_perfect_emulator_sits_at_the_noise_floor_and_a_wrong_one_does_not(loren
     assert perfect.mean_error < 0.3 < wrong.mean_error
 
 
+def test_energy_distance_standard_errors_separate_a_wrong_emulator_from_noise():
+    """12 states: the wrong emulator's distance varies from state to state (its shift is
+    measured in each state's own transition sd), so a few states do not resolve it."""
+    system = StochasticLorenz63()
+    states = system.attractor_states(
+        12, generator=torch.Generator().manual_seed(5), burn_in=2.0
+    ).double()
+    perfect = one_step_validation(
+        SimulatorEmulator(system), system, states, samples=100, generator=6
+    )
+    wrong = one_step_validation(Shifted(system, 0.5, 0.5), system, states, samples=100, generator=6)
+    for r in (perfect, wrong):
+        eds = torch.tensor(r.energy_distance_by_state, dtype=torch.float64)
+        assert eds.numel() == states.shape[0]
+        assert abs(float(eds.mean()) - r.energy_distance) < 1e-12
+        # the standard error against the textbook formula, computed independently
+        mean = sum(r.energy_distance_by_state) / len(eds)
+        var = sum((e - mean) ** 2 for e in r.energy_distance_by_state) / (len(eds) - 1)
+        assert abs(r.energy_distance_se - (var / len(eds)) ** 0.5) < 1e-12
+    excess, se = perfect.excess_energy_distance
+    assert abs(excess) < 3 * se  # a perfect emulator adds nothing above sampling noise
+    excess, se = wrong.excess_energy_distance
+    assert excess > 3 * se > 0
+    table = validation_table(wrong)
+    assert f"{wrong.energy_distance:.4f} ± {wrong.energy_distance_se:.4f}" in table
+    assert f"| emulator minus floor, paired by state | {excess:.4f} ± {se:.4f} |" in table
+
+
 def test_rollout_climatology_and_table():
     system = StochasticLorenz63()
     g = torch.Generator().manual_seed(3)
