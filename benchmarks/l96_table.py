@@ -340,8 +340,8 @@ def run_pool(args) -> None:
     ratios = a[idx].mean(axis=1) / b[idx].mean(axis=1)
     lo, hi = np.quantile(ratios, [0.025, 0.975])
     d = a - b
-    lost = [s for s, v in zip(seeds, a, strict=True) if v > LOST]
     tracking = a <= LOST
+    lost = [s for s, t in zip(seeds, tracking, strict=True) if not t]
     se = lambda v: v.std(ddof=1) / math.sqrt(v.size)  # noqa: E731
     print(
         f"{a.size} twins (seeds {seeds[0]}..{seeds[-1]}), N = {args.particles}\n"

@@ -95,31 +95,32 @@ def pooled_values(folders: list[Path], metric: str = "skill") -> dict[str, dict[
     """``summary_<metric>`` of every twin, by method and observation level, from the run
     files of several folders (``runs/*.nc`` of each, e.g. a first table and a further twin
     run with ``ns_gpu.py cell --seed``), in the order of the folders and of the runs: the
-    lists of two methods are paired twin by twin when every folder ran both."""
-    values: dict[str, dict[str, list[float]]] = {}
-    for method, obs, path in _run_files(folders):
-        with xr.open_dataset(path) as ds:
-            runs = [float(v) for v in ds[f"summary_{metric}"].values]
-        values.setdefault(method, {}).setdefault(obs, []).extend(runs)
-    return values
+    lists of two methods are paired twin by twin when every folder ran both
+    (:func:`seeded_values` without the seeds)."""
+    return {
+        method: {obs: list(twins.values()) for obs, twins in cells.items()}
+        for method, cells in seeded_values(folders, metric).items()
+    }
 
 
 def _run_files(folders: list[Path]):
     """(method, observation level, path) of every run file under ``<folder>/runs``."""
     for folder in folders:
-        found = [(RUN.search(path.name), path) for path in sorted((folder / "runs").glob("*.nc"))]
-        found = [(m, path) for m, path in found if m]
-        if not found:
+        found = [(RUN.search(p.name), p) for p in sorted((folder / "runs").glob("*.nc"))]
+        if not any(m for m, _ in found):
             raise SystemExit(
-                f"error: {folder} has no run files (runs/ns<resolution>-<kind><level>-<method>-N<particles>.nc)"
+                f"error: {folder} has no run files "
+                "(runs/ns<resolution>-<kind><level>-<method>-N<particles>.nc)"
             )
         for m, path in found:
-            yield m.group(4), f"{m.group(2)} {m.group(3)}", path
+            if m:
+                yield m.group(4), f"{m.group(2)} {m.group(3)}", path
 
 
 def seeded_values(folders: list[Path], metric: str = "skill") -> dict[str, dict[str, dict]]:
-    """``summary_<metric>`` by method, observation level and twin seed
-    (:func:`genfilter.experiments.reporting.twin_values`; a twin found twice is refused)."""
+    """``summary_<metric>`` by method, observation level and twin seed, in the order of the
+    folders and of the runs (:func:`genfilter.experiments.reporting.twin_values`; a twin
+    found twice is refused)."""
     paths: dict[str, dict[str, list[Path]]] = {}
     for method, obs, path in _run_files(folders):
         paths.setdefault(method, {}).setdefault(obs, []).append(path)
