@@ -63,8 +63,9 @@ class OneStepResult:
     variance_ratio: float  # mean over states and components of var_em / var_true
     # (for a deterministic true transition, var_true = 0: the ratio is then var_em over the
     #  squared state spread, i.e. the emulator's spurious spread relative to climatology)
-    energy_distance: float  # mean over states: emulator vs true model
-    energy_distance_floor: float  # mean over states: true model vs independent true model
+    energy_distance_by_state: tuple[float, ...]  # emulator vs true model, state by state
+    # true model vs independent true model, state by state
+    energy_distance_floor_by_state: tuple[float, ...]
     # the same mean of per-component ratios for an independent true-model sample set: the
     # statistic's own bias (E[1/s^2] > 1/sigma^2) and spread for a perfect emulator
     variance_ratio_floor: float
@@ -73,19 +74,26 @@ class OneStepResult:
     total_variance_ratio: float
     states: int
     samples: int
-    # the per-state values whose means are energy_distance and energy_distance_floor
-    energy_distance_by_state: tuple[float, ...] = ()
-    energy_distance_floor_by_state: tuple[float, ...] = ()
+
+    @property
+    def energy_distance(self) -> float:
+        """Mean over states of the emulator's energy distance to the true model."""
+        return _mean_se(self.energy_distance_by_state)[0]
+
+    @property
+    def energy_distance_floor(self) -> float:
+        """Mean over states of the energy distance between two true-model sets."""
+        return _mean_se(self.energy_distance_floor_by_state)[0]
 
     @property
     def energy_distance_se(self) -> float:
         """Standard error of :attr:`energy_distance` over the states (NaN for one state)."""
-        return _standard_error(self.energy_distance_by_state)
+        return _mean_se(self.energy_distance_by_state)[1]
 
     @property
     def energy_distance_floor_se(self) -> float:
         """Standard error of :attr:`energy_distance_floor` over the states."""
-        return _standard_error(self.energy_distance_floor_by_state)
+        return _mean_se(self.energy_distance_floor_by_state)[1]
 
     @property
     def excess_energy_distance(self) -> tuple[float, float]:
@@ -99,14 +107,14 @@ class OneStepResult:
                 self.energy_distance_by_state, self.energy_distance_floor_by_state, strict=True
             )
         ]
-        return (sum(d) / len(d) if d else float("nan")), _standard_error(d)
+        return _mean_se(d)
 
 
-def _standard_error(values) -> float:
+def _mean_se(values) -> tuple[float, float]:
+    """Mean and standard error of ``values`` in float64 (the error NaN below 2 values)."""
     v = torch.tensor(list(values), dtype=torch.float64)
-    if v.numel() < 2:
-        return float("nan")
-    return float(v.std() / v.numel() ** 0.5)
+    se = float(v.std() / v.numel() ** 0.5) if v.numel() > 1 else float("nan")
+    return float(v.mean()), se
 
 
 def one_step_validation(
@@ -147,8 +155,6 @@ def one_step_validation(
     return OneStepResult(
         mean_error=float(torch.stack(errs).mean()),
         variance_ratio=float(torch.stack(ratios).mean()),
-        energy_distance=float(torch.tensor(eds, dtype=torch.float64).mean()),
-        energy_distance_floor=float(torch.tensor(floors, dtype=torch.float64).mean()),
         variance_ratio_floor=float(torch.stack(ratio_floors).mean()),
         total_variance_ratio=float(torch.stack(totals).mean()),
         states=int(states.shape[0]),
