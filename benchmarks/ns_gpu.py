@@ -20,7 +20,7 @@ Cells that would overrun ``--budget-s`` are skipped and listed as such. ``--leve
 ``letkf`` among the methods first picks the LETKF's radius and inflation on a training twin,
 seed 1000, of the first level, then uses them at every level; ``fa-apf-local`` is FA-APF
 with localised weights of radius ``--localization``; ``--weights`` picks FA-APF's weights,
-e.g. ``pooled``). Every cell is a run file under ``--out``/runs, resumed if it exists.
+e.g. ``pooled``, and ``--ess-interval`` its ESS control interval). Every cell is a run file under ``--out``/runs, resumed if it exists.
 
     python benchmarks/ns_gpu.py perf --device cuda --out /tmp/ns_gpu
     python benchmarks/ns_gpu.py cell --device cuda --out /tmp/ns_gpu --budget-s 240
@@ -260,7 +260,10 @@ def cell(args) -> None:
             seed=seed,
             options=options,
         )
-        tag = "".join(f"-{k}{v}" for k, v in options.items())
+        tag = "".join(
+            f"-{k}{'_'.join(f'{x:g}' for x in v) if isinstance(v, list | tuple) else v}"
+            for k, v in options.items()
+        )
         if args.mean_sigma is not None and method == "fa-apf":
             tag += f"-mean_sigma{args.mean_sigma:g}"
         path = Path(args.out) / folder / f"{cfg.name}-{method}{tag}-N{args.particles}.nc"
@@ -291,6 +294,8 @@ def cell(args) -> None:
                 options = {"localization": args.localization}
             if method == "fa-apf" and args.weights is not None:
                 options = {"weights": args.weights}
+            if method == "fa-apf" and args.ess_interval is not None:
+                options = {**options, "ess_interval": list(args.ess_interval)}
             try:
                 s = one(
                     method.removesuffix("-local"),
@@ -403,6 +408,15 @@ def main() -> None:
         choices=WEIGHTS,
         default=None,
         help="cell: FA-APF's weights (docs/method.md#fa-apf-weights; default: the filter's, dirac)",
+    )
+    p.add_argument(
+        "--ess-interval",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=None,
+        help="cell: FA-APF's ESS control interval as fractions of N (default: the filter's, "
+        "50/256 to 60/256)",
     )
     p.add_argument("--letkf-radii", type=float, nargs="+", default=[4.0, 8.0, 16.0])
     p.add_argument("--letkf-inflations", type=float, nargs="+", default=[1.0, 1.1])
