@@ -20,7 +20,8 @@ Cells that would overrun ``--budget-s`` are skipped and listed as such. ``--leve
 ``letkf`` among the methods first picks the LETKF's radius and inflation on a training twin,
 seed 1000, of the first level, then uses them at every level; ``fa-apf-local`` is FA-APF
 with localised weights of radius ``--localization``; ``--weights`` picks FA-APF's weights,
-e.g. ``pooled``, and ``--ess-interval`` its ESS control interval). Every cell is a run file under ``--out``/runs, resumed if it exists.
+e.g. ``pooled``, and ``--ess-interval`` its ESS control interval). Every cell is a run file
+under ``--out``/runs, resumed if it exists.
 
     python benchmarks/ns_gpu.py perf --device cuda --out /tmp/ns_gpu
     python benchmarks/ns_gpu.py cell --device cuda --out /tmp/ns_gpu --budget-s 240
@@ -232,6 +233,17 @@ def floor(args) -> None:
     write(args.out, "floor", lines, data["rows"], torch.device("cpu"))
 
 
+def option_tag(options: dict) -> str:
+    """``-<key><value>`` for every filter option, a list's values joined by ``_``: the part
+    of a run file's name that tells its options apart (``-ess_interval0.5_0.6``)."""
+    parts = []
+    for key, value in options.items():
+        if isinstance(value, list | tuple):
+            value = "_".join(f"{x:g}" for x in value)
+        parts.append(f"-{key}{value}")
+    return "".join(parts)
+
+
 def cell(args) -> None:
     from genfilter.experiments.reporting import summarize_file
     from genfilter.experiments.runner import run_config
@@ -260,10 +272,7 @@ def cell(args) -> None:
             seed=seed,
             options=options,
         )
-        tag = "".join(
-            f"-{k}{'_'.join(f'{x:g}' for x in v) if isinstance(v, list | tuple) else v}"
-            for k, v in options.items()
-        )
+        tag = option_tag(options)
         if args.mean_sigma is not None and method == "fa-apf":
             tag += f"-mean_sigma{args.mean_sigma:g}"
         path = Path(args.out) / folder / f"{cfg.name}-{method}{tag}-N{args.particles}.nc"
